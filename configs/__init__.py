@@ -1,0 +1,1 @@
+"""Readable preset fragments (``cctv.yaml``, ``video-call.yaml``), shipped as package data."""
