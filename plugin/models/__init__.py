@@ -1,0 +1,1 @@
+"""Model layer: specs and registry, the TFLite→ONNX converter, pull/cache of the default model."""
