@@ -1,0 +1,407 @@
+"""Decode worker: any PyAV-readable source → ``YuvFrame`` (I420 plane views) + audio packets.
+
+Why it is shaped this way:
+
+* Frames leave here as **views into PyAV's own buffers** (no copy, no RGB).  H.264
+  decoders keep decoded pictures as references for later ones, and FFmpeg frame
+  threading shares those buffers, so writing into a decoded picture corrupts the
+  frames after it.  ``make_writable()`` makes the buffer private first (a copy only
+  when FFmpeg still holds a reference), after which effects may draw in place.
+* Audio is never decoded: compressed packets are forwarded as plain bytes with
+  their timing (``AudioPacket``), so they can be muxed bit-identical in this
+  process or sent over ZeroMQ to an encoder elsewhere.
+* Live sources (network, devices) reconnect with backoff; timestamps are kept
+  monotonic across a reconnect so the muxer never sees time go backwards.  A
+  source that stays dead raises one ``SourceError`` naming the URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+
+from privacy_filter.errors import SourceError
+from privacy_filter.frames import YuvFrame
+
+log = logging.getLogger(__name__)
+
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "udp", "rtp", "srt", "tcp")
+NETWORK_SCHEMES = LIVE_SCHEMES + ("http", "https")
+
+
+# --------------------------------------------------------------------------- data types
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the encoder needs to know about the video before the first frame."""
+
+    width: int
+    height: int
+    time_base: Fraction
+    rate: Fraction | None  # average frame rate, when the container knows it
+    frames: int | None  # total frame count, when the container knows it (files)
+    duration_s: float | None
+    codec: str
+    pix_fmt: str
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Codec parameters of the source audio, as plain data (picklable, wire-safe)."""
+
+    codec: str
+    sample_rate: int
+    channels: int
+    layout: str
+    time_base: Fraction
+    extradata: bytes | None
+    bit_rate: int
+
+
+@dataclass
+class AudioPacket:
+    """One compressed audio packet, forwarded untouched (``data`` is the exact payload)."""
+
+    data: bytes
+    pts: int | None
+    dts: int | None
+    duration: int
+    time_base: Fraction
+    is_keyframe: bool = True
+    stream_id: str = "0"
+
+
+@dataclass
+class SourceInfo:
+    """Result of opening a source.
+
+    ``audio_stream`` is the live PyAV stream (in-process encoders use it as a mux
+    template for a bit-exact copy); ``audio`` is the same as plain data for other processes.
+    """
+
+    url: str
+    live: bool
+    video: VideoInfo
+    audio: AudioInfo | None = None
+    audio_stream: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class ReconnectPolicy:
+    """Backoff for live sources: delays double from ``initial_s`` up to ``max_s``.
+
+    ``max_attempts`` consecutive failures (without a frame in between) end the
+    stream with a ``SourceError``; ``None`` retries forever.
+    """
+
+    initial_s: float = 0.5
+    max_s: float = 10.0
+    max_attempts: int | None = 5
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_s, self.initial_s * (2 ** max(0, attempt - 1)))
+
+
+# --------------------------------------------------------------------------- source parsing
+
+
+def is_live_source(url: str) -> bool:
+    """Network streams and capture devices are live; files and lavfi generators are not.
+
+    http(s) is live only for playlists (``.m3u8``): a plain http URL is usually a file.
+    """
+    u = str(url)
+    scheme = u.split("://", 1)[0].lower() if "://" in u else ""
+    if scheme in LIVE_SCHEMES:
+        return True
+    if scheme in ("http", "https"):
+        return ".m3u8" in u.lower()
+    return u.startswith("/dev/video") or u.startswith("v4l2:")
+
+
+def open_arguments(url: str, policy: ReconnectPolicy) -> tuple[str, dict[str, Any]]:
+    """Map a user source string to ``av.open`` arguments (file, format, options, timeout)."""
+    u = str(url)
+    kwargs: dict[str, Any] = {"options": {}}
+    if u.startswith("lavfi:"):
+        kwargs["format"] = "lavfi"
+        return u[len("lavfi:") :], kwargs
+    if u.startswith("v4l2:"):
+        u = u[len("v4l2:") :]
+    if u.startswith("/dev/video"):
+        kwargs["format"] = "v4l2"
+        return u, kwargs
+    scheme = u.split("://", 1)[0].lower() if "://" in u else ""
+    if scheme in NETWORK_SCHEMES:
+        kwargs["timeout"] = (policy.open_timeout_s, policy.read_timeout_s)
+        if scheme in ("rtsp", "rtsps"):
+            # TCP interleaving survives NAT and packet loss; `timeout` is the socket I/O timeout in µs.
+            kwargs["options"].update({"rtsp_transport": "tcp", "timeout": str(int(policy.read_timeout_s * 1e6))})
+        elif scheme == "udp":
+            kwargs["options"].update({"fifo_size": "1000000", "overrun_nonfatal": "1"})
+    return u, kwargs
+
+
+# --------------------------------------------------------------------------- zero-copy planes
+
+
+def plane_view(plane: Any) -> np.ndarray:
+    """A writable (height, width) uint8 view of one PyAV plane, honouring its line size."""
+    buf = np.frombuffer(plane, np.uint8)
+    rows = buf[: plane.height * plane.line_size].reshape(plane.height, plane.line_size)
+    return rows[:, : plane.width]
+
+
+def to_yuv_frame(frame: av.VideoFrame, index: int, stream_id: str, pts: int | None, time_base: Fraction) -> YuvFrame:
+    """Wrap a decoded picture as a ``YuvFrame`` of plane views (converting only non-I420 input)."""
+    if frame.format.name != "yuv420p":
+        # GIF palettes (bgra/pal8), yuvj420p, nv12, 4:2:2 ... → I420 once, at source size.
+        frame = frame.reformat(format="yuv420p")
+    else:
+        frame.make_writable()
+    y, u, v = (plane_view(p) for p in frame.planes[:3])
+    yf = YuvFrame(y, u, v, pts=pts, time_base=time_base, index=index, stream_id=stream_id)
+    attach_native(yf, frame)
+    return yf
+
+
+def attach_native(yf: YuvFrame, frame: av.VideoFrame) -> None:
+    """Remember the PyAV frame whose buffers ``yf``'s planes view, so an encoder can reuse it."""
+    object.__setattr__(yf, "_av_frame", frame)
+
+
+def native_frame(yf: YuvFrame) -> av.VideoFrame | None:
+    """The PyAV frame backing ``yf``'s planes, or None when the planes live elsewhere.
+
+    Checked by pointer so that a frame whose planes were replaced (copied, or
+    received over ZeroMQ) is never confused with the original picture.
+    """
+    frame = getattr(yf, "_av_frame", None)
+    if frame is None:
+        return None
+    try:
+        planes = frame.planes
+        for arr, plane in zip((yf.y, yf.u, yf.v), planes):
+            if arr.__array_interface__["data"][0] != plane.buffer_ptr or arr.shape != (plane.height, plane.width):
+                return None
+    except Exception:  # pragma: no cover - defensive: a frame in an unexpected state
+        return None
+    return frame
+
+
+# --------------------------------------------------------------------------- decoder
+
+
+class Decoder:
+    """Iterate one source as ``YuvFrame`` and ``AudioPacket`` items, in demux order.
+
+    Usage::
+
+        dec = Decoder("clip.mp4", stream_id="cam1")
+        info = dec.open()            # SourceInfo: sizes, time base, rate, frame count, audio
+        for item in dec:             # YuvFrame | AudioPacket
+            ...
+        dec.close()
+
+    ``reconnects`` counts successful reopenings of a live source.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream_id: str = "0",
+        audio: bool = True,
+        live: bool | None = None,
+        reconnect: ReconnectPolicy | None = None,
+        threads: int = 0,
+    ) -> None:
+        self.url = str(url)
+        self.stream_id = stream_id
+        self.want_audio = audio
+        self.live = is_live_source(self.url) if live is None else live
+        self.policy = reconnect or ReconnectPolicy()
+        self.threads = threads
+        self.reconnects = 0
+        self.frames_decoded = 0
+        self.info: SourceInfo | None = None
+        self._container: Any = None
+        self._pts_offset = 0  # added to source pts after a reconnect, keeps time monotonic
+        self._last_pts: int | None = None
+        self._frame_step = 1  # one frame's duration in time_base units, for reconnect/pts repair
+
+    # -- opening ---------------------------------------------------------------------
+    def _check_local(self) -> None:
+        u = self.url
+        if u.startswith("lavfi:") or "://" in u or u.startswith("v4l2:"):
+            return
+        if not os.path.exists(u):
+            what = "capture device" if u.startswith("/dev/") else "input file"
+            raise SourceError(f"{what} not found: {u}")
+        if os.path.isdir(u):
+            raise SourceError(f"input is a directory, not a video: {u}")
+
+    def _open_container(self) -> Any:
+        target, kwargs = open_arguments(self.url, self.policy)
+        try:
+            container = av.open(target, "r", **kwargs)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise SourceError(f"cannot open {self.url}: {_reason(exc)}") from exc
+        if not container.streams.video:
+            container.close()
+            raise SourceError(f"no video stream in {self.url}")
+        vs = container.streams.video[0]
+        vs.thread_type = "AUTO"
+        if self.threads:
+            vs.thread_count = self.threads
+        return container
+
+    def open(self) -> SourceInfo:
+        """Open the source and describe it; raises ``SourceError`` naming the URL."""
+        self._check_local()
+        if self.live:
+            container = self._with_retries(self._open_container)
+        else:
+            container = self._open_container()
+        self._container = container
+        self.info = self._describe(container)
+        return self.info
+
+    def _describe(self, container: Any) -> SourceInfo:
+        vs = container.streams.video[0]
+        cc = vs.codec_context
+        tb = vs.time_base or Fraction(1, 90000)
+        rate = vs.average_rate or vs.guessed_rate or None
+        frames = int(vs.frames) if vs.frames else None
+        duration = None
+        if vs.duration and vs.time_base:
+            duration = float(vs.duration * vs.time_base)
+        elif container.duration:
+            duration = container.duration / 1e6
+        if frames is None and duration and rate and not self.live:
+            frames = int(round(duration * float(rate)))  # estimate for the progress bar only
+        if rate:
+            self._frame_step = max(1, int(round(1 / (float(rate) * float(tb)))))
+        width, height = cc.width, cc.height
+        if not width or not height:
+            raise SourceError(f"cannot determine the video size of {self.url}")
+        video = VideoInfo(width, height, Fraction(tb), Fraction(rate) if rate else None, frames, duration,
+                          cc.name, cc.format.name if cc.format else "unknown")
+        audio_info = None
+        audio_stream = None
+        if self.want_audio and container.streams.audio:
+            a = container.streams.audio[0]
+            ac = a.codec_context
+            audio_stream = a
+            audio_info = AudioInfo(
+                codec=ac.name,
+                sample_rate=int(ac.sample_rate or 0),
+                channels=int(ac.channels or 0),
+                layout=ac.layout.name if ac.layout else "",
+                time_base=Fraction(a.time_base or Fraction(1, max(1, ac.sample_rate or 48000))),
+                extradata=bytes(ac.extradata) if ac.extradata else None,
+                bit_rate=int(ac.bit_rate or 0),
+            )
+        return SourceInfo(self.url, self.live, video, audio_info, audio_stream)
+
+    def _with_retries(self, fn: Any) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except SourceError as exc:
+                attempt += 1
+                if self.policy.max_attempts is not None and attempt >= self.policy.max_attempts:
+                    raise SourceError(f"source {self.url} unreachable after {attempt} attempts: {exc}") from exc
+                d = self.policy.delay(attempt)
+                log.warning("source %s: %s; retrying in %.1f s", self.url, exc, d)
+                time.sleep(d)
+
+    # -- iteration -------------------------------------------------------------------
+    def __iter__(self) -> Iterator[YuvFrame | AudioPacket]:
+        if self._container is None:
+            self.open()
+        while True:
+            try:
+                yield from self._demux(self._container)
+                return  # clean end of stream
+            except (av.FFmpegError, OSError) as exc:
+                if not self.live:
+                    raise SourceError(f"error decoding {self.url} at frame {self.frames_decoded}: {_reason(exc)}") from exc
+                log.warning("source %s dropped (%s); reconnecting", self.url, _reason(exc))
+            self._reopen()
+
+    def _reopen(self) -> None:
+        try:
+            self._container.close()
+        except Exception:  # pragma: no cover - a broken connection may fail to close
+            pass
+        self._container = self._with_retries(self._open_container)
+        self.reconnects += 1
+        # The new session's timestamps may restart at 0: continue after the last one.
+        self._pts_offset = None  # type: ignore[assignment]  # set from the first new frame
+        log.info("source %s reconnected (%d reconnects)", self.url, self.reconnects)
+
+    def _demux(self, container: Any) -> Iterator[YuvFrame | AudioPacket]:
+        vs = container.streams.video[0]
+        streams = [vs]
+        astream = None
+        if self.want_audio and container.streams.audio:
+            astream = container.streams.audio[0]
+            streams.append(astream)
+        tb = Fraction(vs.time_base or Fraction(1, 90000))
+        for packet in container.demux(*streams):
+            if packet.stream is astream:
+                if packet.size:
+                    yield AudioPacket(
+                        bytes(packet), packet.pts, packet.dts, int(packet.duration or 0),
+                        Fraction(packet.time_base or astream.time_base), bool(packet.is_keyframe), self.stream_id,
+                    )
+                continue
+            for frame in packet.decode():
+                yield self._wrap(frame, tb)
+        # flush of the decoder happens through the final empty packet demux yields
+
+    def _wrap(self, frame: av.VideoFrame, tb: Fraction) -> YuvFrame:
+        pts = frame.pts
+        if pts is not None:
+            if self._pts_offset is None:  # first frame after a reconnect
+                base = (self._last_pts + self._frame_step) if self._last_pts is not None else pts
+                self._pts_offset = base - pts
+            pts = pts + self._pts_offset
+        yf = to_yuv_frame(frame, self.frames_decoded, self.stream_id, pts, tb)
+        if pts is not None:
+            self._last_pts = pts
+        self.frames_decoded += 1
+        return yf
+
+    def close(self) -> None:
+        if self._container is not None:
+            try:
+                self._container.close()
+            finally:
+                self._container = None
+
+    def __enter__(self) -> "Decoder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason from an FFmpeg/OS error, without PyAV's repeated file name."""
+    msg = getattr(exc, "strerror", None) or str(exc)
+    return re.sub(r"^\[Errno -?\d+\]\s*", "", str(msg)).strip() or type(exc).__name__
