@@ -1,0 +1,378 @@
+"""``privacy-filter process``: one stream, start to finish, in one process.
+
+decode (reader thread) → stage (this thread: batched segmentation + effect) →
+encode (writer thread), with bounded queues between them so the three overlap on
+separate cores (PyAV, ONNX Runtime and OpenCV release the GIL while they work).
+File sources apply backpressure, so every input frame comes out, once, with its
+source timestamp.  Live sources never wait for a slow stage: the reader keeps only
+the newest frames and counts the stale ones it drops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from privacy_filter.decode import AudioPacket, Decoder, SourceInfo
+from privacy_filter.encode import EncodeSettings, Encoder
+from privacy_filter.errors import UserError
+from privacy_filter.frames import YuvFrame
+from privacy_filter.metrics import Board, Counters
+from privacy_filter.stage import FilterStage, StageStream
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+@dataclass
+class ProcessPlan:
+    """Everything ``process`` needs for one stream, resolved from preset/config/flags."""
+
+    stage: StageStream
+    encode: EncodeSettings
+    model: str | None = None
+    device: str = "cpu"
+    tiles: Any = None
+    policy: str | None = None  # "live" | "file" | None (decided from the source)
+    stream_id: str = "0"
+
+
+@dataclass
+class ProcessReport:
+    """What happened, for the summary line and for tests."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    frames_covered_whole: int = 0
+    frames_dropped: int = 0
+    stale_dropped: int = 0
+    audio_packets: int = 0
+    reconnects: int = 0
+    pts_repaired: int = 0
+    masks_written: int = 0
+    seconds: float = 0.0
+    info: SourceInfo | None = field(default=None, repr=False)
+
+    @property
+    def fps(self) -> float:
+        return self.frames_out / self.seconds if self.seconds > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- device
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a CUDA device is usable, else ``cpu`` with one log line saying why."""
+    if device != "auto":
+        return device
+    try:
+        import cupy  # type: ignore[import-not-found]
+
+        if cupy.cuda.is_available():
+            return "cuda"
+        reason = "CuPy found no CUDA device/driver"
+    except Exception as exc:  # ImportError, driver errors
+        reason = f"CuPy unavailable ({type(exc).__name__})"
+    log.warning("--device auto: %s; using the CPU", reason)
+    return "cpu"
+
+
+# --------------------------------------------------------------------------- threads
+
+
+class _Reader(threading.Thread):
+    """Decode into a queue; live sources drop the oldest frame rather than wait."""
+
+    def __init__(self, decoder: Decoder, q: "queue.Queue[Any]", live: bool, counters: Counters, sid: str) -> None:
+        super().__init__(name="decode", daemon=True)
+        self.decoder, self.q, self.live, self.counters, self.sid = decoder, q, live, counters, sid
+        self.stop = threading.Event()
+        self.stale_dropped = 0
+        self._lock = threading.Lock()
+
+    def put(self, item: Any) -> None:
+        if not self.live or isinstance(item, AudioPacket):
+            while not self.stop.is_set():
+                try:
+                    self.q.put(item, timeout=0.2)
+                    return
+                except queue.Full:
+                    continue
+            return
+        while True:
+            try:
+                self.q.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    old = self.q.get_nowait()
+                except queue.Empty:
+                    continue
+                if isinstance(old, YuvFrame):
+                    self.stale_dropped += 1
+                    self.counters.inc(self.sid, "frames_dropped")
+                else:  # keep audio and control items; requeue at the back
+                    self.q.put_nowait(old)
+
+    def run(self) -> None:
+        try:
+            for item in self.decoder:
+                if self.stop.is_set():
+                    break
+                if isinstance(item, YuvFrame):
+                    self.counters.inc(self.sid, "frames_in")
+                self.put(item)
+            self.put(_END)
+        except BaseException as exc:  # handed to the main thread
+            self.put(_Failure(exc))
+
+
+class _Writer(threading.Thread):
+    """Encode/mux from a queue, so x264 runs while the stage works on the next frame."""
+
+    def __init__(self, encoder: Encoder, q: "queue.Queue[Any]") -> None:
+        super().__init__(name="encode", daemon=True)
+        self.encoder, self.q = encoder, q
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while True:
+                item = self.q.get()
+                if item is _END:
+                    break
+                if isinstance(item, AudioPacket):
+                    self.encoder.write_audio(item)
+                else:
+                    self.encoder.write(item)
+        except BaseException as exc:
+            self.error = exc
+            while self.q.get() is not _END:  # keep draining so the producer never blocks
+                pass
+
+
+class MaskWriter(threading.Thread):
+    """Write masks as DIR/000000.png (frame index) in the background; PNG zlib is slow."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        super().__init__(name="mask-out", daemon=True)
+        self.dir = Path(directory)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create --mask-out folder {self.dir}: {exc}") from exc
+        self.q: "queue.Queue[Any]" = queue.Queue(maxsize=32)
+        self.written = 0
+        self.error: BaseException | None = None
+
+    def put(self, index: int, mask: np.ndarray) -> None:
+        self.q.put((index, np.array(mask, np.uint8, copy=True)))
+
+    def finish(self) -> None:
+        self.q.put(_END)
+        self.join()
+        if self.error is not None:
+            raise UserError(f"writing masks to {self.dir} failed: {self.error}")
+
+    def run(self) -> None:
+        import cv2
+
+        while True:
+            item = self.q.get()
+            if item is _END:
+                return
+            if self.error is not None:
+                continue
+            index, mask = item
+            path = self.dir / f"{index:06d}.png"
+            try:
+                if not cv2.imwrite(str(path), mask, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                    raise OSError(f"cv2.imwrite refused {path}")
+                self.written += 1
+            except Exception as exc:
+                self.error = exc
+
+
+@dataclass
+class _Failure:
+    exc: BaseException
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_process(
+    source: str,
+    output: str,
+    plan: ProcessPlan,
+    *,
+    segmenter: Any = None,
+    effects: dict[str, Any] | None = None,
+    mask_out: str | None = None,
+    progress: bool = True,
+    max_frames: int | None = None,
+) -> ProcessReport:
+    """Filter ``source`` into ``output``.  ``segmenter=None`` builds the plan's model.
+
+    ``effects`` ({stream_id: effect}) and ``segmenter`` can be injected (tests, the demo).
+    """
+    sid = plan.stream_id
+    live = None if plan.policy is None else plan.policy == "live"
+    decoder = Decoder(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live)
+    info = decoder.open()
+    device = resolve_device(plan.device)
+    if segmenter is None:
+        from privacy_filter.engines import create_segmenter
+
+        segmenter = create_segmenter(model=plan.model, device=device, tiles=plan.tiles)
+    board = Board([sid])
+    counters = board.counters()
+    stage = FilterStage(segmenter, {sid: plan.stage}, device=device, counters=counters, effects=effects)
+    try:
+        encoder = Encoder(output, info.video, plan.encode, audio=info.audio_stream, live=decoder.live)
+    except BaseException:
+        decoder.close()
+        stage.close()
+        raise
+    masks = MaskWriter(mask_out) if mask_out else None
+    if masks:
+        masks.start()
+
+    in_q: "queue.Queue[Any]" = queue.Queue(maxsize=8 if not decoder.live else 4)
+    out_q: "queue.Queue[Any]" = queue.Queue(maxsize=8)
+    reader = _Reader(decoder, in_q, decoder.live, counters, sid)
+    writer = _Writer(encoder, out_q)
+    bar = _progress(progress, info, source)
+    report = ProcessReport(info=info)
+    t0 = time.perf_counter()
+    reader.start()
+    writer.start()
+    failure: BaseException | None = None
+    try:
+        n = 0
+        while True:
+            item = in_q.get()
+            if item is _END:
+                break
+            if isinstance(item, _Failure):
+                failure = item.exc
+                break
+            if writer.error is not None:
+                break
+            if isinstance(item, AudioPacket):
+                out_q.put(item)
+                report.audio_packets += 1
+                continue
+            (res,) = stage.process([item])
+            if res.frame is not None:
+                out_q.put(res.frame)
+                if masks is not None:
+                    masks.put(res.frame.index, res.mask if res.mask is not None else np.zeros((item.height, item.width), np.uint8))
+            n += 1
+            if bar is not None:
+                bar.update(1)
+            if max_frames is not None and n >= max_frames:
+                break
+    except KeyboardInterrupt:
+        log.warning("interrupted; finishing the output so that it stays playable")
+    finally:
+        reader.stop.set()
+        _drain(in_q)  # unblock the reader
+        out_q.put(_END)
+        writer.join()
+        reader.join(timeout=5)
+        decoder.close()
+        stage.close()
+        try:
+            encoder.close()
+        finally:
+            if bar is not None:
+                bar.close()
+            if masks is not None:
+                masks.finish()
+    if failure is not None:
+        raise failure
+    if writer.error is not None:
+        raise writer.error
+    report.seconds = time.perf_counter() - t0
+    snap = board.snapshot()[sid]
+    report.frames_in = snap["frames_in"]
+    report.frames_out = encoder.frames_out
+    report.frames_covered_whole = snap["frames_covered_whole"]
+    report.frames_dropped = snap["frames_dropped"]
+    report.stale_dropped = reader.stale_dropped
+    report.reconnects = decoder.reconnects
+    report.pts_repaired = encoder.pts_repaired
+    report.masks_written = masks.written if masks else 0
+    return report
+
+
+def _drain(q: "queue.Queue[Any]") -> None:
+    try:
+        while True:
+            q.get_nowait()
+    except queue.Empty:
+        pass
+
+
+def _progress(enabled: bool, info: SourceInfo, source: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=info.video.frames, unit="frame", desc=os.path.basename(source) or source, dynamic_ncols=True, smoothing=0.1)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def build_plan(args: argparse.Namespace) -> ProcessPlan:
+    """Preset, then --config defaults, then flags (later wins)."""
+    from privacy_filter.config import load_process_config  # D1's loader: presets + YAML + env
+
+    cfg = load_process_config(
+        preset=getattr(args, "preset", None),
+        config=getattr(args, "config", None),
+        target=getattr(args, "target", None),
+        effect=getattr(args, "effect", None),
+        model=getattr(args, "model", None),
+        device=getattr(args, "device", None),
+    )
+    return plan_from_stream_config(cfg)
+
+
+def plan_from_stream_config(cfg: Any) -> ProcessPlan:
+    """A ProcessPlan from a stream config object (effect, mask, output, model, on_failure ...)."""
+    out = getattr(cfg, "output", None)
+    return ProcessPlan(
+        stage=StageStream.from_config(cfg),
+        encode=EncodeSettings.from_config(out) if out is not None else EncodeSettings(),
+        model=getattr(cfg, "model", None),
+        device=getattr(cfg, "device", "cpu") or "cpu",
+        tiles=getattr(cfg, "tiles", None),
+        policy=getattr(cfg, "policy", None),
+        stream_id=str(getattr(cfg, "id", "0") or "0"),
+    )
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    plan = build_plan(args)
+    report = run_process(args.input, args.output, plan, mask_out=args.mask_out, progress=not getattr(args, "no_progress", False))
+    print(
+        f"{args.output}: {report.frames_out} frames out of {report.frames_in} in "
+        f"({report.frames_covered_whole} covered whole, {report.frames_dropped} dropped), "
+        f"{report.audio_packets} audio packets, {report.seconds:.1f} s, {report.fps:.1f} fps"
+        + (f"; masks in {args.mask_out}" if args.mask_out else "")
+    )
+    return 0
