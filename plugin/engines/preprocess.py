@@ -1,0 +1,152 @@
+"""Model-input preparation from I420 planes or packed RGB/BGR, following a ModelSpec.
+
+From YUV the planes are first shrunk to the model size (Y and chroma separately, so full
+resolution RGB is never made), then the small 4:4:4 picture goes through one 3×4 affine map
+that folds YUV→RGB (BT.601 limited range unless the frame says otherwise), the colour order and
+the spec's normalisation.  The ranges are clipped in RGB space first so that out-of-gamut YUV
+gives the same input as a decoded-then-converted picture would.
+
+All functions write into a caller-provided item buffer so a batch is filled without copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from privacy_filter.frames import YuvFrame
+from privacy_filter.models.specs import ModelSpec
+
+#: Downscale filter.  INTER_AREA averages every source pixel (no aliasing of thin limbs on 1080p →
+#: 256 shrinks); measured in benchmarks/bench_segmentation.py against INTER_LINEAR.
+DOWNSCALE = cv2.INTER_AREA
+UPSCALE = cv2.INTER_LINEAR
+
+# YUV → RGB matrices (rows R, G, B applied to [Y, Cb-128, Cr-128]) before range scaling.
+_KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
+
+
+def yuv_to_rgb_matrix(matrix: str = "bt601", full_range: bool = False) -> np.ndarray:
+    """3×4 affine map taking [Y, U, V, 1] (0..255 codes) to RGB in 0..255."""
+    kr, kb = _KR_KB[matrix]
+    kg = 1.0 - kr - kb
+    ys, cs = (1.0, 1.0) if full_range else (255.0 / 219.0, 255.0 / 224.0)
+    y0 = 0.0 if full_range else 16.0
+    m = np.array([
+        [ys, 0.0, cs * 2 * (1 - kr)],
+        [ys, -cs * 2 * (1 - kb) * kb / kg, -cs * 2 * (1 - kr) * kr / kg],
+        [ys, cs * 2 * (1 - kb), 0.0],
+    ], np.float64)
+    bias = -m @ np.array([y0, 128.0, 128.0])
+    return np.hstack([m, bias[:, None]]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the picture content sits inside the model input (letterbox) in model pixels."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    model_h: int
+    model_w: int
+
+    def crop(self, prob: np.ndarray) -> np.ndarray:
+        """Cut a model-resolution map back to the content (scaled when the output is smaller)."""
+        h, w = prob.shape[:2]
+        if (self.width, self.height) == (self.model_w, self.model_h):
+            return prob
+        return prob[self.y * h // self.model_h: (self.y + self.height) * h // self.model_h,
+                    self.x * w // self.model_w: (self.x + self.width) * w // self.model_w]
+
+
+def placement(spec: ModelSpec, src_w: int, src_h: int) -> Placement:
+    """Content rectangle: the whole input for stretch; aspect-preserving and centred for letterbox."""
+    if spec.resize == "stretch":
+        return Placement(0, 0, spec.width, spec.height, spec.height, spec.width)
+    s = min(spec.width / src_w, spec.height / src_h)
+    w = max(1, min(spec.width, round(src_w * s)))
+    h = max(1, min(spec.height, round(src_h * s)))
+    return Placement((spec.width - w) // 2, (spec.height - h) // 2, w, h, spec.height, spec.width)
+
+
+def item_shape(spec: ModelSpec) -> tuple[int, int, int]:
+    return (3, spec.height, spec.width) if spec.input_layout == "NCHW" else (spec.height, spec.width, 3)
+
+
+def _resize(plane: np.ndarray, w: int, h: int) -> np.ndarray:
+    ph, pw = plane.shape[:2]
+    if (pw, ph) == (w, h):
+        return plane
+    interp = DOWNSCALE if (w <= pw and h <= ph) else UPSCALE
+    return cv2.resize(plane, (w, h), interpolation=interp)
+
+
+def _write_normalised(rgb: np.ndarray, spec: ModelSpec, place: Placement, out: np.ndarray) -> None:
+    """rgb: (h, w, 3) float32 0..255 in *model* colour order → normalised into ``out`` (item layout)."""
+    offset, scale = spec.normalisation_arrays()
+    if spec.resize == "letterbox" and (place.width, place.height) != (spec.width, spec.height):
+        pad = (0.0 - offset) * scale  # black, as TAO's resize_padding does
+        if spec.input_layout == "NCHW":
+            out[...] = pad[:, None, None]
+        else:
+            out[...] = pad
+    rgb -= offset
+    rgb *= scale
+    ys, xs = slice(place.y, place.y + place.height), slice(place.x, place.x + place.width)
+    if spec.input_layout == "NCHW":
+        out[:, ys, xs] = rgb.transpose(2, 0, 1)
+    else:
+        out[ys, xs, :] = rgb
+
+
+def frame_colorimetry(frame: YuvFrame) -> tuple[str, bool]:
+    """(matrix, full_range) from the decoder's metadata when present, else BT.601 limited (SD video's
+    default and what libx264 writes untagged)."""
+    md = frame.metadata
+    matrix = "bt709" if str(md.get("colorspace", md.get("color_matrix", ""))).lower() in ("bt709", "itu709", "709") else "bt601"
+    full = str(md.get("color_range", "")).lower() in ("jpeg", "full", "pc", "2")
+    return matrix, full
+
+
+def yuv_into(
+    y: np.ndarray, u: np.ndarray, v: np.ndarray, spec: ModelSpec, out: np.ndarray,
+    matrix: str = "bt601", full_range: bool = False,
+) -> Placement:
+    """Fill one model input item from I420 planes (any strides); returns the content placement."""
+    place = placement(spec, y.shape[1], y.shape[0])
+    w, h = place.width, place.height
+    small = cv2.merge([_resize(y, w, h), _resize(u, w, h), _resize(v, w, h)])
+    m = yuv_to_rgb_matrix(matrix, full_range)
+    if spec.color == "bgr":
+        m = m[::-1].copy()
+    rgb = cv2.transform(small.astype(np.float32), m)
+    np.clip(rgb, 0.0, 255.0, out=rgb)
+    _write_normalised(rgb, spec, place, out)
+    return place
+
+
+def frame_into(frame: YuvFrame, spec: ModelSpec, out: np.ndarray) -> Placement:
+    matrix, full = frame_colorimetry(frame)
+    return yuv_into(frame.y, frame.u, frame.v, spec, out, matrix, full)
+
+
+def image_into(image: np.ndarray, spec: ModelSpec, out: np.ndarray, order: str = "rgb") -> Placement:
+    """Fill one model input item from an (H, W, 3) uint8 image in ``order`` ('rgb' or 'bgr')."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
+    place = placement(spec, image.shape[1], image.shape[0])
+    small = _resize(image, place.width, place.height)
+    if order != spec.color:
+        small = small[..., ::-1]
+    _write_normalised(small.astype(np.float32), spec, place, out)
+    return place
+
+
+def crop_yuv(frame: YuvFrame, x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the planes for the luma rectangle [x0, x1) × [y0, y1); x0, y0 must be even."""
+    return (frame.y[y0:y1, x0:x1], frame.u[y0 // 2:(y1 + 1) // 2, x0 // 2:(x1 + 1) // 2],
+            frame.v[y0 // 2:(y1 + 1) // 2, x0 // 2:(x1 + 1) // 2])

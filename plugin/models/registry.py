@@ -1,0 +1,126 @@
+"""Turn what the user typed after ``--model`` into a validated (spec, ONNX file) pair.
+
+Accepted forms:
+
+* nothing → ``selfie`` (the embedded default, pulled and converted on first use);
+* a built-in name: ``selfie``, ``selfie-landscape``;
+* ``peoplesemsegnet-shuffleseg:/path/model.onnx`` (built-in spec, user-supplied file; same for
+  ``peoplesemsegnet-vanilla``; a ``+soft`` suffix on the name exposes the pre-ArgMax logits);
+* a spec YAML (``onnx:`` key + fields), a DeepStream nvinfer ``.txt``/``.yml`` config;
+* a bare ``.onnx`` whose I/O matches a built-in contract.
+
+Every result has been checked against its ONNX file, so engines can trust it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from privacy_filter.errors import ModelError
+from privacy_filter.models import onnx_tools
+from privacy_filter.models.specs import BUILTIN_SPECS, ModelSpec, load_deepstream_config, load_spec_yaml
+
+DEFAULT_MODEL = "selfie"
+EMBEDDED = ("selfie", "selfie-landscape")
+SOFT_SUFFIX = "+soft"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    spec: ModelSpec
+    onnx_path: Path
+
+
+def known_names() -> list[str]:
+    return list(BUILTIN_SPECS)
+
+
+def cache_dir() -> Path:
+    """Where derived files (rewritten ONNX) go: the default model's cache, shared with models.pull."""
+    try:
+        from privacy_filter.models.pull import cache_dir as pull_cache_dir  # type: ignore[attr-defined]
+
+        return Path(pull_cache_dir())
+    except ImportError:
+        env = os.environ.get("PRIVACY_FILTER_CACHE_DIR")
+        if env:
+            return Path(env)
+        import platformdirs
+
+        return Path(platformdirs.user_cache_dir("privacy-filter"))
+
+
+def _embedded_path(name: str) -> Path:
+    try:
+        from privacy_filter.models.pull import default_model_path
+    except ImportError as exc:  # pragma: no cover - only while the converter is missing
+        raise ModelError(f"the embedded model {name!r} is unavailable: {exc}") from None
+    return Path(default_model_path(name=name, auto_pull=True))
+
+
+def _finish(spec: ModelSpec, path: Path) -> ResolvedModel:
+    """Complete the spec from the ONNX, validate, and apply the logits rewrite if asked."""
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    io = onnx_tools.read_io(path)
+    spec = onnx_tools.complete_spec(spec, io)
+    onnx_tools.validate_spec(spec, io, path)
+    if spec.expose_logits:
+        exposed = onnx_tools.expose_argmax_logits(path, spec.output_name, cache_dir() / "derived")
+        spec = spec.model_copy(update={
+            "output_name": exposed.output_name, "output_kind": "logits", "output_layout": exposed.layout,
+            "expose_logits": False,
+        })
+        path = exposed.path
+        onnx_tools.validate_spec(spec, onnx_tools.read_io(path), path)
+    return ResolvedModel(spec, path)
+
+
+def _match_builtin(io: onnx_tools.OnnxIO) -> ModelSpec | None:
+    """The built-in spec whose named tensors a bare ONNX carries (PeopleSemSegNet files)."""
+    for spec in BUILTIN_SPECS.values():
+        if spec.input_name and io.input(spec.input_name) and io.output(spec.output_name):
+            return spec
+    return None
+
+
+def resolve_model(name_or_path: str | None) -> ResolvedModel:
+    """Resolve ``--model``; raises ModelError naming the problem (unknown name, missing file, mismatch)."""
+    text = (name_or_path or DEFAULT_MODEL).strip()
+    name, sep, rest = text.partition(":")
+    soft = name.endswith(SOFT_SUFFIX)
+    base_name = name[: -len(SOFT_SUFFIX)] if soft else name
+    if base_name in BUILTIN_SPECS and (sep or base_name in EMBEDDED):
+        spec = BUILTIN_SPECS[base_name]
+        if soft:
+            spec = spec.model_copy(update={"expose_logits": True})
+        if base_name in EMBEDDED:
+            path = Path(rest).expanduser() if rest else _embedded_path(base_name)
+        else:
+            path = Path(rest).expanduser()
+        return _finish(spec, path)
+    if base_name in BUILTIN_SPECS:
+        raise ModelError(f"model {base_name!r} is not shipped (NVIDIA's licence); give its ONNX file as "
+                         f"'{base_name}:/path/to/model.onnx' or use a DeepStream config / spec YAML")
+
+    path = Path(text).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml", ".txt", ".onnx"):
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        if suffix == ".txt":
+            spec, onnx = load_deepstream_config(path)
+            return _finish(spec, onnx)
+        if suffix in (".yaml", ".yml"):
+            spec, onnx = load_spec_yaml(path)
+            return _finish(spec, onnx)
+        spec = _match_builtin(onnx_tools.read_io(path))
+        if spec is None:
+            raise ModelError(f"{path}: no built-in spec matches this ONNX's I/O "
+                             f"({', '.join(str(t) for t in onnx_tools.read_io(path).inputs)}); "
+                             "describe it with a spec YAML or DeepStream config")
+        return _finish(spec, path)
+    raise ModelError(f"unknown model {text!r}; known names: {', '.join(known_names())} "
+                     "(or a path to .onnx / spec .yaml / DeepStream .txt/.yml)")
