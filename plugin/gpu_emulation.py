@@ -240,4 +240,5 @@ def nvcc_compile(path: Path, sm: str, workdir: Path) -> tuple[bytes, str]:
 
 
 def ptx_entries(ptx: bytes) -> list[str]:
-    return re.findall(rb"\.entry\s+(\w+)", ptx) and [e.decode() for e in re.findall(rb"\.entry\s+(\w+)", ptx)]
+    """Kernel entry points named in a PTX text."""
+    return [e.decode() for e in re.findall(rb"\.entry\s+(\w+)", ptx)]

@@ -29,6 +29,10 @@ _C_TYPES: dict[str, type[np.generic]] = {
     "unsigned short": np.uint16,
     "short": np.int16,
     "double": np.float64,
+    "unsigned long long": np.uint64,
+    # typedefs of kernels/common.cuh
+    "u8": np.uint8,
+    "u16": np.uint16,
 }
 
 _KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+(\w+)\s*\(([^)]*)\)', re.S)

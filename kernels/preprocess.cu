@@ -1,0 +1,100 @@
+// preprocess.cu -- engine preprocessing in ONE kernel: YUV 4:2:0 planes (I420 or NV12, any
+// pitch, one frame per batch item, frames may differ in size) -> resized, normalised RGB or BGR
+// float batch (NCHW planar, or NHWC), mirroring privacy_filter.engines.preprocess.yuv_into:
+//   1. each plane is resized to the content size on its own (INTER_AREA when shrinking in both
+//      axes, else bilinear with half-pixel centres), rounded to 8 bits as OpenCV does;
+//   2. one 3x4 affine map (YUV -> RGB with the frame's matrix/range, rows already in model
+//      colour order) and a clip to 0..255;
+//   3. y = (x - offset) * scale per channel; letterbox padding gets (0 - offset) * scale.
+//
+// Per-item tables (device arrays):
+//   planes: N x 3 unsigned long long  -- addresses of Y, U, V (NV12: U = uv, V = uv + 1)
+//   geom:   N x 9 int                 -- W, H, ypitch, cpitch, cstep, px, py, pw, ph
+//                                        (px, py, pw, ph: content rectangle in model pixels)
+//   coef:   N x 12 float              -- the 3x4 affine map, row-major
+//   norm:   6 float                   -- offset[3], scale[3] in model colour order
+// Launch: block 32x8, grid (ceil(MW/32), ceil(MH/8), N).
+// Bytes per 1080p frame -> 256x256 model: read Y+U+V 3.11 MB (every source pixel is averaged
+// once by INTER_AREA), write 3x256x256x4 = 0.79 MB -> 3.9 MB.
+#include "common.cuh"
+
+// Shrink one axis by area averaging: contribution of source cell s to destination cell d.
+// Iterates the source cells overlapping [d*scale, (d+1)*scale).
+__device__ float area_sample(const u8* __restrict__ p, int pitch, int step, int SW, int SH, int dx, int dy,
+                             int DW, int DH) {
+    float sxs = (float)SW / (float)DW, sys = (float)SH / (float)DH;
+    float fx1 = dx * sxs, fx2 = fminf(fx1 + sxs, (float)SW);
+    float fy1 = dy * sys, fy2 = fminf(fy1 + sys, (float)SH);
+    int x1 = (int)floorf(fx1), x2 = min((int)ceilf(fx2), SW);
+    int y1 = (int)floorf(fy1), y2 = min((int)ceilf(fy2), SH);
+    float acc = 0.0f;
+    for (int sy = y1; sy < y2; ++sy) {
+        float wy = fminf((float)(sy + 1), fy2) - fmaxf((float)sy, fy1);
+        if (wy <= 1e-3f) continue;
+        const u8* row = p + (long long)sy * pitch;
+        float racc = 0.0f;
+        for (int sx = x1; sx < x2; ++sx) {
+            float wx = fminf((float)(sx + 1), fx2) - fmaxf((float)sx, fx1);
+            if (wx <= 1e-3f) continue;
+            racc += wx * (float)row[(long long)sx * step];
+        }
+        acc += wy * racc;
+    }
+    return acc / ((fx2 - fx1) * (fy2 - fy1));
+}
+
+__device__ float linear_sample(const u8* __restrict__ p, int pitch, int step, int SW, int SH, int dx, int dy,
+                               int DW, int DH) {
+    float sx = ((float)dx + 0.5f) * ((float)SW / (float)DW) - 0.5f;
+    float sy = ((float)dy + 0.5f) * ((float)SH / (float)DH) - 0.5f;
+    sx = fmaxf(sx, 0.0f);
+    sy = fmaxf(sy, 0.0f);
+    int x0 = min((int)sx, SW - 1), y0 = min((int)sy, SH - 1);
+    float fx = sx - x0, fy = sy - y0;
+    int x1 = min(x0 + 1, SW - 1), y1 = min(y0 + 1, SH - 1);
+    const u8* r0 = p + (long long)y0 * pitch;
+    const u8* r1 = p + (long long)y1 * pitch;
+    float h0 = r0[(long long)x0 * step] * (1.0f - fx) + r0[(long long)x1 * step] * fx;
+    float h1 = r1[(long long)x0 * step] * (1.0f - fx) + r1[(long long)x1 * step] * fx;
+    return h0 * (1.0f - fy) + h1 * fy;
+}
+
+__device__ __forceinline__ float resample_u8(const u8* __restrict__ p, int pitch, int step, int SW, int SH,
+                                             int dx, int dy, int DW, int DH) {
+    float v = (DW == SW && DH == SH) ? (float)p[(long long)dy * pitch + (long long)dx * step]
+            : (DW <= SW && DH <= SH) ? area_sample(p, pitch, step, SW, SH, dx, dy, DW, DH)
+                                     : linear_sample(p, pitch, step, SW, SH, dx, dy, DW, DH);
+    return (float)to_u8(v);  // OpenCV resizes 8-bit planes to 8 bits
+}
+
+extern "C" __global__ void preprocess_yuv(const unsigned long long* __restrict__ planes, const int* __restrict__ geom,
+                                          const float* __restrict__ coef, const float* __restrict__ norm,
+                                          float* __restrict__ out, int MW, int MH, int nhwc) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y * blockDim.y + threadIdx.y, n = blockIdx.z;
+    if (x >= MW || y >= MH) return;
+    const int* g = geom + n * 9;
+    int W = g[0], H = g[1], ypitch = g[2], cpitch = g[3], cstep = g[4], px = g[5], py = g[6], pw = g[7], ph = g[8];
+    float rgb[3];
+    int cx = x - px, cy = y - py;
+    if (cx >= 0 && cy >= 0 && cx < pw && cy < ph) {
+        const u8* Y = (const u8*)planes[n * 3 + 0];
+        const u8* U = (const u8*)planes[n * 3 + 1];
+        const u8* V = (const u8*)planes[n * 3 + 2];
+        int CW = (W + 1) / 2, CH = (H + 1) / 2;
+        float yv = resample_u8(Y, ypitch, 1, W, H, cx, cy, pw, ph);
+        float uv = resample_u8(U, cpitch, cstep, CW, CH, cx, cy, pw, ph);
+        float vv = resample_u8(V, cpitch, cstep, CW, CH, cx, cy, pw, ph);
+        const float* m = coef + n * 12;
+        for (int k = 0; k < 3; ++k) {
+            float v = m[4 * k] * yv + m[4 * k + 1] * uv + m[4 * k + 2] * vv + m[4 * k + 3];
+            rgb[k] = clampf(v, 0.0f, 255.0f);
+        }
+    } else {
+        rgb[0] = rgb[1] = rgb[2] = 0.0f;  // letterbox padding is black
+    }
+    for (int k = 0; k < 3; ++k) {
+        float v = (rgb[k] - norm[k]) * norm[3 + k];
+        long long o = nhwc ? (((long long)n * MH + y) * MW + x) * 3 + k : (((long long)n * 3 + k) * MH + y) * MW + x;
+        out[o] = v;
+    }
+}
