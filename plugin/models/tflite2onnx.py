@@ -347,8 +347,11 @@ class _Converter:
 
         for i in range(sg.OperatorsLength()):
             op = sg.Operators(i)
-            name = op_name = self.op_name(op)
-            handler = op_handler(op_name)
+            name = self.op_name(op)
+            try:
+                handler = op_handler(name)
+            except ModelError as exc:
+                raise ModelError(f"operator #{i}: {exc}") from None
             try:
                 handler(self, op)
             except ModelError as exc:
