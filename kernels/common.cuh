@@ -24,6 +24,28 @@ __device__ __forceinline__ u8 blend_u8(int orig, int eff, int a) {
     return (u8)((orig * (255 - a) + eff * a + 127) / 255);
 }
 
+// Chroma alpha of chroma site (cx, cy): (a00+a01+a10+a11+2) >> 2, odd edges replicated.
+__device__ __forceinline__ u8 chroma_alpha_at(const u8* __restrict__ alpha, int apitch, int W, int H, int cx, int cy) {
+    int x0 = 2 * cx, x1 = min(2 * cx + 1, W - 1);
+    const u8* r0 = alpha + (long long)(2 * cy) * apitch;
+    const u8* r1 = alpha + (long long)min(2 * cy + 1, H - 1) * apitch;
+    return (u8)((r0[x0] + r0[x1] + r1[x0] + r1[x1] + 2) >> 2);
+}
+
+// uint8 bilinear sample with host tap tables (OpenCV INTER_LINEAR_EXACT, docs/effects.md):
+// xt = [i0[n], i1[n], w[n]] for the output width n = DW, yt likewise for DH.
+__device__ __forceinline__ int bilinear_exact_u8(const u8* __restrict__ p, int pitch, int step,
+                                                 const int* __restrict__ xt, int DW,
+                                                 const int* __restrict__ yt, int DH, int x, int y) {
+    int x0 = xt[x] * step, x1 = xt[DW + x] * step, wx = xt[2 * DW + x];
+    const u8* r0 = p + (long long)yt[y] * pitch;
+    const u8* r1 = p + (long long)yt[DH + y] * pitch;
+    int wy = yt[2 * DH + y];
+    int h0 = r0[x0] * (256 - wx) + r0[x1] * wx;
+    int h1 = r1[x0] * (256 - wx) + r1[x1] * wx;
+    return (h0 * (256 - wy) + h1 * wy + (1 << 15)) >> 16;
+}
+
 // Bilinear sample with half-pixel centres and clamped edges (cv2.INTER_LINEAR semantics on
 // float data): horizontal lerp of the two rows first, then vertical, as OpenCV does.
 __device__ __forceinline__ float bilinear_f32(const float* __restrict__ p, int pw, int ph, int pitch,

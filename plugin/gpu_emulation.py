@@ -40,7 +40,7 @@ MODE_AUTO, MODE_PLAIN, MODE_FIBER = "auto", "plain", "fiber"
 _MODES = {MODE_PLAIN: 0, MODE_FIBER: 1}
 _RC_TEXT = {-1: "exception in kernel", -2: "__syncthreads() called in PLAIN mode", -3: "bad launch geometry"}
 _CXXFLAGS = ("-O2", "-std=c++17", "-fopenmp", "-fPIC", "-shared", "-U_FORTIFY_SOURCE", "-mtls-dialect=gnu2",
-             "-fno-strict-aliasing", "-w")
+             "-fno-strict-aliasing", "-ffp-contract=off", "-w")
 _build_lock = threading.Lock()
 
 _SCALAR_CTYPES = {

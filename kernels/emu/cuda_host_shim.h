@@ -68,6 +68,10 @@ static inline int __float2int_rd(float x) { return (int)floorf(x); }
 static inline float __fdividef(float a, float b) { return a / b; }
 // __expf and __logf: glibc's <math.h> already declares float __expf(float) / __logf(float).
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+// IEEE round-to-nearest float ops that the compiler must not fuse into an FMA (the library
+// builds with -ffp-contract=off, so plain operators already behave like these).
+static inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
+static inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
 template <typename T> static inline T __ldg(const T* p) { return *p; }
 
 // Atomics through GCC builtins (float via compare-and-swap), as CUDA's return the old value.
