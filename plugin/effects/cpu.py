@@ -1,0 +1,239 @@
+"""CPU effects backend (OpenCV/NumPy) on I420 planes, in place.
+
+Matches tests/reference.py within ±1 level (docs/effects.md).  Cost follows the people,
+not the frame: the alpha is known outside the mask's box (MaskAlpha), so for target
+person only the box is touched; for target background the area outside the box is simply
+overwritten with the effect picture.  Inside the box, alpha-255 pixels are copied and only
+the feathered edge (0 < a < 255) is blended in integer arithmetic.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from privacy_filter.config import EffectConfig, MaskConfig
+from privacy_filter.effects.geometry import Geometry, resolve_geometry
+from privacy_filter.effects.mask import Box, MaskAlpha, TemporalFilter, cpu_mask_alpha, full_alpha
+from privacy_filter.effects.replace import Planes, open_replacement
+from privacy_filter.frames import YuvFrame
+
+Picture = np.ndarray | int  # an effect picture (region-shaped) or a constant
+
+
+# ------------------------------------------------------------------- effect pictures
+
+
+def cell_means(plane: np.ndarray, cell: int) -> np.ndarray:
+    """Mean of each cell×cell cell aligned to the plane origin (partial edge cells: existing pixels only).
+
+    Full cells go through INTER_AREA at an exact integer factor (a box sum, float-rounded:
+    ±1 from round-half-up at most); the ragged right/bottom cells are summed exactly.
+    """
+    if cell <= 1:
+        return np.ascontiguousarray(plane).copy()
+    h, w = plane.shape
+    nh, nw = h // cell, w // cell
+    ch, cw = -(-h // cell), -(-w // cell)
+    out = np.empty((ch, cw), np.uint8)
+    hf, wf = nh * cell, nw * cell
+    if nh and nw:
+        out[:nh, :nw] = cv2.resize(plane[:hf, :wf], (nw, nh), interpolation=cv2.INTER_AREA)
+    if cw > nw and nh:
+        s = plane[:hf, wf:].reshape(nh, cell, w - wf).sum(axis=(1, 2), dtype=np.int64)
+        n = cell * (w - wf)
+        out[:nh, nw] = (2 * s + n) // (2 * n)
+    if ch > nh and nw:
+        s = plane[hf:, :wf].reshape(h - hf, nw, cell).sum(axis=(0, 2), dtype=np.int64)
+        n = cell * (h - hf)
+        out[nh, :nw] = (2 * s + n) // (2 * n)
+    if ch > nh and cw > nw:
+        corner = plane[hf:, wf:]
+        n = corner.size
+        out[nh, nw] = (2 * int(corner.sum(dtype=np.int64)) + n) // (2 * n)
+    return out
+
+
+def pixelate_region(plane: np.ndarray, cell: int, box: Box | None = None) -> np.ndarray:
+    """The pixelated picture of ``plane`` inside ``box`` (whole plane when None).
+
+    Only the cells that intersect the box are averaged; the crop starts on a cell boundary,
+    so its own origin-aligned cells are the frame's cells.
+    """
+    h, w = plane.shape
+    y0, y1, x0, x1 = box if box is not None else (0, h, 0, w)
+    cy0, cx0 = (y0 // cell) * cell, (x0 // cell) * cell
+    cy1, cx1 = min(h, -(-y1 // cell) * cell), min(w, -(-x1 // cell) * cell)
+    means = cell_means(plane[cy0:cy1, cx0:cx1], cell)
+    big = cv2.resize(means, (means.shape[1] * cell, means.shape[0] * cell), interpolation=cv2.INTER_NEAREST_EXACT)
+    return big[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
+
+
+def blur_plane(plane: np.ndarray, factor: int, box_radius: int, passes: int) -> np.ndarray:
+    """Cell means by ``factor`` → box means at low resolution → bit-exact bilinear back up."""
+    h, w = plane.shape
+    small = cell_means(plane, factor)
+    k = 2 * box_radius + 1
+    for _ in range(passes):
+        small = cv2.blur(small, (k, k), borderType=cv2.BORDER_REPLICATE)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR_EXACT)
+
+
+# ------------------------------------------------------------------------ composite
+
+
+def _blend_lut(color: int, alpha: int) -> np.ndarray:
+    """out[o] for a constant colour and a constant alpha: the composite formula as a table."""
+    o = np.arange(256, dtype=np.int32)
+    return ((o * (255 - alpha) + color * alpha + 127) // 255).astype(np.uint8)
+
+
+def composite_into(dst: np.ndarray, eff: Picture, a: np.ndarray) -> None:
+    """dst = (dst·(255−a) + eff·a + 127) // 255, in place; ``eff`` is an array or a constant.
+
+    Pixels at a = 255 are copied, a = 0 skipped, and only the feathered edge is blended.
+    """
+    full = a == 255
+    if isinstance(eff, np.ndarray):
+        np.copyto(dst, eff, where=full)
+    else:
+        dst[full] = eff
+    part = (a - np.uint8(1)) < np.uint8(254)  # 1 <= a <= 254 (uint8 wraps 0 to 255)
+    ys, xs = np.nonzero(part)
+    if ys.size == 0:
+        return
+    av = a[ys, xs].astype(np.int32)
+    o = dst[ys, xs].astype(np.int32)
+    e = eff[ys, xs].astype(np.int32) if isinstance(eff, np.ndarray) else np.int32(eff)
+    dst[ys, xs] = ((o * (255 - av) + e * av + 127) // 255).astype(np.uint8)
+
+
+def overlay_into(dst: np.ndarray, color: int, a: np.ndarray, opacity8: int) -> None:
+    """Tint: composite ``color`` with a_o = (a·o8 + 127) // 255; the common a = 255 case via a LUT."""
+    if opacity8 == 0:
+        return
+    full = a == 255
+    if full.any():
+        tinted = cv2.LUT(dst, _blend_lut(color, opacity8))
+        np.copyto(dst, tinted, where=full)
+    part = (a - np.uint8(1)) < np.uint8(254)
+    ys, xs = np.nonzero(part)
+    if ys.size:
+        ao = (a[ys, xs].astype(np.int32) * opacity8 + 127) // 255
+        o = dst[ys, xs].astype(np.int32)
+        dst[ys, xs] = ((o * (255 - ao) + color * ao + 127) // 255).astype(np.uint8)
+
+
+def _bands(dst: np.ndarray, box: Box) -> list[tuple[slice, slice]]:
+    """The four regions of a plane around ``box`` (top, bottom, left, right)."""
+    y0, y1, x0, x1 = box
+    h, w = dst.shape
+    return [
+        (slice(0, y0), slice(0, w)),
+        (slice(y1, h), slice(0, w)),
+        (slice(y0, y1), slice(0, x0)),
+        (slice(y0, y1), slice(x1, w)),
+    ]
+
+
+# ---------------------------------------------------------------------------- stream
+
+
+class CpuStreamEffect:
+    """One stream's effect on the CPU: temporal mask state + replacement source + geometry cache."""
+
+    def __init__(self, effect: EffectConfig, mask: MaskConfig) -> None:
+        self.effect = effect
+        self.mask = mask
+        self.temporal = TemporalFilter(mask)
+        self.replacement = open_replacement(effect)
+        self._geo: Geometry | None = None
+
+    def geometry(self, width: int, height: int) -> Geometry:
+        if self._geo is None or (self._geo.width, self._geo.height) != (width, height):
+            self._geo = resolve_geometry(self.effect, self.mask, width, height)
+        return self._geo
+
+    def reset(self) -> None:
+        """Drop the temporal state (stream restart)."""
+        self.temporal.reset()
+
+    def apply(self, frame: YuvFrame, prob: np.ndarray) -> np.ndarray:
+        """Filter ``frame`` in place with the person probability computed from it; return the alpha."""
+        geo = self.geometry(frame.width, frame.height)
+        ma = cpu_mask_alpha(self.temporal(prob), geo)
+        self._render(frame, ma, geo, self.effect.kind)
+        return ma.full()
+
+    def cover_whole(self, frame: YuvFrame) -> np.ndarray:
+        """Fail closed: the effect over the whole frame (overlay/none → solid colour)."""
+        geo = self.geometry(frame.width, frame.height)
+        kind = self.effect.kind if self.effect.kind in ("pixelate", "blur", "replace", "fill") else "fill"
+        self._render(frame, full_alpha(geo), geo, kind)
+        return np.full((frame.height, frame.width), 255, np.uint8)
+
+    def close(self) -> None:
+        if self.replacement is not None:
+            self.replacement.close()
+
+    # -- internals
+
+    def _render(self, frame: YuvFrame, ma: MaskAlpha, geo: Geometry, kind: str) -> None:
+        if kind == "none":
+            return
+        planes = frame.planes
+        alphas = ((ma.box, ma.a), (ma.cbox, ma.ac), (ma.cbox, ma.ac))
+        if kind == "overlay":
+            for dst, (box, a), color in zip(planes, alphas, geo.color_yuv):
+                self._overlay_plane(dst, ma.outside, box, a, color, geo.opacity8)
+            return
+        replacement: Planes | None = None
+        if kind == "replace" and self.replacement is not None:
+            replacement = self.replacement.planes(frame.width, frame.height)
+        for i, (dst, (box, a)) in enumerate(zip(planes, alphas)):
+            def picture(region: Box | None, i: int = i, dst: np.ndarray = dst) -> Picture:
+                return self._picture(kind, i, dst, region, geo, replacement)
+
+            self._composite_plane(dst, ma.outside, box, a, picture)
+
+    @staticmethod
+    def _picture(kind: str, i: int, plane: np.ndarray, region: Box | None, geo: Geometry, repl: Planes | None) -> Picture:
+        """The effect picture of plane ``i`` over ``region`` (None: whole plane), or a constant."""
+        if kind == "pixelate":
+            return pixelate_region(plane, geo.block if i == 0 else geo.block_c, region)
+        if kind == "blur":
+            k = geo.blur_factor if i == 0 else geo.blur_factor_c
+            full = blur_plane(plane, k, geo.blur_box, geo.blur_passes)
+            return full if region is None else full[region[0] : region[1], region[2] : region[3]]
+        if kind == "replace" and repl is not None:
+            full = repl[i]
+            return full if region is None else full[region[0] : region[1], region[2] : region[3]]
+        return int(geo.color_yuv[i])  # fill, or replace without image/video
+
+    @staticmethod
+    def _composite_plane(dst: np.ndarray, outside: int, box: Box | None, a: np.ndarray | None, picture) -> None:  # noqa: ANN001
+        if box is None or a is None:
+            if outside == 255:
+                dst[...] = picture(None)
+            return
+        y0, y1, x0, x1 = box
+        if outside == 255:
+            eff = picture(None)
+            for ys, xs in _bands(dst, box):
+                dst[ys, xs] = eff[ys, xs] if isinstance(eff, np.ndarray) else eff
+            inner = eff[y0:y1, x0:x1] if isinstance(eff, np.ndarray) else eff
+        else:
+            inner = picture(box)
+        composite_into(dst[y0:y1, x0:x1], inner, a)
+
+    @staticmethod
+    def _overlay_plane(dst: np.ndarray, outside: int, box: Box | None, a: np.ndarray | None, color: int, o8: int) -> None:
+        if outside == 255:
+            lut = _blend_lut(color, o8)
+            regions = [(slice(None), slice(None))] if box is None else _bands(dst, box)
+            for ys, xs in regions:
+                if dst[ys, xs].size:
+                    dst[ys, xs] = cv2.LUT(dst[ys, xs], lut)
+        if box is not None and a is not None:
+            y0, y1, x0, x1 = box
+            overlay_into(dst[y0:y1, x0:x1], color, a, o8)

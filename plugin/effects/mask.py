@@ -1,0 +1,211 @@
+"""Mask post-processing: model-resolution probability → frame-size alpha (docs/effects.md).
+
+The pure pieces here (sanitising, the temporal filter, 8-bit quantisation, bilinear
+tap tables) are shared by every backend; ``cpu_mask_alpha`` is the OpenCV
+implementation of the frame-resolution steps.  It works on the bounding box of the
+thresholded mask grown by dilation + feather, because everything outside that box has
+a known alpha (0 for target person, 255 for background): people usually cover a small
+part of a frame, and per-frame cost should follow them, not the frame size.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from privacy_filter.config import MaskConfig
+from privacy_filter.effects.geometry import Geometry
+
+Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open), luma pixels
+
+
+def sanitize_prob(prob: np.ndarray) -> np.ndarray:
+    """float32 copy with NaN → 1 and values clamped to [0, 1].
+
+    NaN means the model produced garbage; treating it as "person" keeps the frame
+    covered (fail closed) and stops a NaN from poisoning the temporal state forever.
+    """
+    p = np.array(prob, dtype=np.float32, copy=True)
+    if p.ndim != 2:
+        raise ValueError(f"person probability must be a 2-D (h, w) map, got shape {p.shape}")
+    np.nan_to_num(p, copy=False, nan=1.0, posinf=1.0, neginf=0.0)
+    np.clip(p, 0.0, 1.0, out=p)
+    return p
+
+
+class TemporalFilter:
+    """Per-stream temporal state at model resolution: ``hold`` (max of last N) or ``smooth`` (EMA).
+
+    Hold is the privacy choice: a person the model loses for a few frames stays covered.
+    The state is dropped when the map's shape changes (a different model or tiling).
+    """
+
+    def __init__(self, mask: MaskConfig) -> None:
+        self.mode = mask.temporal
+        self.hold_frames = int(mask.hold_frames)
+        self._a = np.float32(mask.smooth_alpha)
+        self._b = np.float32(1.0 - float(mask.smooth_alpha))
+        self._history: deque[np.ndarray] = deque(maxlen=self.hold_frames)
+        self._ema: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._history.clear()
+        self._ema = None
+
+    def __call__(self, prob: np.ndarray) -> np.ndarray:
+        p = sanitize_prob(prob)
+        if self.mode == "none":
+            return p
+        last = self._ema if self.mode == "smooth" else (self._history[-1] if self._history else None)
+        if last is not None and last.shape != p.shape:
+            self.reset()
+        if self.mode == "hold":
+            self._history.append(p)
+            out = self._history[0].copy()
+            for q in list(self._history)[1:]:
+                np.maximum(out, q, out=out)
+            return out
+        # smooth: each product and the sum rounded to float32 separately (no FMA) — the CUDA
+        # kernel does the same with __fmul_rn/__fadd_rn, so both agree bit for bit.
+        if self._ema is None:
+            self._ema = p
+        else:
+            self._ema = np.add(self._a * p, self._b * self._ema, dtype=np.float32)
+        return self._ema.copy()
+
+
+def quantize(m: np.ndarray) -> np.ndarray:
+    """Q = floor(255·M + 0.5) as uint8 (exact: float64 holds 255·float32 exactly)."""
+    return np.floor(m.astype(np.float64) * 255.0 + 0.5).astype(np.uint8)
+
+
+def bilinear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tap tables (i0, i1, w) of the bit-exact 8-bit bilinear resize (cv2.INTER_LINEAR_EXACT).
+
+    ``out[d] = (in[i0]·(256−w) + in[i1]·w) / 256`` per axis.  Computed on the host, once per
+    size, and handed to the CUDA kernels so that they never re-derive OpenCV's float64
+    coordinate rounding.
+    """
+    if src < 1 or dst < 1:
+        raise ValueError(f"bilinear_taps needs positive sizes, got {src} -> {dst}")
+    scale = 1.0 / (float(dst) / float(src))
+    x = (np.arange(dst, dtype=np.float64) + 0.5) * scale - 0.5
+    i0 = np.floor(x)
+    frac = x - i0
+    low = i0 < 0
+    high = i0 >= src - 1
+    i0[low] = 0
+    frac[low] = 0.0
+    i0[high] = src - 1
+    frac[high] = 0.0
+    w = np.rint(frac * 256.0).astype(np.int32)
+    i0 = i0.astype(np.int32)
+    i1 = np.minimum(i0 + 1, src - 1).astype(np.int32)
+    return i0, i1, w
+
+
+def upsample_u8(q: np.ndarray, width: int, height: int) -> np.ndarray:
+    """8-bit bilinear resize with the tables of :func:`bilinear_taps` (OpenCV does it bit-exactly)."""
+    return cv2.resize(q, (width, height), interpolation=cv2.INTER_LINEAR_EXACT)
+
+
+@dataclass
+class MaskAlpha:
+    """Frame alpha stored sparsely: explicit inside ``box``, ``outside`` everywhere else.
+
+    ``box`` has even y0/x0 and even (or frame-edge) y1/x1, so the chroma box is exactly
+    the 2×2 blocks of the luma box.
+    """
+
+    width: int
+    height: int
+    outside: int  # 0 (target person) or 255 (background)
+    box: Box | None = None
+    a: np.ndarray | None = None  # luma alpha inside box
+    ac: np.ndarray | None = None  # chroma alpha inside cbox
+
+    @property
+    def cbox(self) -> Box | None:
+        if self.box is None:
+            return None
+        y0, y1, x0, x1 = self.box
+        return y0 // 2, (y1 + 1) // 2, x0 // 2, (x1 + 1) // 2
+
+    def full(self) -> np.ndarray:
+        """Frame-size luma alpha (uint8, 255 = covered)."""
+        out = np.full((self.height, self.width), self.outside, np.uint8)
+        if self.box is not None and self.a is not None:
+            y0, y1, x0, x1 = self.box
+            out[y0:y1, x0:x1] = self.a
+        return out
+
+    def full_chroma(self) -> np.ndarray:
+        """Chroma-plane-size alpha."""
+        cw, ch = (self.width + 1) // 2, (self.height + 1) // 2
+        out = np.full((ch, cw), self.outside, np.uint8)
+        if self.cbox is not None and self.ac is not None:
+            y0, y1, x0, x1 = self.cbox
+            out[y0:y1, x0:x1] = self.ac
+        return out
+
+
+def chroma_alpha(a: np.ndarray) -> np.ndarray:
+    """(a00+a01+a10+a11+2) >> 2 per 2×2 block, odd last row/column replicated.
+
+    OpenCV's INTER_AREA at exactly half size computes this very rounding.
+    """
+    h, w = a.shape
+    if h % 2 or w % 2:
+        a = cv2.copyMakeBorder(a, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
+    return cv2.resize(a, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
+
+
+def _grow_box(x: int, y: int, w: int, h: int, margin: int, width: int, height: int) -> Box:
+    """Bounding rect grown by ``margin``, clamped, with even starts and even-or-edge ends."""
+    y0 = max(0, y - margin) & ~1
+    x0 = max(0, x - margin) & ~1
+    y1 = min(height, y + h + margin)
+    x1 = min(width, x + w + margin)
+    y1 = min(height, y1 + (y1 & 1))
+    x1 = min(width, x1 + (x1 & 1))
+    return y0, y1, x0, x1
+
+
+def cpu_mask_alpha(m: np.ndarray, geo: Geometry) -> MaskAlpha:
+    """Temporal output M (model resolution) → frame alpha, OpenCV implementation.
+
+    quantize → INTER_LINEAR_EXACT upsample → threshold → dilate (rect kernel; cv2's default
+    border ignores outside pixels) → box feather (replicated edges) → target inversion →
+    2×2 chroma alpha.  Dilation and feather run on the box only: the crop holds every
+    thresholded pixel plus r + f, so interior crop edges only ever see zeros.
+    """
+    width, height = geo.width, geo.height
+    outside = 255 if geo.invert else 0
+    q = quantize(m)
+    if int(q.max()) < geo.threshold8:  # nobody: nothing above threshold anywhere
+        return MaskAlpha(width, height, outside)
+    u = upsample_u8(q, width, height)
+    b = cv2.compare(u, geo.threshold8, cv2.CMP_GE)
+    x, y, w, h = cv2.boundingRect(b)
+    if w == 0 or h == 0:
+        return MaskAlpha(width, height, outside)
+    r, f = geo.dilate, geo.feather
+    box = _grow_box(x, y, w, h, r + f, width, height)
+    y0, y1, x0, x1 = box
+    a = b[y0:y1, x0:x1]
+    if r > 0:
+        a = cv2.dilate(a, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1)))
+    if f > 0:
+        a = cv2.blur(a, (2 * f + 1, 2 * f + 1), borderType=cv2.BORDER_REPLICATE)
+    if geo.invert:
+        a = cv2.bitwise_not(a)
+    a = np.ascontiguousarray(a)
+    return MaskAlpha(width, height, outside, box, a, chroma_alpha(a))
+
+
+def full_alpha(geo: Geometry, value: int = 255) -> MaskAlpha:
+    """An alpha that is ``value`` everywhere (cover_whole)."""
+    return MaskAlpha(geo.width, geo.height, value)
