@@ -338,16 +338,19 @@ def _progress(enabled: bool, info: SourceInfo, source: str) -> Any:
 
 
 def build_plan(args: argparse.Namespace) -> ProcessPlan:
-    """Preset, then --config defaults, then flags (later wins)."""
-    from privacy_filter.config import load_process_config  # D1's loader: presets + YAML + env
+    """Preset, then --config defaults, then the environment, then flags (later wins)."""
+    from privacy_filter.config import stream_config
 
-    cfg = load_process_config(
-        preset=getattr(args, "preset", None),
-        config=getattr(args, "config", None),
-        target=getattr(args, "target", None),
-        effect=getattr(args, "effect", None),
-        model=getattr(args, "model", None),
-        device=getattr(args, "device", None),
+    overrides: dict[str, Any] = {}
+    effect = {k: v for k, v in (("kind", getattr(args, "effect", None)), ("target", getattr(args, "target", None))) if v}
+    if effect:
+        overrides["effect"] = effect
+    if getattr(args, "model", None):
+        overrides["model"] = args.model
+    if getattr(args, "device", None) and args.device != "cpu":  # "cpu" is the flag's default
+        overrides["device"] = args.device
+    cfg = stream_config(
+        args.input, args.output, preset=getattr(args, "preset", None), config_path=getattr(args, "config", None), overrides=overrides
     )
     return plan_from_stream_config(cfg)
 
@@ -361,7 +364,7 @@ def plan_from_stream_config(cfg: Any) -> ProcessPlan:
         model=getattr(cfg, "model", None),
         device=getattr(cfg, "device", "cpu") or "cpu",
         tiles=getattr(cfg, "tiles", None),
-        policy=getattr(cfg, "policy", None),
+        policy=None if getattr(cfg, "policy", "auto") == "auto" else cfg.policy,
         stream_id=str(getattr(cfg, "id", "0") or "0"),
     )
 

@@ -28,6 +28,7 @@ from privacy_filter.metrics import Board, Counters
 log = logging.getLogger(__name__)
 
 OnFailure = Literal["cover", "drop", "pass"]
+STALL_GUARD_S = 30.0  # a stream without deadline_ms still never waits longer than this for a mask
 Status = Literal["filtered", "covered", "dropped", "passed"]
 
 
@@ -38,7 +39,11 @@ class StageStream:
     effect: EffectConfig = field(default_factory=EffectConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     on_failure: OnFailure = "cover"
-    deadline_ms: float = 5000.0
+    deadline_ms: float | None = None  # None: no per-frame budget, only the stall guard
+
+    def budget_s(self) -> float:
+        """Seconds to wait for a batch: the deadline, or ``STALL_GUARD_S`` so nothing waits forever."""
+        return STALL_GUARD_S if self.deadline_ms is None else self.deadline_ms / 1000.0
 
     @classmethod
     def from_config(cls, cfg: Any) -> "StageStream":
@@ -135,7 +140,7 @@ class FilterStage:
         for f in frames:
             if f.stream_id not in self.streams:
                 raise ValueError(f"frame from unregistered stream {f.stream_id!r}; known: {sorted(self.streams)}")
-        deadline_s = min(self.streams[f.stream_id].deadline_ms for f in frames) / 1000.0
+        deadline_s = min(self.streams[f.stream_id].budget_s() for f in frames)
         try:
             probs = self._infer(list(frames), deadline_s)
         except EngineFailure as exc:
