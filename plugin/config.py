@@ -190,6 +190,7 @@ class SupervisorConfig(_Strict):
     backoff_s: float = Field(0.2, ge=0.0, le=60.0, description="first restart delay; doubles per restart of the same worker")
     backoff_max_s: float = Field(5.0, ge=0.0, le=600.0)
     shutdown_timeout_s: float = Field(20.0, gt=0, le=600.0, description="after SIGINT/SIGTERM: time for EOS to flow and outputs to close before workers are killed")
+    state_file: str | None = Field(None, description="keep a JSON file of worker pids, restarts and per-stream progress here")
 
 
 class StageConfig(_Strict):

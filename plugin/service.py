@@ -1,0 +1,749 @@
+"""``privacy-filter run CONFIG``: every stream of a config, as supervised worker processes.
+
+Processes and sockets (ZeroMQ, ``ipc://`` in a temporary folder unless ``zmq.transport: tcp``)::
+
+    decode:<id> ──PUSH──▶ PULL stage ──PUSH──▶ PULL encode:<id>      (one decode/encode pair per stream,
+    decode:<id> ──PUSH──┘ (one shared process,  └─PUSH──▶ PULL encode:<id>   one stage for all streams)
+                           batching across streams)
+
+Receivers bind and senders connect, so a restarted sender just reconnects.  Every
+message of a stream (stream-start, frames, audio, eos) goes through the stage, so
+order is kept end to end.
+
+Why the supervisor does what it does (the guarantees are in docs/service.md):
+
+* **File streams: exactly once after a crash.**  Each encoder publishes the seq of the
+  last frame it wrote in shared memory.  A restarted decoder re-opens the file and
+  resumes after that frame; the encoder discards anything at or below it (frames still in
+  flight from the dead decoder, counted as ``duplicates_discarded``).  A crashed stage is
+  restarted together with the decoders of unfinished file streams, the same way.  A
+  crashed *encoder* loses its half-written container, so its stream is restarted from
+  the first frame and the output is rewritten; messages of the old decoder generation
+  are discarded by ``gen``.
+* **Live streams** resume from the present: frames in a dead worker are lost (the
+  restart is counted), and a restarted encoder with a local file output writes a new
+  file ``<name>.restart<N>.<ext>`` instead of overwriting the recording.
+* **Shutdown** (SIGINT/SIGTERM to the supervisor): decoders stop reading and send
+  ``eos``; it flows through the stage; encoders flush and close their containers, so
+  every output plays.  Workers still running after ``shutdown_timeout_s`` are killed.
+  An MP4 output is only playable once its encoder closed it (the ``moov`` index is written
+  last; fragmented MP4 would avoid that but shifts B-frame timestamps), so service outputs
+  should be ``.mkv`` or ``.ts``, which stay playable up to the last written cluster/packet.
+* Counters live in a shared-memory ``metrics.Board`` that survives SIGKILL of any worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from privacy_filter.config import ServiceConfig, StreamConfig, load_service
+from privacy_filter.metrics import STAGE_STREAM, UNKNOWN_STREAM, Board
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FATAL = 3  # a user-fixable problem (source or sink cannot be opened): restarting will not help
+POLL_MS = 200
+
+
+# =========================================================================== shared state
+
+
+@dataclass
+class Shared:
+    """What every worker sees, created by the supervisor before any worker starts."""
+
+    board: Board
+    progress: Any  # RawArray('q'): per stream, seq of the last frame the encoder wrote (-1: none)
+    last_pts: Any  # RawArray('q'): per stream, pts of that frame (live restarts continue after it)
+    stop: Any  # multiprocessing.Event: decoders stop reading and send eos
+    index: dict[str, int]  # stream id -> slot in progress
+
+
+def _endpoints(cfg: ServiceConfig, ipc_dir: str) -> tuple[str, dict[str, str]]:
+    z = cfg.zmq
+    if z.transport == "tcp":
+        stage = f"tcp://{z.host}:{z.base_port}"
+        enc = {s.id: f"tcp://{z.host}:{z.base_port + 1 + i}" for i, s in enumerate(cfg.streams)}
+    else:
+        stage = f"ipc://{ipc_dir}/stage.sock"
+        enc = {s.id: f"ipc://{ipc_dir}/enc-{i}.sock" for i, s in enumerate(cfg.streams)}
+    return stage, enc
+
+
+def _worker_setup(role: str, log_level: int) -> tuple[dict[str, bool], Any]:
+    """Signals and logging of a worker process.
+
+    SIGINT is ignored (Ctrl-C reaches the whole process group; only the supervisor acts on
+    it).  SIGTERM sets a flag the worker checks between messages: a decoder then sends eos,
+    an encoder closes its container, the stage exits.
+    """
+    flag = {"stop": False}
+
+    def _term(signum: int, frame: Any) -> None:
+        flag["stop"] = True
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _term)
+    logging.basicConfig(level=log_level, format=f"%(levelname)s {role}: %(message)s", force=True)
+    import zmq
+
+    return flag, zmq.Context()
+
+
+# =========================================================================== workers
+
+
+def _video_header(info: Any) -> dict[str, Any]:
+    from privacy_filter.protocol import _tb
+
+    v = info.video
+    return {
+        "width": v.width,
+        "height": v.height,
+        "time_base": _tb(v.time_base),
+        "rate": _tb(v.rate) if v.rate else None,
+        "frames": v.frames,
+        "duration_s": v.duration_s,
+        "codec": v.codec,
+        "pix_fmt": v.pix_fmt,
+    }
+
+
+def _audio_header(a: Any) -> dict[str, Any] | None:
+    from privacy_filter.protocol import _tb, b64
+
+    if a is None:
+        return None
+    return {
+        "codec": a.codec,
+        "rate": a.sample_rate,
+        "channels": a.channels,
+        "layout": a.layout,
+        "format": None,
+        "time_base": _tb(a.time_base),
+        "extradata": b64(a.extradata),
+        "bit_rate": a.bit_rate,
+    }
+
+
+def video_info_from(h: dict[str, Any]) -> Any:
+    """``decode.VideoInfo`` from a stream-start header's ``video`` mapping."""
+    from privacy_filter.decode import VideoInfo
+
+    rate = h.get("rate")
+    return VideoInfo(
+        width=int(h["width"]),
+        height=int(h["height"]),
+        time_base=Fraction(*h["time_base"]),
+        rate=Fraction(*rate) if rate else None,
+        frames=h.get("frames"),
+        duration_s=h.get("duration_s"),
+        codec=str(h.get("codec", "")),
+        pix_fmt=str(h.get("pix_fmt", "yuv420p")),
+    )
+
+
+def audio_info_from(h: dict[str, Any] | None) -> Any:
+    """``decode.AudioInfo`` from a stream-start header's ``audio`` mapping (None: no audio)."""
+    from privacy_filter.decode import AudioInfo
+    from privacy_filter.protocol import unb64
+
+    if not h:
+        return None
+    return AudioInfo(
+        codec=str(h["codec"]),
+        sample_rate=int(h["rate"]),
+        channels=int(h.get("channels") or 0),
+        layout=str(h.get("layout") or ""),
+        time_base=Fraction(*h["time_base"]),
+        extradata=unb64(h.get("extradata")),
+        bit_rate=int(h.get("bit_rate") or 0),
+    )
+
+
+def _send_until(sock: Any, parts: list[Any], flag: dict[str, bool], shared: Shared, *, give_up_s: float) -> bool:
+    """Blocking send that still notices a stop request; gives up ``give_up_s`` after one."""
+    from privacy_filter.protocol import send
+
+    stop_seen: float | None = None
+    while True:
+        if send(sock, parts, timeout_ms=POLL_MS):
+            return True
+        if flag["stop"] or shared.stop.is_set():
+            stop_seen = stop_seen or time.monotonic()
+            if time.monotonic() - stop_seen > give_up_s:
+                return False
+
+
+def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, resume_after: int, hwm: int, give_up_s: float, log_level: int) -> None:
+    """Read one source and push its stream-start, frames, audio and eos to the stage.
+
+    ``resume_after`` is the seq of the last frame the encoder wrote (-1: none).  A file
+    stream re-decodes from the start and sends only frames after it.  A live stream
+    cannot rewind: it numbers its frames on from there and shifts its timestamps to
+    continue after the last written one.
+    """
+    import zmq
+
+    from privacy_filter.decode import AudioPacket, Decoder, ReconnectPolicy
+    from privacy_filter.errors import UserError
+    from privacy_filter.protocol import audio_parts, eos_parts, frame_parts, send, socket, stream_start_parts
+
+    flag, ctx = _worker_setup(f"decode:{sc.id}", log_level)
+    sid = sc.id
+    counters = shared.board.counters(f"decode:{sid}")
+    live = sc.is_live()
+    sock = socket(ctx, zmq.PUSH, endpoint, bind=False, hwm=hwm, linger_ms=int(give_up_s * 1000))
+    want_audio = sc.source.audio and sc.output.audio == "copy"
+    dec = Decoder(sc.source.url, stream_id=sid, audio=want_audio, live=live,
+                  reconnect=ReconnectPolicy(max_attempts=None) if live else None)
+    rc, reason, sent = EXIT_OK, "end", 0
+    try:
+        info = dec.open()
+        _send_until(sock, stream_start_parts(sid, video=_video_header(info), audio=_audio_header(info.audio), gen=gen), flag, shared, give_up_s=give_up_s)
+        audio_seq = -1
+        reconnects = 0
+        seq_base = resume_after + 1 if live else 0
+        pts_shift: int | None = None if live and resume_after >= 0 else 0
+        v = info.video
+        step = max(1, round(1 / (float(v.rate) * float(v.time_base)))) if v.rate else 1
+        for item in dec:
+            if flag["stop"] or shared.stop.is_set():
+                reason = "stop"
+                break
+            if dec.reconnects != reconnects:
+                counters.inc(sid, "reconnects", dec.reconnects - reconnects)
+                reconnects = dec.reconnects
+            if isinstance(item, AudioPacket):
+                audio_seq += 1
+                if live:
+                    send(sock, audio_parts(sid, audio_seq, item.data, pts=item.pts, dts=item.dts, time_base=item.time_base, duration=item.duration, keyframe=item.is_keyframe, gen=gen), block=False)
+                else:
+                    _send_until(sock, audio_parts(sid, audio_seq, item.data, pts=item.pts, dts=item.dts, time_base=item.time_base, duration=item.duration, keyframe=item.is_keyframe, gen=gen), flag, shared, give_up_s=give_up_s)
+                continue
+            if not live and item.index <= resume_after:
+                continue  # already written by the encoder before a restart
+            if pts_shift is None:
+                last = int(shared.last_pts[shared.index[sid]])
+                pts_shift = last + step - item.pts if item.pts is not None and item.pts <= last else 0
+            if pts_shift and item.pts is not None:
+                item.pts += pts_shift
+            parts = frame_parts(item, seq=seq_base + item.index, gen=gen)
+            if live:
+                counters.inc(sid, "frames_in")
+                if not send(sock, parts, block=False):
+                    counters.inc(sid, "frames_dropped")  # the stage is behind: drop, never stall a live source
+                    continue
+            else:
+                if not _send_until(sock, parts, flag, shared, give_up_s=give_up_s):
+                    reason = "stop"
+                    break
+                # frames_in of a file stream = distinct source frames, however many restarts
+                cur = counters.get(sid, "frames_in")
+                if item.index + 1 > cur:
+                    counters.inc(sid, "frames_in", item.index + 1 - cur)
+            sent = item.index + 1
+    except UserError as exc:
+        log.error("stream %s: %s", sid, exc)
+        rc, reason = EXIT_FATAL, "error"
+    finally:
+        dec.close()
+    _send_until(sock, eos_parts(sid, frames=max(sent, dec.frames_decoded) if reason == "end" else sent, reason=reason, gen=gen), flag, shared, give_up_s=give_up_s)
+    sock.close(linger=int(give_up_s * 1000))
+    ctx.term()
+    sys.exit(rc)
+
+
+def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, str], shared: Shared, log_level: int) -> None:
+    """The shared filter stage: batches frames of all streams per model, applies each stream's effect."""
+    import zmq
+
+    from privacy_filter.protocol import Receiver, eos_parts, frame_parts, latest_wins, send, socket
+    from privacy_filter.stage import FilterStage, StageStream
+
+    flag, ctx = _worker_setup("stage", log_level)
+    counters = shared.board.counters("stage")
+    streams = {s.id: s for s in cfg.streams}
+    live = {s.id for s in cfg.streams if s.is_live()}
+    pull = socket(ctx, zmq.PULL, endpoint_in, bind=True, hwm=cfg.zmq.hwm * max(1, len(streams)))
+    push = {sid: socket(ctx, zmq.PUSH, ep, bind=False, hwm=cfg.zmq.hwm, linger_ms=1000) for sid, ep in endpoints_out.items()}
+    rx = Receiver(pull, counters=counters, fallback_stream=UNKNOWN_STREAM, known_streams=list(streams))
+
+    # one engine per (model, device, tiles); streams sharing one are batched together
+    groups: dict[tuple[str, str, str | None], list[str]] = {}
+    for s in cfg.streams:
+        groups.setdefault((s.model, s.device, s.tiles), []).append(s.id)
+    stage_of: dict[str, FilterStage] = {}
+    for (model, device, tiles), ids in groups.items():
+        seg = _load_segmenter(model, device, tiles, ids)
+        fs = FilterStage(seg, {sid: StageStream.from_config(_with_deadline(streams[sid])) for sid in ids}, device=device, counters=counters)
+        for sid in ids:
+            stage_of[sid] = fs
+
+    def forward(sid: str, parts: list[Any], is_frame: bool) -> None:
+        if sid in live and is_frame:
+            if not send(push[sid], parts, block=False):
+                counters.inc(sid, "frames_dropped")  # the encoder is behind: never stall the other streams
+            return
+        while not send(push[sid], parts, timeout_ms=POLL_MS):
+            if flag["stop"]:
+                return
+
+    batch_max = cfg.stage.batch_max
+    while not flag["stop"]:
+        first = rx.recv(timeout_ms=POLL_MS)
+        if first is None:
+            continue
+        msgs = [first]
+        if cfg.stage.batch_wait_ms > 0:
+            time.sleep(cfg.stage.batch_wait_ms / 1000)
+        msgs += rx.drain(batch_max * 4)
+        msgs, stale = latest_wins(msgs, live)
+        for m in stale:
+            counters.inc(m.stream_id, "frames_dropped")
+        msgs = [m for m in msgs if m.stream_id in streams]
+        # filter frames in batches (per engine, at most `batch` frames per stream), keep message order
+        results: dict[int, Any] = {}
+        frame_msgs = [(i, m) for i, m in enumerate(msgs) if m.kind == "frame"]
+        for fs in set(stage_of.values()):
+            todo = [(i, m) for i, m in frame_msgs if stage_of[m.stream_id] is fs]
+            while todo:
+                chunk, per = [], {}
+                for i, m in todo:
+                    if len(chunk) >= batch_max or per.get(m.stream_id, 0) >= streams[m.stream_id].batch:
+                        break
+                    chunk.append((i, m))
+                    per[m.stream_id] = per.get(m.stream_id, 0) + 1
+                todo = todo[len(chunk):]
+                for (i, m), r in zip(chunk, fs.process([m.frame for _, m in chunk])):
+                    results[i] = (m, r)
+        for i, m in enumerate(msgs):
+            if m.kind != "frame":
+                forward(m.stream_id, list(m.parts), False)
+                continue
+            msg, r = results[i]
+            if r.frame is None:
+                continue  # dropped by on_failure: drop (counted by the stage)
+            forward(m.stream_id, frame_parts(r.frame, gen=msg.gen), True)
+    for fs in set(stage_of.values()):
+        fs.close()
+    pull.close(linger=0)
+    for s in push.values():
+        s.close(linger=1000)
+    ctx.term()
+    sys.exit(EXIT_OK)
+
+
+def _with_deadline(sc: StreamConfig) -> Any:
+    """StageStream.from_config skips None: an unset deadline means 'wait as long as it takes'."""
+    if sc.deadline_ms is not None:
+        return sc
+    return sc.model_copy(update={"deadline_ms": 60_000.0})
+
+
+def _load_segmenter(model: str, device: str, tiles: str | None, ids: list[str]) -> Any:
+    """The engine, or None when it cannot load: the stage then covers every frame (fail closed)."""
+    try:
+        from privacy_filter.engines import create_segmenter
+
+        return create_segmenter(model, device, tiles)
+    except Exception as exc:  # noqa: BLE001 - any load failure must fail closed, not crash-loop
+        log.error("model %r for streams %s cannot be loaded (%s); their frames will be covered whole", model, ", ".join(ids), exc)
+        return None
+
+
+def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min_gen: int, hwm: int, log_level: int) -> None:
+    """Receive one stream's filtered frames and audio from the stage; encode and mux them.
+
+    Frames at or below the last written seq are discarded (resends after a decoder
+    restart); so are messages of a decoder generation older than ``min_gen``.
+    """
+    import zmq
+
+    from privacy_filter.decode import AudioPacket
+    from privacy_filter.encode import EncodeSettings, Encoder
+    from privacy_filter.errors import UserError
+    from privacy_filter.protocol import Receiver, socket
+
+    flag, ctx = _worker_setup(f"encode:{sc.id}", log_level)
+    sid = sc.id
+    slot = shared.index[sid]
+    counters = shared.board.counters(f"encode:{sid}")
+    pull = socket(ctx, zmq.PULL, endpoint, bind=True, hwm=hwm)
+    rx = Receiver(pull, counters=counters, fallback_stream=sid, known_streams=[sid])
+    settings = EncodeSettings.from_config(sc.output)
+    enc: Encoder | None = None
+    last_audio = -1
+    rc = EXIT_OK
+    try:
+        while not flag["stop"]:
+            m = rx.recv(timeout_ms=POLL_MS)
+            if m is None or m.stream_id != sid:
+                continue
+            if m.gen < min_gen:
+                if m.kind == "frame":
+                    counters.inc(sid, "duplicates_discarded")
+                continue
+            if m.kind == "stream-start":
+                if enc is None:
+                    enc = Encoder(url, video_info_from(m.header["video"]), settings,
+                                  audio=audio_info_from(m.header.get("audio")) if sc.output.audio == "copy" else None,
+                                  live=sc.is_live())
+            elif m.kind == "frame":
+                if enc is None:
+                    counters.inc(sid, "frames_dropped")
+                    continue
+                if m.seq <= shared.progress[slot]:
+                    counters.inc(sid, "duplicates_discarded")
+                    continue
+                enc.write(m.frame)
+                shared.progress[slot] = m.seq
+                if m.frame.pts is not None:
+                    shared.last_pts[slot] = m.frame.pts
+                counters.inc(sid, "frames_out")
+            elif m.kind == "audio":
+                if enc is None or m.seq <= last_audio:
+                    continue
+                last_audio = m.seq
+                h = m.header
+                enc.write_audio(AudioPacket(bytes(m.payload), h.get("pts"), h.get("dts"), int(h.get("duration") or 0),
+                                            Fraction(*h["time_base"]), bool(h.get("keyframe", True)), sid))
+            elif m.kind == "eos":
+                if m.header.get("reason") == "error":
+                    rc = EXIT_FATAL
+                log.info("stream %s: end of stream (%s), %d frames written", sid, m.header.get("reason"), shared.progress[slot] + 1)
+                break
+    except UserError as exc:
+        log.error("stream %s: %s", sid, exc)
+        rc = EXIT_FATAL
+    finally:
+        if enc is not None:
+            enc.close()
+        pull.close(linger=0)
+        ctx.term()
+    sys.exit(rc)
+
+
+# =========================================================================== supervisor
+
+
+@dataclass
+class Worker:
+    name: str  # decode:<id> | encode:<id> | stage
+    stream: str | None
+    proc: Any = None
+    restarts: int = 0
+    start_at: float = 0.0  # pending (re)start time; 0 = running or finished
+    finished: bool = False
+    failed: bool = False
+
+
+@dataclass
+class StreamState:
+    gen: int = 0
+    encoder_restarts: int = 0
+    done: bool = False
+    failed: bool = False
+
+
+@dataclass
+class Supervisor:
+    """Starts, watches, restarts and stops the workers of one service config."""
+
+    cfg: ServiceConfig
+    state_file: str | None = None
+    workers: dict[str, Worker] = field(default_factory=dict)
+    streams: dict[str, StreamState] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._mp = _mp_context()
+        ids = [s.id for s in self.cfg.streams]
+        roles = ["supervisor", "stage"] + [f"decode:{i}" for i in ids] + [f"encode:{i}" for i in ids]
+        self.board = Board(ids, roles, shared=True)
+        self.shared = Shared(self.board, self._mp.RawArray("q", [-1] * len(ids)), self._mp.RawArray("q", [-1] * len(ids)), self._mp.Event(), {s: i for i, s in enumerate(ids)})
+        self.counters = self.board.counters("supervisor")
+        self._by_id = {s.id: s for s in self.cfg.streams}
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._stopping_since: float | None = None
+        self._state_written = 0.0
+        self._log_level = logging.getLogger().getEffectiveLevel()
+        self.rc = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def run(self) -> int:
+        if self.cfg.zmq.transport == "ipc":
+            if self.cfg.zmq.ipc_dir:
+                Path(self.cfg.zmq.ipc_dir).mkdir(parents=True, exist_ok=True)
+                ipc_dir = self.cfg.zmq.ipc_dir
+            else:
+                self._tmp = tempfile.TemporaryDirectory(prefix="privacy-filter-")
+                ipc_dir = self._tmp.name
+        else:
+            ipc_dir = ""
+        self.ep_stage, self.ep_enc = _endpoints(self.cfg, ipc_dir)
+        if self.cfg.metrics.port:
+            self.board.serve(self.cfg.metrics.port, self.cfg.metrics.addr)
+            log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.addr, self.cfg.metrics.port)
+        old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.workers["stage"] = Worker("stage", None)
+            self._start("stage")
+            for s in self.cfg.streams:
+                self.streams[s.id] = StreamState()
+                self.workers[f"encode:{s.id}"] = Worker(f"encode:{s.id}", s.id)
+                self.workers[f"decode:{s.id}"] = Worker(f"decode:{s.id}", s.id)
+                self._start(f"encode:{s.id}")
+                self._start(f"decode:{s.id}")
+            self._write_state()
+            self._loop()
+        finally:
+            self._stop_all()
+            for sig, h in old.items():
+                signal.signal(sig, h)
+            self._dump_metrics()
+            if self._tmp is not None:
+                self._tmp.cleanup()
+        return self.rc
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stopping_since is None:
+            log.warning("%s: stopping: decoders send end-of-stream, encoders close their outputs", signal.Signals(signum).name)
+            self._stopping_since = time.monotonic()
+            self.shared.stop.set()
+        elif signum == signal.SIGINT:
+            log.warning("second SIGINT: killing workers now")
+            self._stopping_since = -1e9
+
+    def _loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            for w in list(self.workers.values()):
+                if w.start_at and self._stopping_since is not None:
+                    self._abandon(w)
+                elif w.start_at and now >= w.start_at:
+                    self._start(w.name)
+                elif w.proc is not None and not w.start_at and not w.finished and w.proc.exitcode is not None:
+                    self._exited(w)
+            if all(st.done or st.failed for st in self.streams.values()):
+                return
+            if now - self._state_written > 0.5:
+                self._write_state()
+            if self._stopping_since is not None and now - self._stopping_since > self.cfg.supervisor.shutdown_timeout_s:
+                log.error("shutdown timed out after %.0f s; killing the remaining workers", self.cfg.supervisor.shutdown_timeout_s)
+                self.rc = self.rc or 1
+                return
+            time.sleep(0.05)
+
+    # -- starting ---------------------------------------------------------------------
+    def _start(self, name: str) -> None:
+        w = self.workers[name]
+        w.start_at = 0.0
+        hwm = self.cfg.zmq.hwm
+        give_up = self.cfg.supervisor.shutdown_timeout_s / 2
+        if name == "stage":
+            target, args = stage_worker, (self.cfg, self.ep_stage, self.ep_enc, self.shared, self._log_level)
+        else:
+            assert w.stream is not None
+            sc, st = self._by_id[w.stream], self.streams[w.stream]
+            if name.startswith("decode:"):
+                resume = int(self.shared.progress[self.shared.index[sc.id]])
+                target, args = decode_worker, (sc, self.ep_stage, self.shared, st.gen, resume, hwm, give_up, self._log_level)
+            else:
+                target, args = encode_worker, (sc, self._output_url(sc, st), self.ep_enc[sc.id], self.shared, st.gen, hwm, self._log_level)
+        w.proc = self._mp.Process(target=target, args=args, name=f"privacy-filter {name}", daemon=False)
+        w.proc.start()
+        log.info("started %s (pid %d)", name, w.proc.pid)
+        self._write_state()
+
+    def _output_url(self, sc: StreamConfig, st: StreamState) -> str:
+        url = sc.output.url
+        if st.encoder_restarts and sc.is_live() and "://" not in url:
+            p = Path(url)
+            return str(p.with_name(f"{p.stem}.restart{st.encoder_restarts}{p.suffix}"))
+        return url
+
+    def _schedule(self, w: Worker) -> bool:
+        """Restart ``w`` after its backoff; False (and the stream fails) past max_restarts."""
+        sv = self.cfg.supervisor
+        if w.restarts >= sv.max_restarts:
+            log.error("%s crashed %d times; giving up", w.name, w.restarts + 1)
+            w.failed = True
+            return False
+        w.restarts += 1
+        self.counters.inc(w.stream or STAGE_STREAM, "worker_restarts")
+        delay = min(sv.backoff_max_s, sv.backoff_s * 2 ** (w.restarts - 1))
+        w.start_at = time.monotonic() + delay
+        log.warning("%s exited unexpectedly; restart %d in %.1f s", w.name, w.restarts, delay)
+        return True
+
+    # -- exits ------------------------------------------------------------------------
+    def _exited(self, w: Worker) -> None:
+        code = w.proc.exitcode
+        w.proc.join(0)
+        stopping = self._stopping_since is not None
+        if w.name == "stage":
+            if stopping and all(st.done or st.failed for st in self.streams.values()):
+                w.finished = True
+                return
+            log.warning("stage exited (code %s)", code)
+            if stopping or not self._schedule(w):
+                self.rc = 1
+                self._fail_all("the stage process failed")
+                return
+            # its in-flight frames are gone: file streams resume from what their encoders wrote
+            for sid, st in self.streams.items():
+                if not (st.done or st.failed) and not self._by_id[sid].is_live():
+                    self._restart_decoder(sid, count=False)
+            return
+        sid = w.stream
+        assert sid is not None
+        st = self.streams[sid]
+        if w.name.startswith("encode:"):
+            if code == EXIT_OK:
+                w.finished = True
+                st.done = True
+                log.info("stream %s finished", sid)
+                return
+            if code == EXIT_FATAL or stopping:
+                w.finished, st.failed = True, True
+                self.rc = 1
+                self._kill(f"decode:{sid}")
+                return
+            # a dead encoder lost its container: restart the stream (rewrite, or a new file for live)
+            if not self._schedule(w):
+                st.failed, self.rc = True, 1
+                self._kill(f"decode:{sid}")
+                return
+            st.encoder_restarts += 1
+            st.gen += 1
+            self.shared.progress[self.shared.index[sid]] = -1
+            self.shared.last_pts[self.shared.index[sid]] = -1
+            self._kill(f"decode:{sid}")
+            dw = self.workers[f"decode:{sid}"]
+            dw.finished = False
+            dw.start_at = w.start_at
+            return
+        # decoder
+        if code == EXIT_OK:
+            w.finished = True  # eos sent; the encoder finishes the stream
+            return
+        if code == EXIT_FATAL:
+            w.finished = True  # eos(reason=error) sent; the encoder closes and exits with EXIT_FATAL
+            self.rc = 1
+            return
+        if stopping:
+            w.finished = True
+            return
+        if self._schedule(w):
+            self.streams[sid].gen += 1
+        else:
+            st.failed, self.rc = True, 1
+            self._kill(f"encode:{sid}", term=True)
+
+    def _abandon(self, w: Worker) -> None:
+        """Stopping with a restart still pending: do not start it; let the stream's output close."""
+        w.start_at, w.finished = 0.0, True
+        if w.stream is not None and w.name.startswith("decode:"):
+            self._kill(f"encode:{w.stream}", term=True)  # no eos will come: SIGTERM makes it close the file
+        elif w.stream is not None:
+            self.streams[w.stream].failed = True
+
+    def _restart_decoder(self, sid: str, *, count: bool) -> None:
+        name = f"decode:{sid}"
+        w = self.workers[name]
+        self._kill(name)
+        self.streams[sid].gen += 1
+        w.finished = False
+        w.start_at = time.monotonic() + self.cfg.supervisor.backoff_s
+        if count:
+            self.counters.inc(sid, "worker_restarts")
+
+    def _kill(self, name: str, term: bool = False) -> None:
+        w = self.workers.get(name)
+        if w is None or w.proc is None or w.proc.exitcode is not None:
+            return
+        if term:
+            w.proc.terminate()
+            w.proc.join(5)
+        if w.proc.exitcode is None:
+            w.proc.kill()
+            w.proc.join(5)
+
+    def _fail_all(self, why: str) -> None:
+        log.error("%s; stopping all streams", why)
+        for st in self.streams.values():
+            if not st.done:
+                st.failed = True
+
+    def _stop_all(self) -> None:
+        self.shared.stop.set()
+        for w in self.workers.values():
+            if w.proc is not None and w.proc.exitcode is None:
+                w.proc.terminate()
+        deadline = time.monotonic() + 5
+        for w in self.workers.values():
+            if w.proc is not None:
+                w.proc.join(max(0.0, deadline - time.monotonic()))
+                if w.proc.exitcode is None:
+                    w.proc.kill()
+                    w.proc.join(2)
+        self._write_state()
+
+    # -- reporting --------------------------------------------------------------------
+    def _write_state(self) -> None:
+        """Worker pids and restart counts as JSON (``supervisor.state_file``): for operators and tests."""
+        self._state_written = time.monotonic()
+        path = self.state_file or self.cfg.supervisor.state_file
+        if not path:
+            return
+        state = {
+            "pid": os.getpid(),
+            "workers": {n: {"pid": w.proc.pid if w.proc else None, "alive": bool(w.proc and w.proc.exitcode is None), "restarts": w.restarts} for n, w in self.workers.items()},
+            "streams": {s: {"gen": st.gen, "done": st.done, "failed": st.failed, "last_written": int(self.shared.progress[self.shared.index[s]])} for s, st in self.streams.items()},
+        }
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(state, f)
+        os.replace(tmp, path)
+
+    def _dump_metrics(self) -> None:
+        if self.cfg.metrics.dump:
+            with open(self.cfg.metrics.dump, "w", encoding="utf-8") as f:
+                json.dump(self.board.snapshot(), f, indent=1, sort_keys=True)
+        snap = self.board.snapshot()
+        for sid in self.streams:
+            r = snap[sid]
+            log.info("stream %s: in %d, out %d, covered whole %d, dropped %d, restarts %d", sid, r["frames_in"], r["frames_out"], r["frames_covered_whole"], r["frames_dropped"], r["worker_restarts"])
+
+
+def _mp_context() -> Any:
+    """forkserver: workers fork from a clean server process (no inherited threads or sockets,
+    e.g. the metrics HTTP server) yet start fast; spawn where forkserver does not exist."""
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in methods:
+        ctx.set_forkserver_preload(["privacy_filter.service", "privacy_filter.protocol", "privacy_filter.decode", "privacy_filter.encode", "numpy", "av", "zmq"])
+    return ctx
+
+
+def run_service(cfg: ServiceConfig, *, state_file: str | None = None) -> int:
+    return Supervisor(cfg, state_file=state_file).run()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``privacy-filter run CONFIG``."""
+    cfg = load_service(args.config)
+    return run_service(cfg)
