@@ -78,8 +78,8 @@ class TemporalFilter:
 
 
 def quantize(m: np.ndarray) -> np.ndarray:
-    """Q = floor(255·M + 0.5) as uint8 (exact: float64 holds 255·float32 exactly)."""
-    return np.floor(m.astype(np.float64) * 255.0 + 0.5).astype(np.uint8)
+    """Q = floor(255·M + 0.5) as uint8 (exact: float64 holds 255·float32 exactly); sanitizes first."""
+    return np.floor(sanitize_prob(m).astype(np.float64) * 255.0 + 0.5).astype(np.uint8)
 
 
 def bilinear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
