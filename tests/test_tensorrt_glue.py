@@ -410,3 +410,29 @@ def test_cli_rejects_unrecognisable_engine_name(install, pssn_model, tmp_path, c
     rc = cli_main(["engine", "build", f"peoplesemsegnet-shuffleseg:{pssn_model.onnx_path}", "--out", str(tmp_path / "x.onnx")])
     assert rc == 2
     assert "name the engine file with one of .engine, .plan, .trt" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine paths given as --model (what create_segmenter dispatches to)
+# ---------------------------------------------------------------------------------------------
+
+def test_engine_path_per_device(install, monkeypatch, pssn_model, images, tmp_path, caplog):
+    install("10.8.0.43")
+    out = tmp_path / "pssn.engine"
+    _build(pssn_model, out)
+    assert trtglue.is_engine_path(out) and trtglue.is_engine_path("x.PLAN") and not trtglue.is_engine_path("x.onnx")
+
+    seg = trtglue.segmenter_for_engine(out, "cuda", tiles="2x1")
+    assert isinstance(seg, trtglue.TensorRTSegmenter) and seg.tiles is not None
+    # --device cpu: the engine's source ONNX on ONNX Runtime, same spec, same maps
+    cpu = trtglue.segmenter_for_engine(out, "cpu")
+    assert isinstance(cpu, OrtSegmenter) and cpu.spec == pssn_model.spec
+    np.testing.assert_array_equal(cpu.infer_rgb(images[:1])[0], trtglue.segmenter_for_engine(out, "cuda").infer_rgb(images[:1])[0])
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # TensorRT gone
+    with pytest.raises(UserError, match="TensorRT is not installed"):
+        trtglue.segmenter_for_engine(out, "cuda")
+    with caplog.at_level("WARNING"):
+        auto = trtglue.segmenter_for_engine(out, "auto")
+    assert isinstance(auto, OrtSegmenter)
+    assert "instead of TensorRT: TensorRT is not installed" in caplog.text

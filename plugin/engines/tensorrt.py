@@ -560,6 +560,49 @@ def is_engine_path(model: str | os.PathLike[str] | None) -> bool:
     return model is not None and Path(str(model)).suffix.lower() in ENGINE_SUFFIXES
 
 
+def segmenter_for_engine(path: str | os.PathLike[str], device: str = "cuda", tiles: Any = None) -> Segmenter:
+    """The segmenter for ``--model ENGINE`` (what ``create_segmenter`` calls for engine paths).
+
+    ``cuda``: TensorRT, or an error saying what is missing.  ``auto``: TensorRT when it can be
+    imported, else ONNX Runtime on the CPU with the ONNX the engine was built from (recorded in
+    its sidecar), with one warning.  ``cpu``: that ONNX on ONNX Runtime directly.
+    """
+    from privacy_filter.engines.tiling import parse_tiles
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"TensorRT engine not found: {path}")
+    seg: Segmenter
+    if device == "cuda":
+        seg = TensorRTSegmenter(path)
+    elif device in ("auto", "cpu"):
+        try:
+            if device == "cpu":
+                raise TensorRTUnavailable("--device cpu")
+            seg = TensorRTSegmenter(path)
+        except TensorRTUnavailable as exc:
+            seg = _onnx_fallback(path, str(exc), warn=device == "auto")
+    else:
+        raise ModelError(f"unknown device {device!r}; expected cpu, cuda or auto")
+    seg.tiles = parse_tiles(tiles)
+    return seg
+
+
+def _onnx_fallback(path: Path, why: str, warn: bool) -> Segmenter:
+    """ONNX Runtime on the CPU with the engine's source ONNX and spec, from the sidecar."""
+    from privacy_filter.engines.onnxruntime import OrtSegmenter
+    from privacy_filter.models.registry import ResolvedModel
+
+    info = read_sidecar(path)
+    onnx = Path(info.onnx)
+    if not onnx.is_file():
+        raise ModelError(f"{path}: TensorRT cannot be used ({why}) and the ONNX it was built from, {onnx}, is gone; "
+                         "give --model that ONNX (or its spec) to run on the CPU")
+    (log.warning if warn else log.info)("%s: running its source ONNX %s on ONNX Runtime (CPU) instead of TensorRT: %s",
+                                        path, onnx, why)
+    return OrtSegmenter(ResolvedModel(info.spec, onnx), device="cpu")
+
+
 # ---------------------------------------------------------------------------------------------
 # CLI handlers
 # ---------------------------------------------------------------------------------------------
