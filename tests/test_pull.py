@@ -244,3 +244,67 @@ def test_concurrent_pulls_do_not_corrupt_the_cache(wheel: Path, tmp_path: Path) 
         assert pull.sha256_file(cache / m.onnx_file) == man["models"][name]["onnx_sha256"]
         assert pull.cached_problem(cache, name) is None
     assert not list(cache.glob(".*.tmp"))
+
+
+# --- direct download (environments without pip) ---------------------------------------------
+
+
+@pytest.fixture
+def fake_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """A local HTTP server shaped like PyPI's JSON simple index (PEP 691); yields a setter for the file served."""
+    import http.server
+    import threading
+
+    served: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/simple/mediapipe/":
+                body = json.dumps({"files": [{"filename": pull.WHEEL_FILE, "url": f"../../files/{pull.WHEEL_FILE}",
+                                              "size": len(served["wheel"])}]}).encode()
+            elif self.path == f"/files/{pull.WHEEL_FILE}":
+                body = served["wheel"]
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setattr(pull, "PYPI_SIMPLE_URL", f"http://127.0.0.1:{server.server_address[1]}/simple/mediapipe/")
+    monkeypatch.setattr(pull, "_have_pip", lambda: False)
+    yield lambda data: served.__setitem__("wheel", data)
+    server.shutdown()
+    server.server_close()
+
+
+def test_without_pip_the_wheel_is_fetched_directly_with_a_progress_bar(
+        fake_index, wheel: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_index(wheel.read_bytes())
+    got = pull.download_wheel(tmp_path / "dl", progress=True)
+    assert got.name == pull.WHEEL_FILE and pull.sha256_file(got) == pull.WHEEL_SHA256
+    err = capsys.readouterr().err
+    assert "100%" in err and pull.WHEEL_FILE in err  # tqdm bar
+    assert not list((tmp_path / "dl").glob("*.part"))
+
+
+def test_direct_download_rejects_a_wrong_checksum(fake_index, tmp_path: Path) -> None:
+    fake_index(b"PK\x05\x06" + b"\0" * 18)  # an empty zip, not the pinned wheel
+    with pytest.raises(ModelError, match=f"expected {pull.WHEEL_SHA256}"):
+        pull.download_wheel(tmp_path / "dl", progress=False)
+    assert list((tmp_path / "dl").iterdir()) == []
+
+
+def test_direct_download_network_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pull, "PYPI_SIMPLE_URL", "http://127.0.0.1:9/simple/mediapipe/")
+    monkeypatch.setattr(pull, "_have_pip", lambda: False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    with pytest.raises(ModelError, match=r"from PyPI failed .*models pull --from"):
+        pull.default_model_path("selfie", cache=tmp_path / "c")

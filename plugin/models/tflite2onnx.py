@@ -571,11 +571,9 @@ def _resize_bilinear(cv: _Converter, op: "tflite.Operator") -> None:
                   mode="linear", coordinate_transformation_mode=mode)
     else:
         # Non-integer factors: give sizes (runtime scale = out/in, as TFLite) with the batch from Shape.
-        shape = cv.g.unique(f"{x}_shape")
         nc = cv.g.unique(f"{x}_nc")
         sizes = cv.g.unique(f"{x}_sizes")
-        cv.g.node("Shape", [x], [shape], start=0, end=2)
-        cv.g.node("Identity", [shape], [nc])
+        cv.g.node("Shape", [x], [nc], start=0, end=2)
         cv.g.node("Concat", [nc, cv.g.initializer("resize_hw", np.array([oh, ow], np.int64))], [sizes], axis=0)
         cv.g.node("Resize", [x, "", "", sizes], [cv.output(out)], mode="linear",
                   coordinate_transformation_mode=mode)
