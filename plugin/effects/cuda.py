@@ -33,6 +33,7 @@ from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects.geometry import Geometry, resolve_geometry
 from privacy_filter.effects.mask import bilinear_taps
 from privacy_filter.effects.replace import open_replacement
+from privacy_filter.errors import UserError
 from privacy_filter.frames import YuvFrame, chroma_size
 from privacy_filter.kernel_abi import KernelSignature, check_args, parse_kernels
 from privacy_filter.kernels import KERNEL_DIR
@@ -545,6 +546,14 @@ class CudaStreamEffect:
     def close(self) -> None:
         if self._replacement is not None:
             self._replacement.close()
+
+
+def create_stream_effect(effect: EffectConfig, mask: MaskConfig) -> CudaStreamEffect:
+    """The CUDA effect for one stream; a UserError naming the reason when CUDA cannot run here."""
+    reason = cuda_unavailable_reason()
+    if reason is not None:
+        raise UserError(f"device cuda: CUDA unavailable: {reason}")
+    return CudaStreamEffect(effect, mask)
 
 
 def _writable(frame: YuvFrame) -> None:
