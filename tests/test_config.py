@@ -1,0 +1,193 @@
+"""Stream/service configuration: YAML layers, presets, env and CLI overrides, error messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from privacy_filter.config import PRESETS, ServiceConfig, StreamConfig, load_preset, load_service, stream_config
+from privacy_filter.errors import ConfigError
+
+BASE = """
+defaults:
+  model: selfie
+  mask: {threshold: 0.4}
+  output: {codec: libx264, preset: ultrafast, audio: drop}
+streams:
+  - id: lobby
+    source: a.mp4
+    output: lobby.mkv
+    effect: {kind: fill, color: [255, 0, 0]}
+  - id: Desk
+    source: {url: b.mp4, audio: false}
+    output: {url: desk.mp4, audio: copy, gop: 25}
+    mask: {threshold: 0.7}
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "svc.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for k in list(os.environ):
+        if k.startswith("PRIVACY_FILTER_") and k != "PRIVACY_FILTER_SHARED":
+            monkeypatch.delenv(k)
+
+
+def test_defaults_merge_into_each_stream(tmp_path: Path) -> None:
+    cfg = load_service(_write(tmp_path, BASE))
+    lobby, desk = cfg.streams
+    assert lobby.id == "lobby" and lobby.source.url == "a.mp4" and lobby.output.url == "lobby.mkv"
+    assert lobby.mask.threshold == 0.4 and desk.mask.threshold == 0.7  # the stream's own value wins
+    assert lobby.output.preset == "ultrafast" and lobby.output.audio == "drop"  # merged under the url shorthand
+    assert desk.output.audio == "copy" and desk.output.gop == 25 and desk.output.preset == "ultrafast"
+    assert lobby.effect.kind == "fill" and lobby.effect.color == (255, 0, 0)
+    assert desk.source.audio is False
+    assert lobby.on_failure == "cover"  # fail closed unless a stream says otherwise
+    assert isinstance(cfg, ServiceConfig) and cfg.zmq.transport == "ipc"
+
+
+def test_streams_as_mapping(tmp_path: Path) -> None:
+    cfg = load_service(_write(tmp_path, "streams:\n  cam1: {source: a.mp4, output: o.mkv}\n  cam2: {source: rtsp://h/s, output: p.mkv}\n"))
+    assert [s.id for s in cfg.streams] == ["cam1", "cam2"]
+    assert [s.is_live() for s in cfg.streams] == [False, True]
+
+
+def test_env_overrides_defaults_and_one_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRIVACY_FILTER_DEFAULTS__EFFECT__KIND", "pixelate")
+    monkeypatch.setenv("PRIVACY_FILTER_DEFAULTS__MASK__DILATE_PX", "7")
+    monkeypatch.setenv("PRIVACY_FILTER_STREAMS__DESK__ON_FAILURE", "drop")  # ids match case-insensitively
+    monkeypatch.setenv("PRIVACY_FILTER_STREAMS__LOBBY__EFFECT__COLOR", "[0, 0, 255]")  # JSON values
+    monkeypatch.setenv("PRIVACY_FILTER_METRICS__PORT", "9109")
+    monkeypatch.setenv("PRIVACY_FILTER_ZMQ__TRANSPORT", "tcp")
+    cfg = load_service(_write(tmp_path, BASE))
+    lobby, desk = cfg.streams
+    assert lobby.effect.kind == "pixelate" and desk.effect.kind == "pixelate"  # env beats the file
+    assert lobby.mask.dilate_px == 7 and desk.mask.dilate_px == 7
+    assert desk.on_failure == "drop" and lobby.on_failure == "cover"
+    assert lobby.effect.color == (0, 0, 255)
+    assert cfg.metrics.port == 9109 and cfg.zmq.transport == "tcp"
+
+
+def test_cli_beats_env_beats_file_beats_preset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path, "defaults:\n  effect: {kind: blur, block_px: 10}\n  mask: {hold_frames: 3}\nstreams: []\n")
+    # file over preset: cctv says pixelate + hold 8
+    sc = stream_config("in.mp4", "out.mp4", preset="cctv", config_path=path)
+    assert (sc.effect.kind, sc.mask.hold_frames, sc.mask.temporal, sc.output.audio) == ("blur", 3, "hold", "drop")
+    # env over file
+    monkeypatch.setenv("PRIVACY_FILTER_DEFAULTS__EFFECT__KIND", "fill")
+    assert stream_config("in.mp4", "out.mp4", preset="cctv", config_path=path).effect.kind == "fill"
+    # CLI over env
+    sc = stream_config("in.mp4", "out.mp4", preset="cctv", config_path=path, overrides={"effect": {"kind": "overlay"}, "device": "cpu"})
+    assert sc.effect.kind == "overlay" and sc.effect.block_px == 10
+    # the same precedence in service mode
+    svc = _write(tmp_path, "streams:\n  - {id: s, source: a.mp4, output: o.mkv, effect: {kind: blur}}\n", "s2.yaml")
+    assert load_service(svc, cli={"effect": {"kind": "none"}}).streams[0].effect.kind == "none"
+
+
+def test_presets_load_and_say_what_they_promise(tmp_path: Path) -> None:
+    assert set(PRESETS) == {"cctv", "video-call"}
+    cctv = StreamConfig.model_validate({"id": "x", "source": "a.mp4", **load_preset("cctv")})
+    assert cctv.effect.kind in ("pixelate", "fill") and cctv.effect.target == "person"
+    assert cctv.mask.temporal == "hold" and cctv.mask.hold_frames > 1 and cctv.mask.dilate_radius(1080) > 0
+    assert cctv.mask.threshold < 0.5 and cctv.output.audio == "drop" and cctv.on_failure == "cover"
+    assert cctv.effect.block_size(1080) >= 32  # coarse
+    vc = StreamConfig.model_validate({"id": "x", "source": "a.mp4", **load_preset("video-call")})
+    assert (vc.effect.kind, vc.effect.target, vc.mask.temporal, vc.output.audio) == ("blur", "background", "smooth", "copy")
+    assert vc.mask.feather_px > 0
+    # a stream's preset beats the default preset; the stream's own fields beat its preset
+    cfg = load_service(_write(tmp_path, "defaults: {preset: cctv}\nstreams:\n  - {id: a, source: a.mp4, output: a.mkv}\n"
+                                        "  - {id: b, source: b.mp4, output: b.mkv, preset: video-call, mask: {feather_px: 1}}\n"))
+    a, b = cfg.streams
+    assert (a.preset, a.effect.kind, b.preset, b.effect.kind, b.mask.feather_px) == ("cctv", "pixelate", "video-call", "blur", 1)
+
+
+def test_shipped_example_service_config_is_valid(repo_root: Path) -> None:
+    cfg = load_service(repo_root / "configs/example-service.yaml")
+    ids = [s.id for s in cfg.streams]
+    assert ids == ["lobby", "entrance", "meeting-room"]
+    assert cfg.streams[1].is_live() and not cfg.streams[0].is_live()
+    assert cfg.streams[0].effect.kind == "fill" and cfg.streams[0].output.audio == "drop"
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("effect: {kind: pixelat}", "stream 'lobby': effect.kind: must be one of pixelate, fill, blur, replace, overlay, none; got 'pixelat'"),
+        ("mask: {threshold: 2}", "stream 'lobby': mask.threshold: must be less than or equal to 1; got 2"),
+        ("mask: {colour: 1}", "stream 'lobby': mask.colour: unknown field; allowed: threshold, dilate_px"),
+        ("on_failure: ignore", "stream 'lobby': on_failure: must be one of cover, drop, pass; got 'ignore'"),
+        ("output: {url: o.mkv, codec: h265}", "stream 'lobby': output.codec: must be one of libx264, h264_nvenc; got 'h265'"),
+        ("output: {url: o.mkv, bitrate: fast}", "stream 'lobby': output.bitrate: 'fast' does not match"),
+        ("effect: {block_px: 7}", "stream 'lobby': effect: block_px must be even"),
+        ("tiles: 3by2", "stream 'lobby': tiles: '3by2' does not match"),
+        ("policy: sometimes", "stream 'lobby': policy: must be one of live, file, auto"),
+        ("preset: night", "stream 'lobby': preset: must be one of cctv, video-call, got 'night'"),
+    ],
+)
+def test_errors_name_the_stream_the_field_and_what_is_allowed(tmp_path: Path, body: str, expected: str) -> None:
+    text = "streams:\n  - id: lobby\n    source: a.mp4\n    output: o.mkv\n    " + body + "\n"
+    with pytest.raises(ConfigError) as ei:
+        load_service(_write(tmp_path, text))
+    assert expected in str(ei.value)
+    assert "\n" not in str(ei.value)  # one line for the CLI
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("streams:\n  - {id: a, source: x.mp4, output: o.mkv}\n  - {id: a, source: y.mp4, output: p.mkv}\n", "stream id 'a' is used twice"),
+        ("streams:\n  - {source: x.mp4, output: o.mkv}\n", "streams[0]: id: required"),
+        ("streams:\n  - {id: a, output: o.mkv}\n", "stream 'a': source: required"),
+        ("streams:\n  - {id: a, source: x.mp4}\n", "stream 'a': output.url: required in service mode"),
+        ("streams:\n  - {id: 'bad id', source: x.mp4, output: o.mkv}\n", "stream 'bad id': id: 'bad id' does not match"),
+        ("defaults: {}\n", "no 'streams:' section"),
+        ("stream:\n  - {id: a}\n", "unknown top-level key 'stream'; allowed: defaults, metrics, stage, streams, supervisor, zmq"),
+        ("streams: [\n", "invalid YAML"),
+        ("streams:\n  - {id: a, source: x.mp4, output: o.mkv}\nmetrics: {port: 99999}\n", "metrics.port: must be less than or equal to 65535"),
+        ("streams:\n  - {id: a, source: x.mp4, output: o.mkv, effect: {kind: blur}}\n  - {id: b, source: y.mp4, output: p.mkv, mask: {temporal: forever}}\n",
+         "stream 'b': mask.temporal: must be one of none, hold, smooth"),
+    ],
+)
+def test_file_level_errors(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        load_service(_write(tmp_path, text))
+    assert expected in str(ei.value)
+
+
+def test_all_stream_errors_reported_together(tmp_path: Path) -> None:
+    text = "streams:\n  - {id: a, source: x.mp4, output: o.mkv, on_failure: open}\n  - {id: b, source: y.mp4, output: p.mkv, device: tpu}\n"
+    with pytest.raises(ConfigError) as ei:
+        load_service(_write(tmp_path, text))
+    assert "stream 'a': on_failure" in str(ei.value) and "stream 'b': device: must be one of cpu, cuda, auto" in str(ei.value)
+
+
+def test_env_error_names_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRIVACY_FILTER_DEFAULTS__EFFECT__KIND", "sparkle")
+    with pytest.raises(ConfigError, match="stream 'lobby': effect.kind: must be one of .*got 'sparkle'"):
+        load_service(_write(tmp_path, BASE))
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_service(tmp_path / "nope.yaml")
+
+
+def test_pass_must_be_explicit(tmp_path: Path) -> None:
+    for preset in PRESETS:
+        assert load_preset(preset).get("on_failure", "cover") != "pass"
+    cfg = load_service(_write(tmp_path, "streams:\n  - {id: a, source: x.mp4, output: o.mkv}\n  - {id: b, source: y.mp4, output: p.mkv, on_failure: pass}\n"))
+    assert [s.on_failure for s in cfg.streams] == ["cover", "pass"]
+
+
+def test_output_helpers() -> None:
+    sc = StreamConfig.model_validate({"id": "a", "source": "rtsp://cam/1", "output": {"url": "o.ts", "bitrate": "2.5M"}, "policy": "file"})
+    assert sc.output.bitrate_bps() == 2_500_000
+    assert sc.is_live() is False  # an explicit policy beats the url
