@@ -5,7 +5,7 @@ ultrafast reaches >= 0.6x the throughput (frames per wall-clock second, process
 start to exit) of ``ffmpeg -i clip.mp4 -c:v libx264 -preset ultrafast out.mp4``.
 
 The shared data has no 1080p clip with people, so the clip is made here: frames of
-one-by-one-person-detection.mp4 from the part where people walk in (after ~40 s),
+one-by-one-person-detection.mp4 from 10 s on (a person is in most frames),
 upscaled to 1920x1080 with swscale and encoded with libx264 (medium, crf 23), keeping
 the source timestamps (10 fps).  It is cached in ``--work``.
 
@@ -36,7 +36,7 @@ SHARED = Path(os.environ.get("PRIVACY_FILTER_SHARED", REPO.parent / "shared"))
 SOURCE = SHARED / "data" / "videos" / "one-by-one-person-detection.mp4"
 
 
-def make_clip(path: Path, frames: int, start_s: float = 45.0, size: tuple[int, int] = (1920, 1080)) -> Path:
+def make_clip(path: Path, frames: int, start_s: float = 10.0, size: tuple[int, int] = (1920, 1080)) -> Path:
     """Upscale ``frames`` frames of the people part of the shared video to 1080p H.264."""
     if path.exists():
         with av.open(str(path)) as c:

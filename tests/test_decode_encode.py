@@ -1,0 +1,256 @@
+"""Decode and encode workers with real PyAV: frame counts, timestamps, audio bytes, sinks, errors."""
+
+from __future__ import annotations
+
+import socket
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from media_clips import has_audio, make_av_clip, read_audio_packets, read_video
+from privacy_filter.decode import AudioPacket, Decoder, ReconnectPolicy, is_live_source, native_frame
+from privacy_filter.encode import EncodeSettings, Encoder, SinkError
+from privacy_filter.errors import SourceError
+from privacy_filter.frames import YuvFrame
+
+
+@pytest.fixture(scope="module")
+def av_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_av_clip(tmp_path_factory.mktemp("clips") / "av.mp4")
+
+
+def transcode(src: str | Path, dst: str | Path, audio: object = "template", **settings: object) -> Encoder:
+    """Decoder → Encoder with no filtering; ``audio``: 'template', 'info' or None."""
+    dec = Decoder(str(src))
+    info = dec.open()
+    a = {"template": info.audio_stream, "info": info.audio, None: None}[audio]  # type: ignore[index]
+    enc = Encoder(str(dst), info.video, EncodeSettings(**{"preset": "ultrafast", **settings}), audio=a)
+    for item in dec:
+        if isinstance(item, AudioPacket):
+            enc.write_audio(item)
+        else:
+            enc.write(item)
+    enc.close()
+    dec.close()
+    return enc
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv", "mov", "ts"])
+def test_round_trip_keeps_every_frame_and_its_timestamp(av_clip: Path, tmp_path: Path, ext: str) -> None:
+    out = tmp_path / f"out.{ext}"
+    enc = transcode(av_clip, out)
+    t_in, _ = read_video(av_clip)
+    t_out, _ = read_video(out)
+    assert enc.frames_out == len(t_in) == 50
+    assert len(t_out) == len(t_in)
+    if ext == "mp4":  # MP4 stores the AAC priming as a negative audio time: video times exact
+        assert t_out == t_in
+    # Matroska cannot store the audio's negative start and MPEG-TS adds its mux delay: the
+    # container shifts the whole timeline (audio with it, so sync holds); spacing stays exact.
+    shift = t_out[0] - t_in[0]
+    assert [t - shift for t in t_out] == t_in
+    assert 0 <= shift <= Fraction(3, 2)
+    # Without audio nothing forces a shift, except TS's constant mux delay.
+    out2 = tmp_path / f"video-only.{ext}"
+    transcode(av_clip, out2, audio=None)
+    t2, _ = read_video(out2)
+    assert t2 == t_in or (ext == "ts" and [t - t2[0] for t in t2] == t_in)
+
+
+def test_audio_copy_is_bit_identical_from_template_and_from_plain_info(av_clip: Path, tmp_path: Path) -> None:
+    src = read_audio_packets(av_clip)
+    assert len(src) > 50
+    for mode in ("template", "info"):  # info: the cross-process path (AudioInfo, no PyAV objects)
+        out = tmp_path / f"{mode}.mp4"
+        enc = transcode(av_clip, out, audio=mode)
+        assert enc.audio_packets_out == len(src)
+        assert read_audio_packets(out) == src, mode
+
+
+def test_audio_drop_writes_no_audio_stream(av_clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "drop.mp4"
+    dec = Decoder(str(av_clip))
+    info = dec.open()
+    enc = Encoder(str(out), info.video, EncodeSettings(preset="ultrafast", audio="drop"), audio=info.audio_stream)
+    for item in dec:
+        (enc.write_audio if isinstance(item, AudioPacket) else enc.write)(item)
+    enc.close()
+    assert has_audio(av_clip) and not has_audio(out)
+    assert enc.audio_packets_out == 0 and enc.frames_out == 50
+
+
+def test_gif_variable_frame_timing_survives(shared_data: Path, tmp_path: Path) -> None:
+    gif = shared_data / "videos" / "classroom.gif"
+    out = tmp_path / "gif.mp4"
+    transcode(gif, out, audio=None)
+    t_in, _ = read_video(gif)
+    t_out, _ = read_video(out)
+    assert len(set(np.diff([float(t) for t in t_in]).round(3))) > 1, "the GIF should be variable-rate"
+    assert t_out == t_in
+
+
+def test_decoded_planes_are_writable_views_that_do_not_corrupt_later_frames(shared_data: Path) -> None:
+    """H.264 keeps decoded pictures as references: drawing on one must not leak into the next."""
+    src = shared_data / "videos" / "one-by-one-person-detection.mp4"
+
+    def first_frames(draw: bool) -> list[np.ndarray]:
+        out = []
+        with Decoder(str(src)) as dec:
+            for item in dec:
+                out.append(item.y.copy())
+                nf = native_frame(item)
+                assert nf is not None and np.shares_memory(item.y, np.frombuffer(nf.planes[0], np.uint8))
+                if draw:
+                    item.y[...] = 0
+                    item.u[...] = 0
+                if len(out) == 25:
+                    return out
+        return out
+
+    clean, drawn = first_frames(False), first_frames(True)
+    for a, b in zip(clean, drawn):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_copied_frames_are_encoded_without_the_native_buffer(av_clip: Path, tmp_path: Path) -> None:
+    dec = Decoder(str(av_clip))
+    info = dec.open()
+    out = tmp_path / "copy.mkv"
+    enc = Encoder(str(out), info.video, EncodeSettings(preset="ultrafast", crf=0, options={"qp": "0"}))
+    originals = []
+    for item in dec:
+        if isinstance(item, YuvFrame):
+            c = item.copy()
+            assert native_frame(c) is None
+            originals.append(c.y.copy())
+            enc.write(c)
+    enc.close()
+    _, ys = read_video(out)
+    assert len(ys) == len(originals)
+    for a, b in zip(originals, ys):
+        assert np.abs(a.astype(int) - b).max() <= 1  # lossless x264 (qp 0)
+
+
+def test_odd_size_is_padded_to_even_and_content_kept(tmp_path: Path) -> None:
+    w, h = 641, 361
+    yy, xx = np.mgrid[0:h, 0:w]
+    y = ((xx + yy) % 256).astype(np.uint8)
+    from privacy_filter.decode import VideoInfo
+
+    vi = VideoInfo(w, h, Fraction(1, 10), Fraction(10), 3, None, "raw", "yuv420p")
+    out = tmp_path / "odd.mkv"
+    enc = Encoder(str(out), vi, EncodeSettings(preset="ultrafast", options={"qp": "0"}))
+    for i in range(3):
+        enc.write(YuvFrame(y, np.full((181, 321), 128, np.uint8), np.full((181, 321), 128, np.uint8), pts=i, time_base=Fraction(1, 10), index=i))
+    enc.close()
+    times, ys = read_video(out)
+    assert times == [Fraction(0), Fraction(1, 10), Fraction(1, 5)]
+    assert ys[0].shape == (362, 642)
+    np.testing.assert_array_equal(ys[0][:h, :w], y)
+    np.testing.assert_array_equal(ys[0][:h, w], y[:, -1])  # replicated column
+
+
+def test_non_increasing_timestamps_are_repaired_and_counted(tmp_path: Path) -> None:
+    from privacy_filter.decode import VideoInfo
+
+    vi = VideoInfo(64, 48, Fraction(1, 10), Fraction(10), None, None, "raw", "yuv420p")
+    enc = Encoder(str(tmp_path / "rep.mkv"), vi, EncodeSettings(preset="ultrafast"))
+    for pts in (0, 1, 1, 3, None):
+        enc.write(YuvFrame.blank(64, 48, pts=pts, time_base=Fraction(1, 10)))
+    enc.close()
+    times, _ = read_video(tmp_path / "rep.mkv")
+    assert times == [Fraction(k, 10) for k in (0, 1, 2, 3, 4)]
+    assert enc.pts_repaired == 1 and enc.frames_out == 5
+
+
+def test_lavfi_test_source() -> None:
+    with Decoder("lavfi:testsrc2=size=160x120:rate=10:duration=1") as dec:
+        info = dec.open()
+        frames = [f for f in dec if isinstance(f, YuvFrame)]
+    assert (info.video.width, info.video.height) == (160, 120)
+    assert len(frames) == 10
+    assert [f.index for f in frames] == list(range(10))
+    assert not info.live
+
+
+def test_missing_and_corrupt_inputs_raise_source_error_naming_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.mp4"
+    with pytest.raises(SourceError, match="nope.mp4"):
+        Decoder(str(missing)).open()
+    bad = tmp_path / "garbage.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    with pytest.raises(SourceError, match="garbage.mp4"):
+        Decoder(str(bad)).open()
+    with pytest.raises(SourceError, match="directory"):
+        Decoder(str(tmp_path)).open()
+
+
+def test_truncated_file_is_an_error_or_a_clean_shorter_stream(av_clip: Path, tmp_path: Path) -> None:
+    data = av_clip.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    transcode(av_clip, cut)
+    cut.write_bytes(cut.read_bytes()[: len(cut.read_bytes()) // 2])
+    try:
+        with Decoder(str(cut)) as dec:
+            n = sum(isinstance(i, YuvFrame) for i in dec)
+        assert 0 < n < 50  # Matroska plays up to the cut
+    except SourceError as exc:
+        assert "cut.mkv" in str(exc)
+    assert data  # the source clip itself is untouched
+
+
+def test_dead_live_source_gives_one_error_naming_the_url() -> None:
+    with socket.socket() as s:  # a port with nothing listening: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"rtsp://127.0.0.1:{port}/cam"
+    assert is_live_source(url)
+    dec = Decoder(url, reconnect=ReconnectPolicy(initial_s=0.01, max_s=0.02, max_attempts=3, open_timeout_s=2, read_timeout_s=2))
+    with pytest.raises(SourceError, match=f"rtsp://127.0.0.1:{port}/cam.*3 attempts"):
+        dec.open()
+
+
+def test_udp_mpegts_sink_sends_transport_stream_packets(av_clip: Path) -> None:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    port = rx.getsockname()[1]
+    try:
+        enc = transcode(av_clip, f"udp://127.0.0.1:{port}", audio=None, tune="zerolatency")
+        data = rx.recv(65536)
+    finally:
+        rx.close()
+    assert enc.frames_out == 50
+    assert len(data) == 1316 and data[0] == 0x47 and data[188] == 0x47  # 7 TS packets of 188 bytes
+
+
+def test_hls_sink_writes_a_playable_playlist(av_clip: Path, tmp_path: Path) -> None:
+    playlist = tmp_path / "hls" / "index.m3u8"
+    playlist.parent.mkdir()
+    transcode(av_clip, playlist, audio=None)
+    text = playlist.read_text()
+    assert "#EXT-X-ENDLIST" in text and ".ts" in text
+    t_out, _ = read_video(playlist)
+    assert len(t_out) == 50
+
+
+def test_unusable_codec_and_bad_output_folder_are_clear_errors(av_clip: Path, tmp_path: Path) -> None:
+    dec = Decoder(str(av_clip))
+    info = dec.open()
+    dec.close()
+    with pytest.raises(SinkError, match="output folder does not exist"):
+        Encoder(str(tmp_path / "no" / "such" / "out.mp4"), info.video)
+    with pytest.raises(SinkError, match="not available"):
+        Encoder(str(tmp_path / "x.mp4"), info.video, EncodeSettings(codec="no_such_codec"))
+    try:
+        import cupy
+
+        gpu = cupy.cuda.is_available()
+    except Exception:
+        gpu = False
+    if not gpu:  # here: no NVIDIA driver, so NVENC must fail with a message that says so
+        with pytest.raises(SinkError, match="h264_nvenc.*libx264"):
+            Encoder(str(tmp_path / "nv.mp4"), info.video, EncodeSettings(codec="h264_nvenc", preset="p4"))
