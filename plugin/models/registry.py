@@ -14,7 +14,6 @@ Every result has been checked against its ONNX file, so engines can trust it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,26 +36,16 @@ def known_names() -> list[str]:
     return list(BUILTIN_SPECS)
 
 
-def cache_dir() -> Path:
-    """Where derived files (rewritten ONNX) go: the default model's cache, shared with models.pull."""
-    try:
-        from privacy_filter.models.pull import cache_dir as pull_cache_dir  # type: ignore[attr-defined]
+def derived_dir() -> Path:
+    """Where derived files (rewritten ONNX) go: beside the default model's cache (models.pull)."""
+    from privacy_filter.models.pull import cache_dir
 
-        return Path(pull_cache_dir())
-    except ImportError:
-        env = os.environ.get("PRIVACY_FILTER_CACHE_DIR")
-        if env:
-            return Path(env)
-        import platformdirs
-
-        return Path(platformdirs.user_cache_dir("privacy-filter"))
+    return cache_dir() / "derived"
 
 
 def _embedded_path(name: str) -> Path:
-    try:
-        from privacy_filter.models.pull import default_model_path
-    except ImportError as exc:  # pragma: no cover - only while the converter is missing
-        raise ModelError(f"the embedded model {name!r} is unavailable: {exc}") from None
+    from privacy_filter.models.pull import default_model_path
+
     return Path(default_model_path(name=name, auto_pull=True))
 
 
@@ -68,7 +57,7 @@ def _finish(spec: ModelSpec, path: Path) -> ResolvedModel:
     spec = onnx_tools.complete_spec(spec, io)
     onnx_tools.validate_spec(spec, io, path)
     if spec.expose_logits:
-        exposed = onnx_tools.expose_argmax_logits(path, spec.output_name, cache_dir() / "derived")
+        exposed = onnx_tools.expose_argmax_logits(path, spec.output_name, derived_dir())
         spec = spec.model_copy(update={
             "output_name": exposed.output_name, "output_kind": "logits", "output_layout": exposed.layout,
             "expose_logits": False,
