@@ -71,35 +71,30 @@ class _Data:
         self.ptr = ptr
 
 
-class FakeDeviceArray:
-    """CuPy-ndarray-shaped wrapper over fake device memory (only the calls the glue makes)."""
+class FakeDeviceArray(np.ndarray):
+    """A numpy array standing in for ``cupy.ndarray``: ``.data.ptr``, ``set``, ``get`` and slicing.
 
-    def __init__(self, host: np.ndarray) -> None:
-        self._host = host
-        self.shape = host.shape
-        self.dtype = host.dtype
-        self.size = host.size
-        self.nbytes = host.nbytes
-        self.data = _Data(host.ctypes.data)
+    Being a real numpy array, it can also be handed to the CUDA kernels run under host emulation
+    (privacy_filter.gpu_emulation), exactly as a CuPy array is handed to the real kernels.
+    """
 
-    def __getitem__(self, key: Any) -> "FakeDeviceArray":
-        # Only leading-axis prefix slices keep a contiguous buffer, which is all the glue uses.
-        if not (isinstance(key, slice) and key.start in (None, 0) and key.step in (None, 1)):
-            raise TypeError("fake cupy supports only prefix slices arr[:n]")
-        return FakeDeviceArray(self._host[key])
+    @property
+    def data(self) -> _Data:  # type: ignore[override]
+        return _Data(self.ctypes.data)
 
     def set(self, arr: np.ndarray, stream: Any = None) -> None:
         arr = np.asarray(arr)
         if arr.shape != self.shape or arr.dtype != self.dtype:
             raise ValueError(f"fake cupy set: {arr.dtype}{arr.shape} into {self.dtype}{self.shape}")
-        self._host[...] = arr
+        np.copyto(self, arr)
 
     def get(self, stream: Any = None, out: np.ndarray | None = None) -> np.ndarray:
+        host = self.view(np.ndarray)
         if out is None:
-            return self._host.copy()
+            return host.copy()
         if out.shape != self.shape or out.dtype != self.dtype:
             raise ValueError(f"fake cupy get: {self.dtype}{self.shape} into {out.dtype}{out.shape}")
-        out[...] = self._host
+        np.copyto(out, host)
         return out
 
 
@@ -124,8 +119,9 @@ def make_fake_cupy(gpu_name: str = "Fake GPU H100") -> tuple[types.ModuleType, t
 
     def empty(shape: Any, dtype: Any = np.float32) -> FakeDeviceArray:
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        buf = MEMORY.alloc(int(np.prod(shape)) * np.dtype(dtype).itemsize)
-        return FakeDeviceArray(buf[: int(np.prod(shape)) * np.dtype(dtype).itemsize].view(dtype).reshape(shape))
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        buf = MEMORY.alloc(nbytes)
+        return buf[:nbytes].view(dtype).reshape(shape).view(FakeDeviceArray)
 
     cp.empty = empty  # type: ignore[attr-defined]
     runtime = types.SimpleNamespace(

@@ -179,6 +179,8 @@ def test_build_trt10_fp16_profile_and_sidecar(install, pssn_model, tmp_path):
     assert side["spec"]["input_name"] == "input_2:0" and side["spec"]["output_name"] == "argmax_1"
     assert info.spec == pssn_model.spec
     assert out.read_bytes().startswith(fake.MAGIC)
+    # the timing cache went to the user cache dir (PRIVACY_FILTER_CACHE_DIR here), per TensorRT version
+    assert (tmp_path / "cache" / "tensorrt" / "timing-10.8.0.43.cache").is_file()
 
 
 def test_timing_cache_is_persisted_and_reused(install, pssn_model, tmp_path):

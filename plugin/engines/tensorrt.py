@@ -314,7 +314,7 @@ def apply_precision(trt: ModuleType, config: Any, options: BuildOptions, onnx_pa
 
 def default_timing_cache(trt: ModuleType) -> Path:
     """Per-TensorRT-version timing cache in the user cache dir (reused by every build)."""
-    from privacy_filter.models.registry import cache_dir
+    from privacy_filter.models.pull import cache_dir
 
     return cache_dir() / "tensorrt" / f"timing-{trt.__version__}.cache"
 
