@@ -34,7 +34,7 @@ from privacy_filter.models.tflite2onnx import (
 
 #: Ops the converted selfie graphs may contain: plain ONNX that TensorRT parses natively.
 TRT_FRIENDLY = {"Conv", "ConvTranspose", "Add", "Mul", "Relu", "HardSwish", "Sigmoid", "GlobalAveragePool", "Resize"}
-PARITY_TOL = 1e-4  # measured ~1.5e-5; the bar is 1e-3
+PARITY_TOL = 2e-4  # measured 1.8e-5 (7.5e-5 with ORT graph optimisations off); the bar is 1e-3
 
 
 @pytest.fixture(scope="module")
