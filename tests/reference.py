@@ -260,15 +260,13 @@ def cell_means_ref(plane: np.ndarray, cell: int) -> np.ndarray:
     that exist.
     """
     h, w = plane.shape
-    ch, cw = -(-h // cell), -(-w // cell)
-    out = np.zeros((ch, cw), np.uint8)
-    p = plane.astype(np.int64)
-    for i in range(ch):
-        for j in range(cw):
-            block = p[i * cell : (i + 1) * cell, j * cell : (j + 1) * cell]
-            n = block.size
-            out[i, j] = (2 * int(block.sum()) + n) // (2 * n)
-    return out
+    ys = np.arange(0, h, cell)  # first row of each cell row
+    xs = np.arange(0, w, cell)
+    sums = np.add.reduceat(np.add.reduceat(plane.astype(np.int64), ys, axis=0), xs, axis=1)
+    rows = np.minimum(ys + cell, h) - ys  # pixels that exist in each cell row / column
+    cols = np.minimum(xs + cell, w) - xs
+    n = rows[:, None] * cols[None, :]
+    return ((2 * sums + n) // (2 * n)).astype(np.uint8)
 
 
 def pixelate_plane_ref(plane: np.ndarray, cell: int) -> np.ndarray:
