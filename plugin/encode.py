@@ -311,6 +311,8 @@ class Encoder:
         self._closed = True
         try:
             self._mux(self._vs.encode(None))
+            if self.frames_out == 0 and self.audio_packets_out == 0:
+                self._out.start_encoding()  # still a valid (empty) file: every frame was dropped
         finally:
             self._out.close()
 

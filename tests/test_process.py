@@ -1,0 +1,195 @@
+"""``privacy-filter process`` end to end: real video, real model, real effects, real x264.
+
+The cctv bar of issue 3 is checked on a 3 s stretch of one-by-one-person-detection.mp4
+in which a person stands in the room (re-encoded with its original timestamps, which
+start at 10 s); the whole 139 s file is the ``slow`` variant.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from media_clips import cut_people_segment, has_audio, make_av_clip, read_audio_packets, read_video
+from privacy_filter.cli import main
+from privacy_filter.config import stream_config
+from privacy_filter.pipeline import plan_from_stream_config, resolve_device, run_process
+
+VIDEO = "one-by-one-person-detection.mp4"
+
+
+@pytest.fixture(scope="module")
+def people_clip(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cut_people_segment(shared_data / "videos" / VIDEO, tmp_path_factory.mktemp("seg") / "people.mp4", 10.0, 30)
+
+
+@pytest.fixture(scope="module")
+def av_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_av_clip(tmp_path_factory.mktemp("av") / "av.mp4", frames=25)
+
+
+@pytest.fixture(scope="module")
+def cctv_run(people_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
+    d = tmp_path_factory.mktemp("cctv")
+    out, masks = d / "out.mp4", d / "masks"
+    rc = main(["process", str(people_clip), str(out), "--preset", "cctv", "--mask-out", str(masks), "--no-progress"])
+    return out, masks, rc
+
+
+def detail(y: np.ndarray, region: np.ndarray) -> float:
+    """Mean absolute Laplacian inside ``region``: fine structure that identifies a person."""
+    lap = np.abs(cv2.Laplacian(y.astype(np.float32), cv2.CV_32F))
+    return float(lap[region].mean())
+
+
+def check_cctv_bar(src: Path, out: Path, masks: Path, *, min_person_frames: int) -> None:
+    t_in, y_in = read_video(src)
+    t_out, y_out = read_video(out)
+    assert len(t_out) == len(t_in), "one output frame per input frame"
+    assert t_out == t_in, "source timestamps preserved"
+    files = sorted(masks.glob("*.png"))
+    assert [p.name for p in files] == [f"{i:06d}.png" for i in range(len(t_in))]
+    person_frames = 0
+    for i, (a, b) in enumerate(zip(y_in, y_out)):
+        m = cv2.imread(str(files[i]), cv2.IMREAD_UNCHANGED)
+        assert m.shape == a.shape and m.dtype == np.uint8
+        assert set(np.unique(m)) <= {0, 255}  # cctv: hard edge, no feather
+        covered = m == 255
+        # background outside the (already dilated) mask: the input, up to x264 noise
+        diff = np.abs(a.astype(np.int16) - b)[~covered]
+        assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 10, f"frame {i}: background changed"
+        inner = cv2.erode(covered.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+        if inner.sum() > 2000:
+            person_frames += 1
+            # hidden: coarse cells keep almost none of the person's fine detail
+            assert detail(b, inner) < 0.35 * detail(a, inner), f"frame {i}: person still detailed"
+    assert person_frames >= min_person_frames
+
+
+def test_cctv_bar_on_a_stretch_with_a_person(cctv_run: tuple[Path, Path, int], people_clip: Path) -> None:
+    out, masks, rc = cctv_run
+    assert rc == 0
+    check_cctv_bar(people_clip, out, masks, min_person_frames=25)
+    assert not has_audio(out)
+
+
+@pytest.mark.slow
+def test_cctv_bar_on_the_whole_video(shared_data: Path, tmp_path: Path) -> None:
+    src = shared_data / "videos" / VIDEO
+    out, masks = tmp_path / "out.mp4", tmp_path / "masks"
+    assert main(["process", str(src), str(out), "--preset", "cctv", "--mask-out", str(masks), "--no-progress"]) == 0
+    check_cctv_bar(src, out, masks, min_person_frames=600)
+
+
+def test_video_call_copies_audio_bit_identical_and_cctv_drops_it(av_clip: Path, tmp_path: Path) -> None:
+    call, cctv = tmp_path / "call.mp4", tmp_path / "cctv.mp4"
+    assert main(["process", str(av_clip), str(call), "--preset", "video-call", "--no-progress"]) == 0
+    assert main(["process", str(av_clip), str(cctv), "--preset", "cctv", "--no-progress"]) == 0
+    assert read_audio_packets(call) == read_audio_packets(av_clip)
+    assert has_audio(av_clip) and not has_audio(cctv)
+    assert read_video(call)[0] == read_video(av_clip)[0] == read_video(cctv)[0]
+
+
+class Raising:
+    def infer_yuv(self, frames):  # noqa: ANN001, ANN201
+        raise RuntimeError("engine crashed")
+
+
+def plan_for(preset: str, **overrides):  # noqa: ANN003, ANN201
+    return plan_from_stream_config(stream_config("in", "out", preset=preset, overrides=overrides))
+
+
+def test_failing_engine_end_to_end_every_published_frame_covered(people_clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fail.mp4"
+    plan = plan_for("cctv", effect={"kind": "fill"})
+    rep = run_process(str(people_clip), str(out), plan, segmenter=Raising(), progress=False)
+    assert rep.frames_out == rep.frames_in == rep.frames_covered_whole == 30
+    times, ys = read_video(out)
+    assert len(ys) == 30
+    for y in ys:  # solid black (Y=16) everywhere, up to codec noise
+        assert np.abs(y.astype(int) - 16).max() <= 3
+
+
+def test_failing_engine_with_drop_publishes_no_frames(people_clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "drop.mkv"
+    plan = plan_for("cctv", on_failure="drop")
+    rep = run_process(str(people_clip), str(out), plan, segmenter=Raising(), progress=False)
+    assert rep.frames_in == 30 and rep.frames_dropped == 30 and rep.frames_out == 0
+    assert out.exists()  # header only: FFmpeg refuses a container with no packets, and that is all
+    try:
+        frames = read_video(out)[0]
+    except (av.error.EOFError, av.error.InvalidDataError):
+        frames = []
+    assert frames == []
+
+
+def test_failing_engine_with_explicit_pass_publishes_the_input(people_clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pass.mp4"
+    plan = plan_for("cctv", on_failure="pass")
+    rep = run_process(str(people_clip), str(out), plan, segmenter=Raising(), progress=False)
+    assert rep.frames_out == 30 and rep.frames_covered_whole == 0
+    _, a = read_video(people_clip)
+    _, b = read_video(out)
+    assert max(np.abs(x.astype(int) - y).mean() for x, y in zip(a, b)) < 2.0
+
+
+def test_live_policy_drops_stale_frames_and_counts_them() -> None:
+    class Slow:
+        def infer_yuv(self, frames):  # noqa: ANN001, ANN201
+            time.sleep(0.03)
+            return [np.zeros((16, 16), np.float32) for _ in frames]
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        plan = plan_for("cctv")
+        plan.policy = "live"
+        rep = run_process("lavfi:testsrc2=size=320x180:rate=100:duration=2", f"{d}/live.mkv", plan, segmenter=Slow(), progress=False)
+        times, _ = read_video(Path(d) / "live.mkv")
+    assert rep.frames_in == 200
+    assert rep.stale_dropped > 0 and rep.frames_dropped == rep.stale_dropped
+    assert rep.frames_out + rep.stale_dropped == rep.frames_in
+    assert len(times) == rep.frames_out
+    assert times == sorted(set(times)), "kept frames keep their own, increasing timestamps"
+
+
+def test_mask_out_with_video_call_preset_is_soft(av_clip: Path, tmp_path: Path) -> None:
+    masks = tmp_path / "m"
+    assert main(["process", str(av_clip), str(tmp_path / "o.mkv"), "--preset", "video-call", "--mask-out", str(masks), "--no-progress"]) == 0
+    files = sorted(masks.iterdir())
+    assert len(files) == 25
+    m = cv2.imread(str(files[0]), cv2.IMREAD_UNCHANGED)
+    assert m.shape == (240, 320)  # frame size
+    # no person in a synthetic ramp: target background → everything covered
+    assert (m == 255).mean() > 0.99
+
+
+def test_cli_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str], av_clip: Path) -> None:
+    assert main(["process", str(tmp_path / "missing.mp4"), str(tmp_path / "o.mp4"), "--no-progress"]) == 2
+    assert "missing.mp4" in capsys.readouterr().err
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(5000))
+    assert main(["process", str(bad), str(tmp_path / "o.mp4"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt.mp4" in err and "Traceback" not in err
+    assert main(["process", str(av_clip), str(tmp_path / "nodir" / "o.mp4"), "--no-progress"]) == 2
+    assert "nodir" in capsys.readouterr().err
+
+
+def test_device_auto_falls_back_to_cpu_with_a_reason(caplog: pytest.LogCaptureFixture) -> None:
+    try:
+        import cupy
+
+        if cupy.cuda.is_available():
+            pytest.skip("a CUDA device is present here")
+    except ImportError:
+        pass
+    with caplog.at_level(logging.WARNING, logger="privacy_filter.pipeline"):
+        assert resolve_device("auto") == "cpu"
+    assert any("using the CPU" in r.message for r in caplog.records)
