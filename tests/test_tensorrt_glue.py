@@ -438,3 +438,70 @@ def test_engine_path_per_device(install, monkeypatch, pssn_model, images, tmp_pa
         auto = trtglue.segmenter_for_engine(out, "auto")
     assert isinstance(auto, OrtSegmenter)
     assert "instead of TensorRT: TensorRT is not installed" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Device path: E's preprocessing and decoding kernels (host-emulated) around the engine
+# ---------------------------------------------------------------------------------------------
+
+def _video_frames(shared_data: Path, indices: tuple[int, ...]) -> list[YuvFrame]:
+    import av
+
+    frames = []
+    with av.open(str(shared_data / "videos" / "one-by-one-person-detection.mp4")) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i in indices:
+                h, w = f.height, f.width
+                planes = f.to_ndarray(format="yuv420p")
+                u = planes[h : h + h // 4].reshape(h // 2, w // 2)
+                v = planes[h + h // 4 :].reshape(h // 2, w // 2)
+                frames.append(YuvFrame(planes[:h].copy(), u.copy(), v.copy(), pts=f.pts, index=i))
+            if i >= max(indices):
+                break
+    return frames
+
+
+@pytest.mark.emulated_gpu
+@pytest.mark.parametrize("layout", ["i420", "nv12"])
+def test_device_path_with_emulated_kernels(install, pssn_model, shared_data, tmp_path, layout):
+    """Device frames → preprocess_yuv kernel → engine buffers → decode kernel, nothing on the host.
+
+    The kernels are the real ``kernels/*.cu`` run under host emulation; the engine is the fake.
+    Checks the glue's tables (plane addresses, pitches, colour matrix, BGR order, normalisation),
+    that the kernel writes the very buffer bound to the engine input, and the int64 argmax decode.
+    """
+    from privacy_filter.effects.cuda import DevicePlanes, EmulatedRuntime
+    from privacy_filter.engines import preprocess
+
+    install("10.8.0.43")
+    out = tmp_path / "pssn.engine"
+    _build(pssn_model, out, max_batch=2)
+    seg = trtglue.TensorRTSegmenter(out)
+    rt = EmulatedRuntime()
+    frames = _video_frames(shared_data, (0, 600, 700))
+    dev = []
+    for f in frames:
+        d = DevicePlanes.allocate(rt.xp, f.width, f.height, layout)
+        d.upload(rt, f.y, f.u, f.v)
+        dev.append(d)
+
+    maps = seg.infer_device(dev[:2], rt, [preprocess.frame_colorimetry(f) for f in frames[:2]])
+    # The engine input the kernel wrote matches the CPU preprocessing up to 8-bit resize rounding:
+    # the kernel upsamples in float, OpenCV's 8-bit INTER_LINEAR in fixed point, so a plane sample
+    # can differ by 1 code (≈1.2-2.3 RGB levels after the YUV→RGB matrix; measured max 3.2, mean
+    # 0.17 levels on this clip).  A wrong table (colour order, pitch, plane address, matrix,
+    # normalisation) would be off by tens of levels.
+    cpu = np.empty((2, 3, 544, 960), np.float32)
+    for i, f in enumerate(frames[:2]):
+        preprocess.frame_into(f, pssn_model.spec, cpu[i])
+    levels = np.abs(seg.input_buffer[:2].get() - cpu) / 0.007843
+    print(f"input diff in levels: max {levels.max():.2f}, >2 levels {np.mean(levels > 2):.4%}, mean {levels.mean():.3f}")
+    assert levels.max() <= 4.0 and np.mean(levels > 2.0) <= 0.05 and levels.mean() <= 0.25
+    maps += seg.infer_device(dev[2:], rt)  # a second call with a smaller batch
+
+    want = _ort(pssn_model).infer_yuv(frames)
+    assert len(maps) == 3
+    for m, w in zip(maps, want):
+        assert isinstance(m, np.ndarray) and m.shape == (34, 60) and m.dtype == np.float32
+        assert float(np.mean(m != w)) <= 0.01  # argmax may flip at a boundary pixel or two
+    assert float(maps[0].mean()) == 0.0 and float(maps[1].mean()) > 0.01

@@ -512,10 +512,10 @@ class TensorRTSegmenter(Segmenter):
             raise ModelError(f"{self.path}: batch {n} is outside the engine's profile (batch 1..{self.max_batch})")
         self._batch = n
 
-    def _execute(self, n: int) -> None:
+    def _execute(self, n: int, stream: Any = None) -> None:
         if n != self._batch:
             self._set_batch(n)
-        if not self._context.execute_async_v3(self.stream.ptr):
+        if not self._context.execute_async_v3((stream or self.stream).ptr):
             raise RuntimeError(f"TensorRT execute_async_v3 failed for {self.path} (batch {n})")
 
     # -- device API: the GPU pipeline keeps data on the device ----------------------------
@@ -524,16 +524,43 @@ class TensorRTSegmenter(Segmenter):
         """Device input array (max batch); a GPU preprocessing kernel writes items ``[:n]`` of it."""
         return self._dev[self.input.name]
 
-    def run_device(self, n: int) -> Any:
-        """Enqueue the engine on ``self.stream`` for the first ``n`` items of ``input_buffer``.
+    def run_device(self, n: int, stream: Any = None) -> Any:
+        """Enqueue the engine for the first ``n`` items of ``input_buffer`` on ``stream`` (default: its own).
 
         Returns the raw device output ``[:n]`` (dtype ``self.output.dtype``); decode it on the same
         stream, or synchronize before reading.
         """
         if not 1 <= n <= self.max_batch:
             raise ValueError(f"batch {n} outside the engine's 1..{self.max_batch}")
-        self._execute(n)
+        self._execute(n, stream)
         return self._dev[self.output.name][:n]
+
+    def infer_device(self, frames: Sequence[Any], rt: Any, colorimetry: Sequence[tuple[str, bool]] | None = None) -> list[Any]:
+        """Person probability maps kept on the device, for frames already on the device.
+
+        ``frames`` are ``effects.cuda.DevicePlanes`` (I420 or NV12); ``rt`` is the effects
+        ``Runtime`` whose stream the whole chain runs on: the preprocessing kernel writes the engine's
+        input buffer, the engine runs, the decoding kernel writes the maps.  Nothing is copied to the
+        host.  Maps are (h, w) float32 device arrays at model resolution (letterbox content only).
+        """
+        from privacy_filter.engines.gpu import launch_decode, launch_preprocess
+
+        stream = getattr(rt, "stream", None)
+        colorimetry = list(colorimetry) if colorimetry is not None else [("bt601", False)] * len(frames)
+        maps: list[Any] = []
+        for start in range(0, len(frames), self.max_batch):
+            chunk = list(frames[start : start + self.max_batch])
+            places = launch_preprocess(rt, chunk, self.spec, self.input_buffer, colorimetry[start : start + len(chunk)])
+            raw = self.run_device(len(chunk), stream)
+            prob = rt.xp.empty((len(chunk), *self._map_hw(raw)), dtype=np.float32)
+            launch_decode(rt, raw, self.spec, prob)
+            maps.extend(place.crop(prob[i]) for i, place in enumerate(places))
+        return maps
+
+    def _map_hw(self, raw: Any) -> tuple[int, int]:
+        if raw.ndim == 3 or self.spec.output_layout == "NHWC":
+            return int(raw.shape[1]), int(raw.shape[2])
+        return int(raw.shape[2]), int(raw.shape[3])
 
     # -- Segmenter --------------------------------------------------------------------------
     def run(self, batch: np.ndarray) -> np.ndarray:
