@@ -2,7 +2,8 @@
 // privacy_filter.engines.outputs (argmax ids, softmax scores, sigmoid probabilities, logits).
 //
 // Tensor layout: NCHW (nhwc = 0) or NHWC (nhwc = 1) with C channels; a rank-3 (N, H, W) id map
-// is passed as C = 1.  All kernels: 2-D+batch launch, block 32x8, grid (ceil(W/32), ceil(H/8), N).
+// is passed as C = 1.
+// Launch (all kernels): block 32x8, grid (ceil(W/32), ceil(H/8), N), one thread per output pixel.
 // Bytes for a 256x256 map (the default model) per frame: read C*256 KiB (int64 argmax: 512 KiB),
 // write 256 KiB; for PeopleSemSegNet 960x544 int32 ids: read 2.09 MB, write 2.09 MB.
 #include "common.cuh"

@@ -226,16 +226,20 @@ def find_nvcc() -> str | None:
     return shutil.which("nvcc") or (str(Path("/usr/local/cuda/bin/nvcc")) if Path("/usr/local/cuda/bin/nvcc").exists() else None)
 
 
-def nvcc_compile(path: Path, sm: str, workdir: Path) -> tuple[bytes, str]:
-    """cubin of ``path`` for ``sm`` (e.g. ``"sm_80"``) and ptxas's resource report."""
+def nvcc_compile(path: Path, archs: Sequence[str], workdir: Path) -> tuple[bytes, str]:
+    """Fatbin of ``path`` with one cubin per ``sm_XX`` in ``archs`` and ptxas's resource report.
+
+    Warnings are errors.  One nvcc process for all architectures (it is the slow part).
+    """
     nvcc = find_nvcc()
     if nvcc is None:
         raise EmulationError("nvcc not found on PATH")
-    out = workdir / f"{path.stem}_{sm}.cubin"
-    res = subprocess.run([nvcc, "-cubin", f"-arch={sm}", "-std=c++17", "-Xptxas", "-v", "-Werror", "all-warnings",
+    out = workdir / f"{path.stem}.fatbin"
+    gencode = [f"-gencode=arch=compute_{a[3:]},code={a}" for a in archs]
+    res = subprocess.run([nvcc, "-fatbin", *gencode, "-std=c++17", "-Xptxas", "-v", "-Werror", "all-warnings",
                           f"-I{KERNEL_DIR}", str(path), "-o", str(out)], capture_output=True, text=True)
     if res.returncode != 0:
-        raise EmulationError(f"nvcc -arch={sm} failed for {path.name}:\n{res.stderr[-4000:]}")
+        raise EmulationError(f"nvcc ({', '.join(archs)}) failed for {path.name}:\n{res.stderr[-4000:]}")
     return out.read_bytes(), res.stderr
 
 
