@@ -505,3 +505,22 @@ def test_device_path_with_emulated_kernels(install, pssn_model, shared_data, tmp
         assert isinstance(m, np.ndarray) and m.shape == (34, 60) and m.dtype == np.float32
         assert float(np.mean(m != w)) <= 0.01  # argmax may flip at a boundary pixel or two
     assert float(maps[0].mean()) == 0.0 and float(maps[1].mean()) > 0.01
+
+
+def test_cli_inspect_without_tensorrt_shows_the_sidecar(install, monkeypatch, pssn_model, tmp_path, capsys):
+    install("10.8.0.43")
+    out = tmp_path / "pssn.engine"
+    _build(pssn_model, out, max_batch=2)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert cli_main(["engine", "inspect", str(out)]) == 2
+    cap = capsys.readouterr()
+    assert "built with TensorRT 10.8.0.43 on Fake GPU H100" in cap.out and "precision fp16, batch 1..2" in cap.out
+    assert "TensorRT is not installed" in cap.err
+
+
+def test_calib_cache_without_int8_is_an_error(install, pssn_model, tmp_path):
+    install("10.8.0.43")
+    cache = tmp_path / "c.txt"
+    cache.write_text("TRT-8601-EntropyCalibration2\n")
+    with pytest.raises(UserError, match="--calib-cache applies only to --precision int8"):
+        _build(pssn_model, tmp_path / "x.engine", precision="fp16", calib_cache=cache)
