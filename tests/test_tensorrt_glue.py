@@ -524,3 +524,18 @@ def test_calib_cache_without_int8_is_an_error(install, pssn_model, tmp_path):
     cache.write_text("TRT-8601-EntropyCalibration2\n")
     with pytest.raises(UserError, match="--calib-cache applies only to --precision int8"):
         _build(pssn_model, tmp_path / "x.engine", precision="fp16", calib_cache=cache)
+
+
+def test_trt11_accepts_an_fp16_typed_onnx_without_warning(install, pssn_model, tmp_path, capsys):
+    """An ONNX that carries FP16 weights (what ModelOpt AutoCast writes) builds as FP16 on 11.x."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(pssn_model.onnx_path))
+    m.graph.initializer.append(numpy_helper.from_array(np.zeros(4, np.float16), "autocast_marker_fp16"))
+    fp16 = tmp_path / "pssn_fp16.onnx"
+    onnx.save(m, str(fp16))
+    install("11.4.0.106")
+    info = trtglue.build_engine(pssn_model.spec, fp16, tmp_path / "x.engine", trtglue.BuildOptions(precision="fp16"))
+    assert info.precision == "fp16 (strongly typed ONNX)"
+    assert "AutoCast" not in capsys.readouterr().err
