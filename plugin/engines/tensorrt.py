@@ -18,6 +18,11 @@ Written against the documented TensorRT Python API (research/peoplesemsegnet-gpu
   the TensorRT version), ``set_input_shape``, ``set_tensor_address(arr.data.ptr)``,
   ``execute_async_v3(stream.ptr)`` on a non-blocking CuPy stream.
 
+Entry points: ``TensorRTSegmenter`` (the common ``Segmenter``: host ``run``/``infer_yuv``/
+``infer_rgb``, plus ``infer_device`` for frames already on the GPU), ``segmenter_for_engine`` (what
+``create_segmenter`` calls for a ``.engine``/``.plan``/``.trt`` model path), ``build_engine``, and the
+CLI handlers ``cmd_build`` / ``cmd_inspect``.
+
 Every engine file gets a sidecar ``<engine>.json`` with the model spec, the TensorRT version and
 the GPU it was built on.  Plans are only valid for the TensorRT version that built them, so a
 mismatch is refused with a message saying how to rebuild, instead of TensorRT's opaque error.
