@@ -74,15 +74,15 @@ def parse_tiles(value: "str | TileGrid | AutoTiles | None") -> TileSetting:
 
 
 def auto_grid(width: int, height: int, model_w: int, model_h: int) -> tuple[int, int] | None:
-    """Tiles only pay when the frame is much larger than the model input: one tile per ~2.5 model
-    widths of frame, with as many rows as keep tiles near the model's aspect.  Small frames → None."""
-    cols = int(round(width / (2.5 * model_w)))
-    if cols < 2:
+    """Grid for 'auto', from what was measured (docs in benchmarks/bench_segmentation.py --tiles):
+    2 tiles along the long side when it is at least twice the model's, 2x2 when both sides are
+    at least four times; finer grids cut people into pieces and lost mIoU.  Small frames → None."""
+    long_side, model_long = max(width, height), max(model_w, model_h)
+    if long_side < 2 * model_long:
         return None
-    tile_w = width / (cols - (cols - 1) * 0.2)
-    tile_h = tile_w * model_h / model_w
-    rows = max(1, int(np.ceil((height / tile_h - 0.2) / 0.8 - 1e-6)))
-    return min(cols, 4), min(rows, 4)
+    if min(width, height) >= 4 * min(model_w, model_h):
+        return 2, 2
+    return (2, 1) if width >= height else (1, 2)
 
 
 def grid_for(setting: TileSetting, width: int, height: int, model_w: int, model_h: int) -> TileGrid | None:
@@ -110,7 +110,11 @@ def tile_rects(width: int, height: int, grid: TileGrid, model_w: int, model_h: i
         y0 = _even(r * (height - th) / (grid.rows - 1)) if grid.rows > 1 else _even((height - th) / 2)
         for c in range(grid.cols):
             x0 = _even(c * (width - tw) / (grid.cols - 1)) if grid.cols > 1 else _even((width - tw) / 2)
-            rects.append((x0, y0, min(width, x0 + tw), min(height, y0 + th)))
+            # Even origins (chroma alignment) may shift a tile left/up by 1 px: the last column/row
+            # extends to the frame edge so nothing is left uncovered.
+            x1 = width if c == grid.cols - 1 else min(width, x0 + tw)
+            y1 = height if r == grid.rows - 1 else min(height, y0 + th)
+            rects.append((x0, y0, x1, y1))
     return rects
 
 

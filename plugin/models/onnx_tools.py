@@ -104,7 +104,9 @@ def complete_spec(spec: ModelSpec, io: OnnxIO) -> ModelSpec:
                              "name the one to read in the spec (output_name)")
         update["output_name"] = io.outputs[0].name
     out = io.output(str(update.get("output_name", spec.output_name)))
-    if out is not None and spec.output_kind == "argmax" and out.dtype.kind == "f":
+    if out is not None and spec.output_kind == "auto" and out.dtype.kind in "iu":
+        update["output_kind"] = "argmax"
+    elif out is not None and spec.output_kind == "auto" and out.dtype.kind == "f":
         op = io.producers.get(out.name, "")
         channels = _channels(out.shape, spec.output_layout)
         if op == "Softmax":
@@ -146,6 +148,8 @@ def validate_spec(spec: ModelSpec, io: OnnxIO, path: Path) -> None:
     if out is None:
         raise ModelError(f"{path}: spec {spec.name!r} expects output {spec.output_name!r}, "
                          f"model has {', '.join(str(t) for t in io.outputs) or 'none'}")
+    if spec.output_kind == "auto":
+        raise ModelError(f"{path}: cannot tell what output {spec.output_name!r} holds; set output_kind")
     if spec.output_kind == "argmax":
         if out.dtype.kind not in "iu":
             raise ModelError(f"{path}: output {out.name!r} is {out.dtype.name} but spec {spec.name!r} "
@@ -208,14 +212,16 @@ def expose_argmax_logits(src: Path, argmax_output: str, dst_dir: Path) -> Expose
     logits = node.input[0]
     axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
     # Rank of the ArgMax input: from shape inference when possible, else 4 (image segmentation).
-    rank = 4
+    rank, vi = 4, None
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
         vi = next((v for v in list(inferred.graph.value_info) + list(inferred.graph.output) if v.name == logits), None)
         if vi is not None and vi.type.tensor_type.HasField("shape"):
             rank = len(vi.type.tensor_type.shape.dim) or 4
+        else:
+            vi = None
     except Exception:  # shape inference is best effort
-        pass
+        vi = None
     axis = axis % rank
     if rank != 4 or axis not in (1, 3):
         raise ModelError(f"{src}: ArgMax over axis {axis} of a rank-{rank} tensor; expected class axis 1 (NCHW) or 3 (NHWC)")
@@ -225,7 +231,8 @@ def expose_argmax_logits(src: Path, argmax_output: str, dst_dir: Path) -> Expose
     dst = dst_dir / f"{src.stem}.{digest}.logits.onnx"
     if not dst.is_file():
         if not any(o.name == logits for o in model.graph.output):
-            model.graph.output.append(helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, None))
+            out_vi = vi if vi is not None else helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, [None] * 4)
+            model.graph.output.append(out_vi)
         tmp = dst.with_suffix(".tmp")
         onnx.save(model, str(tmp))
         tmp.replace(dst)

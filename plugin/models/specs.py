@@ -46,7 +46,8 @@ class ModelSpec(BaseModel):
     resize: Literal["stretch", "letterbox"] = "stretch"
     # --- output ---
     output_name: str
-    output_kind: Literal["argmax", "softmax", "sigmoid", "logits"]
+    # 'auto' (DeepStream configs only): decided from the ONNX output's dtype and producing op.
+    output_kind: Literal["argmax", "softmax", "sigmoid", "logits", "auto"]
     output_layout: Layout = "NCHW"
     person_index: int = Field(1, ge=0)
     # Expose the tensor feeding an ArgMax as an extra output and decode it as logits (soft mask).
@@ -263,13 +264,12 @@ def load_deepstream_config(path: Path) -> tuple[ModelSpec, Path]:
     offsets = _triple(props.get("offsets", "0;0;0") or "0", "offsets", path)
     outputs = [o for o in re.split(r"[;,\s]+", need("output-blob-names")) if o]
     order = int(props.get("segmentation-output-order", "0") or 0)
-    # nvinfer's segmentation parser reads class ids when the output has one channel ('argmax_1'
-    # style, TAO); more channels are treated as per-class scores.  We mark argmax and let
-    # validation against the ONNX (dtype/channels) decide between the two.
+    # nvinfer configs do not say what the output holds: integer ids (TAO 'argmax_1') or per-class
+    # scores.  'auto' lets the ONNX decide (onnx_tools.complete_spec).
     spec = ModelSpec(
         name=path.stem, input_name="", input_layout="NCHW", height=h, width=w,
         color="bgr" if color_fmt == 1 else "rgb", scale=(net_scale,) * 3, offset=offsets,
-        output_name=outputs[0], output_kind="argmax", output_layout="NHWC" if order == 1 else "NCHW",
+        output_name=outputs[0], output_kind="auto", output_layout="NHWC" if order == 1 else "NCHW",
         person_index=int(props.get("person-class-index", "1") or 1),
     )
     return spec, (path.parent / onnx_file).resolve()
