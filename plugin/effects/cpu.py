@@ -9,6 +9,9 @@ the feathered edge (0 < a < 255) is blended in integer arithmetic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -88,40 +91,60 @@ def _blend_lut(color: int, alpha: int) -> np.ndarray:
     return ((o * (255 - alpha) + color * alpha + 127) // 255).astype(np.uint8)
 
 
-def composite_into(dst: np.ndarray, eff: Picture, a: np.ndarray) -> None:
+@dataclass
+class BlendPlan:
+    """Where one alpha (inside its box) is opaque and where it is partial, found once and
+    reused for every plane that shares the alpha (U and V share the chroma alpha)."""
+
+    full: np.ndarray  # bool, a == 255
+    ys: np.ndarray  # coordinates of 0 < a < 255
+    xs: np.ndarray
+    a: np.ndarray  # int32 alpha at (ys, xs)
+
+    @property
+    def full_u8(self) -> np.ndarray:
+        return self.full.view(np.uint8)  # 0/1, an OpenCV mask
+
+
+def blend_plan(a: np.ndarray) -> BlendPlan:
+    """Classify an alpha region; OpenCV's findNonZero is ~4× faster than np.nonzero here."""
+    partial = cv2.inRange(a, 1, 254)
+    pts = cv2.findNonZero(partial) if cv2.countNonZero(partial) else None  # hard edges: skip the scan
+    if pts is None:
+        ys = xs = np.empty(0, np.intp)
+    else:
+        pts = pts.reshape(-1, 2)
+        xs, ys = pts[:, 0], pts[:, 1]
+    return BlendPlan(a == 255, ys, xs, a[ys, xs].astype(np.int32))
+
+
+def composite_into(dst: np.ndarray, eff: Picture, plan: BlendPlan) -> None:
     """dst = (dst·(255−a) + eff·a + 127) // 255, in place; ``eff`` is an array or a constant.
 
     Pixels at a = 255 are copied, a = 0 skipped, and only the feathered edge is blended.
     """
-    full = a == 255
     if isinstance(eff, np.ndarray):
-        np.copyto(dst, eff, where=full)
+        cv2.copyTo(eff, plan.full_u8, dst)
     else:
-        dst[full] = eff
-    part = (a - np.uint8(1)) < np.uint8(254)  # 1 <= a <= 254 (uint8 wraps 0 to 255)
-    ys, xs = np.nonzero(part)
-    if ys.size == 0:
+        np.copyto(dst, np.uint8(eff), where=plan.full)
+    if plan.ys.size == 0:
         return
-    av = a[ys, xs].astype(np.int32)
-    o = dst[ys, xs].astype(np.int32)
-    e = eff[ys, xs].astype(np.int32) if isinstance(eff, np.ndarray) else np.int32(eff)
-    dst[ys, xs] = ((o * (255 - av) + e * av + 127) // 255).astype(np.uint8)
+    av = plan.a
+    o = dst[plan.ys, plan.xs].astype(np.int32)
+    e = eff[plan.ys, plan.xs].astype(np.int32) if isinstance(eff, np.ndarray) else np.int32(eff)
+    dst[plan.ys, plan.xs] = ((o * (255 - av) + e * av + 127) // 255).astype(np.uint8)
 
 
-def overlay_into(dst: np.ndarray, color: int, a: np.ndarray, opacity8: int) -> None:
+def overlay_into(dst: np.ndarray, color: int, plan: BlendPlan, opacity8: int) -> None:
     """Tint: composite ``color`` with a_o = (a·o8 + 127) // 255; the common a = 255 case via a LUT."""
     if opacity8 == 0:
         return
-    full = a == 255
-    if full.any():
-        tinted = cv2.LUT(dst, _blend_lut(color, opacity8))
-        np.copyto(dst, tinted, where=full)
-    part = (a - np.uint8(1)) < np.uint8(254)
-    ys, xs = np.nonzero(part)
-    if ys.size:
-        ao = (a[ys, xs].astype(np.int32) * opacity8 + 127) // 255
-        o = dst[ys, xs].astype(np.int32)
-        dst[ys, xs] = ((o * (255 - ao) + color * ao + 127) // 255).astype(np.uint8)
+    tinted = cv2.LUT(dst, _blend_lut(color, opacity8))
+    cv2.copyTo(tinted, plan.full_u8, dst)
+    if plan.ys.size:
+        ao = (plan.a * opacity8 + 127) // 255
+        o = dst[plan.ys, plan.xs].astype(np.int32)
+        dst[plan.ys, plan.xs] = ((o * (255 - ao) + color * ao + 127) // 255).astype(np.uint8)
 
 
 def _bands(dst: np.ndarray, box: Box) -> list[tuple[slice, slice]]:
@@ -181,20 +204,22 @@ class CpuStreamEffect:
     def _render(self, frame: YuvFrame, ma: MaskAlpha, geo: Geometry, kind: str) -> None:
         if kind == "none":
             return
-        planes = frame.planes
-        alphas = ((ma.box, ma.a), (ma.cbox, ma.ac), (ma.cbox, ma.ac))
+        luma_plan = blend_plan(ma.a) if ma.a is not None else None
+        chroma_plan = blend_plan(ma.ac) if ma.ac is not None else None
+        regions = ((ma.box, luma_plan), (ma.cbox, chroma_plan), (ma.cbox, chroma_plan))
         if kind == "overlay":
-            for dst, (box, a), color in zip(planes, alphas, geo.color_yuv):
-                self._overlay_plane(dst, ma.outside, box, a, color, geo.opacity8)
+            for dst, (box, plan), color in zip(frame.planes, regions, geo.color_yuv):
+                self._overlay_plane(dst, ma.outside, box, plan, color, geo.opacity8)
             return
         replacement: Planes | None = None
         if kind == "replace" and self.replacement is not None:
             replacement = self.replacement.planes(frame.width, frame.height)
-        for i, (dst, (box, a)) in enumerate(zip(planes, alphas)):
+        for i, (dst, (box, plan)) in enumerate(zip(frame.planes, regions)):
+
             def picture(region: Box | None, i: int = i, dst: np.ndarray = dst) -> Picture:
                 return self._picture(kind, i, dst, region, geo, replacement)
 
-            self._composite_plane(dst, ma.outside, box, a, picture)
+            self._composite_plane(dst, ma.outside, box, plan, picture)
 
     @staticmethod
     def _picture(kind: str, i: int, plane: np.ndarray, region: Box | None, geo: Geometry, repl: Planes | None) -> Picture:
@@ -211,8 +236,10 @@ class CpuStreamEffect:
         return int(geo.color_yuv[i])  # fill, or replace without image/video
 
     @staticmethod
-    def _composite_plane(dst: np.ndarray, outside: int, box: Box | None, a: np.ndarray | None, picture) -> None:  # noqa: ANN001
-        if box is None or a is None:
+    def _composite_plane(
+        dst: np.ndarray, outside: int, box: Box | None, plan: BlendPlan | None, picture: Callable[[Box | None], Picture]
+    ) -> None:
+        if box is None or plan is None:
             if outside == 255:
                 dst[...] = picture(None)
             return
@@ -224,16 +251,16 @@ class CpuStreamEffect:
             inner = eff[y0:y1, x0:x1] if isinstance(eff, np.ndarray) else eff
         else:
             inner = picture(box)
-        composite_into(dst[y0:y1, x0:x1], inner, a)
+        composite_into(dst[y0:y1, x0:x1], inner, plan)
 
     @staticmethod
-    def _overlay_plane(dst: np.ndarray, outside: int, box: Box | None, a: np.ndarray | None, color: int, o8: int) -> None:
+    def _overlay_plane(dst: np.ndarray, outside: int, box: Box | None, plan: BlendPlan | None, color: int, o8: int) -> None:
         if outside == 255:
             lut = _blend_lut(color, o8)
             regions = [(slice(None), slice(None))] if box is None else _bands(dst, box)
             for ys, xs in regions:
                 if dst[ys, xs].size:
                     dst[ys, xs] = cv2.LUT(dst[ys, xs], lut)
-        if box is not None and a is not None:
+        if box is not None and plan is not None:
             y0, y1, x0, x1 = box
-            overlay_into(dst[y0:y1, x0:x1], color, a, o8)
+            overlay_into(dst[y0:y1, x0:x1], color, plan, o8)
