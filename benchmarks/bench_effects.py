@@ -42,7 +42,6 @@ import effects_data as D  # noqa: E402
 
 from privacy_filter.config import EffectConfig, MaskConfig, load_preset  # noqa: E402
 from privacy_filter.effects import create_stream_effect  # noqa: E402
-from privacy_filter.frames import YuvFrame  # noqa: E402
 
 SHARED = Path(os.environ.get("PRIVACY_FILTER_SHARED", REPO.parent / "shared")) / "data"
 KINDS = ["pixelate", "fill", "blur", "replace-image", "overlay", "none"]
@@ -144,7 +143,10 @@ def main() -> int:
                 f"{r['ratio_to_gaussian_y']:10.2f} {r['covered_fraction']:8.3f}"
             )
         worst = max((r["median_ms"], n) for n, r in results.items() if not n.startswith("baseline"))
-        print(f"\nslowest effect: {worst[1]} {worst[0]:.2f} ms median (bar: 8 ms); load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} CPUs")
+        print(
+            f"\nslowest effect: {worst[1]} {worst[0]:.2f} ms median (bar: 8 ms); "
+            f"load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} CPUs"
+        )
     return 0
 
 

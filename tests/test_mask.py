@@ -117,7 +117,12 @@ def test_reference_catches_wrong_dilation_and_threshold(shared_data: Path) -> No
     eff = EffectConfig()
     good = MaskConfig(dilate_px=6, feather_px=2)
     ra, _ = R.mask_alpha_ref(m, 641, 361, R.geometry_ref(eff, good, 641, 361))
-    for bad in (MaskConfig(dilate_px=5, feather_px=2), MaskConfig(dilate_px=6, feather_px=3), MaskConfig(threshold=0.51, dilate_px=6, feather_px=2)):
+    wrong = (
+        MaskConfig(dilate_px=5, feather_px=2),
+        MaskConfig(dilate_px=6, feather_px=3),
+        MaskConfig(threshold=0.51, dilate_px=6, feather_px=2),
+    )
+    for bad in wrong:
         a, _ = _alpha(m, eff, bad, 641, 361)
         assert not np.array_equal(a, ra)
 
