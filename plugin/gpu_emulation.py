@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from privacy_filter.kernel_abi import KernelSignature, check_args, parse_kernels
+from privacy_filter.kernel_abi import KernelSignature, check_args, expand_includes, parse_kernels
 from privacy_filter.kernels import KERNEL_DIR
 
 EMU_DIR = KERNEL_DIR / "emu"
@@ -195,19 +195,20 @@ def _cxx_version() -> str:
 
 
 def load_kernel_module(name: str, options: Sequence[str] = ()) -> HostRawModule:
-    """HostRawModule of ``kernels/<name>`` with the include path the CuPy backend uses."""
-    return HostRawModule(path=KERNEL_DIR / name, options=(f"-I{KERNEL_DIR}", *options))
+    """HostRawModule of ``kernels/<name>``, from the same self-contained string the CuPy backend compiles."""
+    return HostRawModule(code=expand_includes((KERNEL_DIR / name).read_text(), KERNEL_DIR), options=options)
 
 
 # --------------------------------------------------------------------------- compile checks
 
-def nvrtc_compile(source: str, arch: str = "compute_75", options: Sequence[str] = (), name: str = "kernel.cu") -> bytes:
+def nvrtc_compile(source: str, arch: str = "compute_75", options: Sequence[str] = (), name: str = "kernel.cu",
+                  include_kernel_dir: bool = True) -> bytes:
     """PTX of ``source`` from NVRTC via ``cupy.cuda.nvrtc`` (no driver needed); raises with the log."""
     from cupy.cuda import nvrtc
 
     prog = nvrtc.createProgram(source, name, [], [])
     try:
-        opts = [f"-arch={arch}", "-std=c++17", f"-I{KERNEL_DIR}", *options]
+        opts = [f"-arch={arch}", *(["-std=c++17", f"-I{KERNEL_DIR}"] if include_kernel_dir else []), *options]
         try:
             nvrtc.compileProgram(prog, opts)
         except nvrtc.NVRTCError as exc:

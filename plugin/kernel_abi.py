@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -62,6 +63,28 @@ class KernelSignature:
     @property
     def uses_syncthreads(self) -> bool:
         return "__syncthreads" in self.body
+
+
+_INCLUDE_RE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.M)
+
+
+def expand_includes(source: str, directory: Path, _seen: frozenset[str] = frozenset()) -> str:
+    """The source with every ``#include "x.cuh"`` replaced by the file's text (recursively).
+
+    CuPy's kernel cache is keyed on the source string only, so a kernel that #includes a
+    header would be served stale after the header changes.  The backend therefore hands
+    NVRTC one self-contained string.
+    """
+    def repl(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name in _seen:
+            return ""
+        path = directory / name
+        if not path.is_file():
+            raise FileNotFoundError(f"#include \"{name}\" not found in {directory}")
+        return f"// ---- begin {name}\n" + expand_includes(path.read_text(), directory, _seen | {name}) + f"\n// ---- end {name}\n"
+
+    return _INCLUDE_RE.sub(repl, source)
 
 
 def strip_comments(source: str) -> str:

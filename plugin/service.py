@@ -35,6 +35,7 @@ Why the supervisor does what it does (the guarantees are in docs/service.md):
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import multiprocessing
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FATAL = 3  # a user-fixable problem (source or sink cannot be opened): restarting will not help
+EXIT_EOS_LOST = 4  # a decoder whose eos the stage never confirmed: restarted like a crash (it resumes)
 POLL_MS = 200
 
 
@@ -68,6 +70,7 @@ class Shared:
     board: Board
     progress: Any  # RawArray('q'): per stream, seq of the last frame the encoder wrote (-1: none)
     last_pts: Any  # RawArray('q'): per stream, pts of that frame (live restarts continue after it)
+    eos_gen: Any  # RawArray('q'): per stream, generation of the last eos the stage has taken in (-1: none)
     stop: Any  # multiprocessing.Event: decoders stop reading and send eos
     index: dict[str, int]  # stream id -> slot in progress
 
@@ -97,6 +100,7 @@ def _worker_setup(role: str, log_level: int) -> tuple[dict[str, bool], Any]:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _term)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints the worker's stacks
     logging.basicConfig(level=log_level, format=f"%(levelname)s {role}: %(message)s", force=True)
     import zmq
 
@@ -261,10 +265,20 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
         rc, reason = EXIT_FATAL, "error"
     finally:
         dec.close()
-    _send_until(sock, eos_parts(sid, frames=max(sent, dec.frames_decoded) if reason == "end" else sent, reason=reason, gen=gen), flag, shared, give_up_s=give_up_s)
-    sock.close(linger=int(give_up_s * 1000))
+    ok = _send_until(sock, eos_parts(sid, frames=max(sent, dec.frames_decoded) if reason == "end" else sent, reason=reason, gen=gen), flag, shared, give_up_s=give_up_s)
+    # ZeroMQ's linger does not guarantee delivery: messages still in the kernel's socket buffer
+    # when a sender exits can be discarded by the receiving side.  Stay until the stage has
+    # taken the eos in; if it never does, exit non-zero so the supervisor resumes this stream.
+    deadline = time.monotonic() + give_up_s
+    while ok and shared.eos_gen[shared.index[sid]] < gen:
+        if time.monotonic() > deadline:
+            ok = False
+            break
+        time.sleep(0.02)
+    log.info("stream %s: eos (%s) after %d frames%s", sid, reason, sent, "" if ok else " not confirmed by the stage")
+    sock.close(linger=0)
     ctx.term()
-    sys.exit(rc)
+    sys.exit(rc if ok or rc else EXIT_EOS_LOST)
 
 
 def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, str], shared: Shared, log_level: int) -> None:
@@ -332,6 +346,8 @@ def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, 
                     results[i] = (m, r)
         for i, m in enumerate(msgs):
             if m.kind != "frame":
+                if m.kind == "eos":
+                    shared.eos_gen[shared.index[m.stream_id]] = m.gen  # the decoder may now exit
                 forward(m.stream_id, list(m.parts), False)
                 continue
             msg, r = results[i]
@@ -473,7 +489,9 @@ class Supervisor:
         ids = [s.id for s in self.cfg.streams]
         roles = ["supervisor", "stage"] + [f"decode:{i}" for i in ids] + [f"encode:{i}" for i in ids]
         self.board = Board(ids, roles, shared=True)
-        self.shared = Shared(self.board, self._mp.RawArray("q", [-1] * len(ids)), self._mp.RawArray("q", [-1] * len(ids)), self._mp.Event(), {s: i for i, s in enumerate(ids)})
+        n = len(ids)
+        self.shared = Shared(self.board, self._mp.RawArray("q", [-1] * n), self._mp.RawArray("q", [-1] * n), self._mp.RawArray("q", [-1] * n),
+                             self._mp.Event(), {s: i for i, s in enumerate(ids)})
         self.counters = self.board.counters("supervisor")
         self._by_id = {s.id: s for s in self.cfg.streams}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -593,6 +611,7 @@ class Supervisor:
     def _exited(self, w: Worker) -> None:
         code = w.proc.exitcode
         w.proc.join(0)
+        log.info("%s exited with code %s", w.name, code)
         stopping = self._stopping_since is not None
         if w.name == "stage":
             if stopping and all(st.done or st.failed for st in self.streams.values()):

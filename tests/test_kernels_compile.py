@@ -20,9 +20,9 @@ import re
 import numpy as np
 import pytest
 
-from privacy_filter.effects.cuda import KERNEL_FILES, typed_launch
+from privacy_filter.effects.cuda import KERNEL_FILES, NVRTC_OPTIONS, kernel_source, typed_launch
 from privacy_filter.gpu_emulation import find_nvcc, nvcc_compile, nvrtc_compile, ptx_entries
-from privacy_filter.kernel_abi import check_args, parse_kernels
+from privacy_filter.kernel_abi import check_args, parse_kernels, strip_comments
 from privacy_filter.kernels import KERNEL_DIR
 
 NVRTC_ARCHS = ("compute_75", "compute_90")
@@ -55,8 +55,10 @@ def test_kernel_sources_follow_the_house_rules(name: str) -> None:
 @pytest.mark.parametrize("arch", NVRTC_ARCHS)
 @pytest.mark.parametrize("name", KERNEL_FILES)
 def test_nvrtc_compiles(name: str, arch: str) -> None:
-    src = _source(name)
-    ptx = nvrtc_compile(src, arch=arch, name=name)
+    """The exact string and options the CuPy backend hands NVRTC (plus the -arch CuPy adds)."""
+    src = kernel_source(name)
+    assert "#include" not in strip_comments(src), "the run-time source must be self-contained (CuPy caches by source text)"
+    ptx = nvrtc_compile(src, arch=arch, name=name, options=(*NVRTC_OPTIONS, "-ftz=true"), include_kernel_dir=False)
     assert f".target sm_{arch.split('_')[1]}".encode() in ptx
     assert sorted(ptx_entries(ptx)) == sorted(parse_kernels(src)), f"{name}: PTX entries differ from the source's kernels"
 

@@ -30,8 +30,9 @@ Picture = np.ndarray | int  # an effect picture (region-shaped) or a constant
 def cell_means(plane: np.ndarray, cell: int) -> np.ndarray:
     """Mean of each cell×cell cell aligned to the plane origin (partial edge cells: existing pixels only).
 
-    Full cells go through INTER_AREA at an exact integer factor (a box sum, float-rounded:
-    ±1 from round-half-up at most); the ragged right/bottom cells are summed exactly.
+    Small cells go through INTER_AREA at an exact integer factor (a box sum, float-rounded:
+    ±1 from round-half-up at most); large cells and the ragged right/bottom cells are
+    summed exactly in integers.
     """
     if cell <= 1:
         return np.ascontiguousarray(plane).copy()
@@ -41,7 +42,13 @@ def cell_means(plane: np.ndarray, cell: int) -> np.ndarray:
     out = np.empty((ch, cw), np.uint8)
     hf, wf = nh * cell, nw * cell
     if nh and nw:
-        out[:nh, :nw] = cv2.resize(plane[:hf, :wf], (nw, nh), interpolation=cv2.INTER_AREA)
+        if cell >= 12:  # separable integer sums: exact, and ~3x faster than INTER_AREA at large factors
+            cols = plane[:hf, :wf].reshape(nh, cell, wf).sum(axis=1, dtype=np.uint16 if cell <= 257 else np.uint32)
+            sums = cols.reshape(nh, nw, cell).sum(axis=2, dtype=np.uint32)
+            n = cell * cell
+            out[:nh, :nw] = (2 * sums + n) // (2 * n)
+        else:
+            out[:nh, :nw] = cv2.resize(plane[:hf, :wf], (nw, nh), interpolation=cv2.INTER_AREA)
     if cw > nw and nh:
         s = plane[:hf, wf:].reshape(nh, cell, w - wf).sum(axis=(1, 2), dtype=np.int64)
         n = cell * (w - wf)

@@ -35,18 +35,23 @@ from privacy_filter.effects.mask import bilinear_taps
 from privacy_filter.effects.replace import open_replacement
 from privacy_filter.errors import UserError
 from privacy_filter.frames import YuvFrame, chroma_size
-from privacy_filter.kernel_abi import KernelSignature, check_args, parse_kernels
+from privacy_filter.kernel_abi import KernelSignature, check_args, expand_includes, parse_kernels
 from privacy_filter.kernels import KERNEL_DIR
 
 log = logging.getLogger(__name__)
 
 KERNEL_FILES = ("mask.cu", "effects.cu", "preprocess.cu", "outputs.cu")
-NVRTC_OPTIONS = ("-std=c++17", f"-I{KERNEL_DIR}")
+NVRTC_OPTIONS = ("-std=c++17",)  # CuPy adds -arch=... and -ftz=true itself
 BLOCK_2D = (32, 8, 1)
 BLOCK_1D = (256, 1, 1)
 PIXELATE_THREADS = 128  # power of two (tree reduction in pixelate_composite)
 SEG = 32  # must equal SEG in kernels/mask.cu
 PITCH_ALIGN = 256  # bytes; device planes are pitched like cudaMallocPitch's
+
+
+def kernel_source(filename: str) -> str:
+    """The self-contained source string of ``kernels/<filename>`` exactly as NVRTC gets it at run time."""
+    return expand_includes((KERNEL_DIR / filename).read_text(), KERNEL_DIR)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -113,7 +118,7 @@ class CupyRuntime(Runtime):
 
     def _module(self, filename: str) -> Any:
         if filename not in self._modules:
-            source = (KERNEL_DIR / filename).read_text()
+            source = kernel_source(filename)
             self._modules[filename] = self.xp.RawModule(code=source, options=NVRTC_OPTIONS)
             self._sigs[filename] = parse_kernels(source)
         return self._modules[filename]
@@ -512,8 +517,10 @@ class CudaStreamEffect:
 
     def apply_device(self, frame: DevicePlanes, prob: Any) -> Any:
         """Filter device planes in place; returns the device alpha (H, pitch) view [:, :W]."""
-        st = self._size_state(frame.width, frame.height)
+        # Everything (allocations' memsets and table copies included) is issued on this
+        # effect's non-blocking stream, which does not synchronise with the legacy default stream.
         with self.rt.stream_context():
+            st = self._size_state(frame.width, frame.height)
             q = self._temporal_quantize(prob)
             self._alpha(st, q)
             self._composite(st, frame, st.alpha, self.effect.kind)
@@ -521,26 +528,27 @@ class CudaStreamEffect:
 
     def apply(self, frame: YuvFrame, prob: Any) -> np.ndarray:
         """Filter ``frame`` in place (I420 planes) and return its alpha (H, W) uint8."""
-        st = self._size_state(frame.width, frame.height)
-        st.frame.upload(self.rt, frame.y, frame.u, frame.v)
-        self.apply_device(st.frame, prob)
-        _writable(frame)
-        st.frame.download(self.rt, frame.y, frame.u, frame.v)
-        alpha = np.empty((frame.height, frame.width), np.uint8)
-        self.rt.to_host(st.alpha, alpha)
+        with self.rt.stream_context():
+            st = self._size_state(frame.width, frame.height)
+            st.frame.upload(self.rt, frame.y, frame.u, frame.v)
+            self.apply_device(st.frame, prob)
+            _writable(frame)
+            st.frame.download(self.rt, frame.y, frame.u, frame.v)
+            alpha = np.empty((frame.height, frame.width), np.uint8)
+            self.rt.to_host(st.alpha, alpha)
         return alpha
 
     def cover_whole(self, frame: YuvFrame) -> np.ndarray:
         """Fail-closed picture: the effect at alpha 255 everywhere (overlay/none → fill)."""
-        st = self._size_state(frame.width, frame.height)
-        if st.full_alpha is None:
-            st.full_alpha = self.xp.full((frame.height, st.apitch), 255, np.uint8)
         kind = self.effect.kind if self.effect.kind in ("pixelate", "blur", "replace", "fill") else "fill"
-        st.frame.upload(self.rt, frame.y, frame.u, frame.v)
         with self.rt.stream_context():
+            st = self._size_state(frame.width, frame.height)
+            if st.full_alpha is None:
+                st.full_alpha = self.xp.full((frame.height, st.apitch), 255, np.uint8)
+            st.frame.upload(self.rt, frame.y, frame.u, frame.v)
             self._composite(st, st.frame, st.full_alpha, kind)
-        _writable(frame)
-        st.frame.download(self.rt, frame.y, frame.u, frame.v)
+            _writable(frame)
+            st.frame.download(self.rt, frame.y, frame.u, frame.v)
         return np.full((frame.height, frame.width), 255, np.uint8)
 
     def close(self) -> None:

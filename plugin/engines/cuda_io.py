@@ -28,7 +28,8 @@ class CudaPreprocessor:
         self.xp = self.rt.xp
         self._fn = self.rt.function("preprocess.cu", "preprocess_yuv")
         offset, scale = spec.normalisation_arrays()
-        self._norm = self.rt.to_device(np.concatenate([offset, scale]).astype(np.float32))
+        with self.rt.stream_context():
+            self._norm = self.rt.to_device(np.concatenate([offset, scale]).astype(np.float32))
 
     def tables(self, frames: Sequence[DevicePlanes], colorimetry: Sequence[tuple[str, bool]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Placement]]:
         """Host tables (plane addresses, geometry, affine maps) for a batch; pure, testable."""
@@ -57,14 +58,15 @@ class CudaPreprocessor:
         planes, geom, coef, places = self.tables(frames, colorimetry)
         s = self.spec
         shape = (len(frames), 3, s.height, s.width) if s.input_layout == "NCHW" else (len(frames), s.height, s.width, 3)
-        if out is None:
-            out = self.xp.empty(shape, np.float32)
-        elif tuple(out.shape) != shape or out.dtype != np.float32:
+        if out is not None and (tuple(out.shape) != shape or out.dtype != np.float32):
             raise ValueError(f"output buffer must be float32 {shape}, got {out.dtype} {tuple(out.shape)}")
-        d_planes, d_geom, d_coef = (self.rt.to_device(a) for a in (planes, geom, coef))
-        self._fn(grid_2d(s.width, s.height, z=len(frames)), BLOCK_2D,
-                 (d_planes, d_geom, d_coef, self._norm, out, np.int32(s.width), np.int32(s.height),
-                  np.int32(s.input_layout == "NHWC")))
+        with self.rt.stream_context():  # copies and launch on the runtime's stream, in order
+            if out is None:
+                out = self.xp.empty(shape, np.float32)
+            d_planes, d_geom, d_coef = (self.rt.to_device(a) for a in (planes, geom, coef))
+            self._fn(grid_2d(s.width, s.height, z=len(frames)), BLOCK_2D,
+                     (d_planes, d_geom, d_coef, self._norm, out, np.int32(s.width), np.int32(s.height),
+                      np.int32(s.input_layout == "NHWC")))
         self._keep = (d_planes, d_geom, d_coef)  # alive until the (asynchronous) launch has run
         return out, places
 
@@ -108,9 +110,10 @@ def decode_output(raw: Any, spec: ModelSpec, runtime: Runtime, out: Any | None =
         raise ValueError(f"{kind} output must be float32 here, got {raw.dtype}")
     if person >= c and not (kind == "argmax"):
         raise ValueError(f"person index {person} out of range for {c} channels")
-    if out is None:
-        out = runtime.xp.empty((n, h, w), np.float32)
-    runtime.function("outputs.cu", name)(
-        grid_2d(w, h, z=n), BLOCK_2D,
-        (raw, out, np.int32(c), np.int32(h), np.int32(w), np.int32(nhwc), np.int32(person)))
+    with runtime.stream_context():
+        if out is None:
+            out = runtime.xp.empty((n, h, w), np.float32)
+        runtime.function("outputs.cu", name)(
+            grid_2d(w, h, z=n), BLOCK_2D,
+            (raw, out, np.int32(c), np.int32(h), np.int32(w), np.int32(nhwc), np.int32(person)))
     return out

@@ -19,9 +19,11 @@ import numpy as np
 from privacy_filter.frames import YuvFrame
 from privacy_filter.models.specs import ModelSpec
 
-#: Downscale filter.  INTER_AREA averages every source pixel (no aliasing of thin limbs on 1080p →
-#: 256 shrinks); measured in benchmarks/bench_segmentation.py against INTER_LINEAR.
-DOWNSCALE = cv2.INTER_AREA
+#: Downscale filter: "two-stage" = INTER_LINEAR to twice the target, then INTER_AREA 2:1 (an
+#: exact 2x2 box).  It keeps most of INTER_AREA's anti-aliasing (thin limbs survive a 1080p → 256
+#: shrink) at INTER_LINEAR's cost; plain INTER_AREA costs ~5 ms on a 1080p luma plane here.
+#: Measured in benchmarks/bench_segmentation.py (speed) and with `privacy-filter eval` (quality).
+DOWNSCALE = "two-stage"
 UPSCALE = cv2.INTER_LINEAR
 
 # YUV → RGB matrices (rows R, G, B applied to [Y, Cb-128, Cr-128]) before range scaling.
@@ -81,8 +83,13 @@ def _resize(plane: np.ndarray, w: int, h: int) -> np.ndarray:
     ph, pw = plane.shape[:2]
     if (pw, ph) == (w, h):
         return plane
-    interp = DOWNSCALE if (w <= pw and h <= ph) else UPSCALE
-    return cv2.resize(plane, (w, h), interpolation=interp)
+    if not (w <= pw and h <= ph):
+        return cv2.resize(plane, (w, h), interpolation=UPSCALE)
+    if DOWNSCALE == "two-stage":
+        if pw > 2 * w or ph > 2 * h:
+            plane = cv2.resize(plane, (min(pw, 2 * w), min(ph, 2 * h)), interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(plane, (w, h), interpolation=cv2.INTER_AREA)
+    return cv2.resize(plane, (w, h), interpolation=DOWNSCALE)
 
 
 def _write_normalised(rgb: np.ndarray, spec: ModelSpec, place: Placement, out: np.ndarray) -> None:
