@@ -19,7 +19,7 @@ Prometheus exposure is a custom collector over the array, so the supervisor serv
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -168,6 +168,3 @@ def parse_exposition(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]],
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
 
-
-def streams_of(names: Iterable[str]) -> list[str]:
-    return [n for n in names if not n.startswith("_")]

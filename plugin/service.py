@@ -285,7 +285,7 @@ def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, 
     """The shared filter stage: batches frames of all streams per model, applies each stream's effect."""
     import zmq
 
-    from privacy_filter.protocol import Receiver, eos_parts, frame_parts, latest_wins, send, socket
+    from privacy_filter.protocol import Receiver, frame_parts, latest_wins, send, socket
     from privacy_filter.stage import FilterStage, StageStream
 
     flag, ctx = _worker_setup("stage", log_level)
