@@ -149,8 +149,9 @@ def test_sinet_softmax_spec_reads_the_person_channel(spec_dir: Path, shared_data
     # The spec plumbing (BGR, mean/std, NCHW softmax channel 1) against a hand-written run of the same file.
     seg = create_segmenter(str(spec_dir / "sinet.yaml"))
     img, _ = image_and_mask(shared_data, "portrait_dev", "00003")
+    img = cv2.resize(img, (320, 320), interpolation=cv2.INTER_AREA)  # model size: no resampling in the path
     got = seg.infer_rgb([img], order="bgr")[0]
-    x = cv2.resize(img, (320, 320), interpolation=cv2.INTER_AREA).astype(np.float32)
+    x = img.astype(np.float32)
     x = (x - np.array([102.89, 111.25, 126.91], np.float32)) / np.array([62.93, 62.82, 66.36], np.float32)
     so = ort.SessionOptions()
     so.log_severity_level = 3
