@@ -103,14 +103,10 @@ class BlendPlan:
     """Where one alpha (inside its box) is opaque and where it is partial, found once and
     reused for every plane that shares the alpha (U and V share the chroma alpha)."""
 
-    full: np.ndarray  # bool, a == 255
+    full: np.ndarray  # uint8 0/255 OpenCV mask, a == 255
     ys: np.ndarray  # coordinates of 0 < a < 255
     xs: np.ndarray
-    a: np.ndarray  # int32 alpha at (ys, xs)
-
-    @property
-    def full_u8(self) -> np.ndarray:
-        return self.full.view(np.uint8)  # 0/1, an OpenCV mask
+    a: np.ndarray  # uint16 alpha at (ys, xs)
 
 
 def blend_plan(a: np.ndarray) -> BlendPlan:
@@ -122,7 +118,17 @@ def blend_plan(a: np.ndarray) -> BlendPlan:
     else:
         pts = pts.reshape(-1, 2)
         xs, ys = pts[:, 0], pts[:, 1]
-    return BlendPlan(a == 255, ys, xs, a[ys, xs].astype(np.int32))
+    return BlendPlan(cv2.compare(a, 255, cv2.CMP_EQ), ys, xs, a[ys, xs].astype(np.uint16))
+
+
+def _div255(x: np.ndarray) -> np.ndarray:
+    """x // 255 for 0 <= x <= 65152 without a division (exact on that range)."""
+    return ((x + 1 + (x >> 8)) >> 8).astype(np.uint8)
+
+
+def _blend(o: np.ndarray, e: np.ndarray | int, a: np.ndarray) -> np.ndarray:
+    """(o·(255−a) + e·a + 127) // 255 in uint16 (the sum is at most 65152)."""
+    return _div255(o.astype(np.uint16) * (255 - a) + np.asarray(e, np.uint16) * a + 127)
 
 
 def composite_into(dst: np.ndarray, eff: Picture, plan: BlendPlan) -> None:
@@ -130,16 +136,11 @@ def composite_into(dst: np.ndarray, eff: Picture, plan: BlendPlan) -> None:
 
     Pixels at a = 255 are copied, a = 0 skipped, and only the feathered edge is blended.
     """
-    if isinstance(eff, np.ndarray):
-        cv2.copyTo(eff, plan.full_u8, dst)
-    else:
-        np.copyto(dst, np.uint8(eff), where=plan.full)
-    if plan.ys.size == 0:
-        return
-    av = plan.a
-    o = dst[plan.ys, plan.xs].astype(np.int32)
-    e = eff[plan.ys, plan.xs].astype(np.int32) if isinstance(eff, np.ndarray) else np.int32(eff)
-    dst[plan.ys, plan.xs] = ((o * (255 - av) + e * av + 127) // 255).astype(np.uint8)
+    src = eff if isinstance(eff, np.ndarray) else np.full(dst.shape, eff, np.uint8)
+    cv2.copyTo(src, plan.full, dst)
+    if plan.ys.size:
+        e = eff[plan.ys, plan.xs] if isinstance(eff, np.ndarray) else eff
+        dst[plan.ys, plan.xs] = _blend(dst[plan.ys, plan.xs], e, plan.a)
 
 
 def overlay_into(dst: np.ndarray, color: int, plan: BlendPlan, opacity8: int) -> None:
@@ -147,11 +148,10 @@ def overlay_into(dst: np.ndarray, color: int, plan: BlendPlan, opacity8: int) ->
     if opacity8 == 0:
         return
     tinted = cv2.LUT(dst, _blend_lut(color, opacity8))
-    cv2.copyTo(tinted, plan.full_u8, dst)
+    cv2.copyTo(tinted, plan.full, dst)
     if plan.ys.size:
-        ao = (plan.a * opacity8 + 127) // 255
-        o = dst[plan.ys, plan.xs].astype(np.int32)
-        dst[plan.ys, plan.xs] = ((o * (255 - ao) + color * ao + 127) // 255).astype(np.uint8)
+        ao = _div255(plan.a * opacity8 + 127).astype(np.uint16)
+        dst[plan.ys, plan.xs] = _blend(dst[plan.ys, plan.xs], color, ao)
 
 
 def _bands(dst: np.ndarray, box: Box) -> list[tuple[slice, slice]]:
