@@ -257,3 +257,14 @@ def test_temporal_resets_on_shape_change() -> None:
     assert out.shape == (4, 6) and not out.any()
     with pytest.raises(ValueError, match="2-D"):
         tf(np.zeros((1, 4, 6), np.float32))
+
+
+def test_cover_whole_leaves_the_hold_state_alone(shared_data: Path) -> None:
+    """A failed segmentation (cover_whole) between frames neither adds to nor clears the hold."""
+    fx = create_stream_effect(EffectConfig(kind="fill"), MaskConfig(temporal="hold", hold_frames=2))
+    person = D.real_prob(shared_data, "00001")
+    empty = np.zeros_like(person)
+    a0 = fx.apply(D.real_frame(shared_data, 320, 181), person)
+    assert (fx.cover_whole(D.real_frame(shared_data, 320, 181)) == 255).all()
+    assert np.array_equal(fx.apply(D.real_frame(shared_data, 320, 181), empty), a0)  # still held
+    assert not fx.apply(D.real_frame(shared_data, 320, 181), empty).any()  # then released

@@ -190,13 +190,18 @@ class CpuStreamEffect:
 
     def apply(self, frame: YuvFrame, prob: np.ndarray) -> np.ndarray:
         """Filter ``frame`` in place with the person probability computed from it; return the alpha."""
+        frame.validate()
         geo = self.geometry(frame.width, frame.height)
         ma = cpu_mask_alpha(self.temporal(prob), geo)
         self._render(frame, ma, geo, self.effect.kind)
         return ma.full()
 
     def cover_whole(self, frame: YuvFrame) -> np.ndarray:
-        """Fail closed: the effect over the whole frame (overlay/none → solid colour)."""
+        """Fail closed: the effect over the whole frame (overlay/none → solid colour).
+
+        The temporal state is left alone: there is no mask for this frame to add to it.
+        """
+        frame.validate()
         geo = self.geometry(frame.width, frame.height)
         kind = self.effect.kind if self.effect.kind in ("pixelate", "blur", "replace", "fill") else "fill"
         self._render(frame, full_alpha(geo), geo, kind)
