@@ -93,7 +93,7 @@ class EffectConfig(_Strict):
 
 # =========================================================================== streams and service
 #
-# Layers, later wins (documented in docs/configuration.md and configs/example-service.yaml):
+# Layers, later wins (documented in docs/service.md and configs/example-service.yaml):
 #   field defaults  <  preset fragment (configs/<preset>.yaml)  <  YAML ``defaults:``  <  the stream's own YAML
 #   <  PRIVACY_FILTER_DEFAULTS__...  <  PRIVACY_FILTER_STREAMS__<ID>__...  <  CLI flags
 # Presets are a base layer: anything written on top of one wins.
@@ -157,7 +157,7 @@ class StreamConfig(_Strict):
     mask: MaskConfig = Field(default_factory=MaskConfig)
     policy: Literal["live", "file", "auto"] = Field("auto", description="live: drop stale frames, never block the source; file: every frame, backpressure; auto: from the source url")
     on_failure: Literal["cover", "drop", "pass"] = Field("cover", description="when segmentation fails or misses its deadline: cover the frame whole, drop it, or (explicitly) pass it unfiltered")
-    deadline_ms: float | None = Field(None, gt=0, le=60_000, description="segmentation budget per frame; late masks count as failures (unset: no deadline)")
+    deadline_ms: float = Field(5000.0, gt=0, le=600_000, description="segmentation budget per batch; a later mask counts as a failure (fail closed)")
     batch: int = Field(4, ge=1, le=64, description="at most this many frames of this stream in one inference batch")
 
     def is_live(self) -> bool:
@@ -466,7 +466,7 @@ def _describe(err: Mapping[str, Any], model: type[BaseModel]) -> str:
         return f"must be one of {', '.join(allowed)}; got {got!r}"
     if typ == "extra_forbidden":
         parent = _submodel(model, loc[:-1])
-        allowed = ", ".join(parent.model_fields) if parent else "see docs/configuration.md"
+        allowed = ", ".join(parent.model_fields) if parent else "see docs/service.md"
         return f"unknown field; allowed: {allowed}"
     if typ == "missing":
         return "required"

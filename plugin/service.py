@@ -303,7 +303,7 @@ def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, 
     stage_of: dict[str, FilterStage] = {}
     for (model, device, tiles), ids in groups.items():
         seg = _load_segmenter(model, device, tiles, ids)
-        fs = FilterStage(seg, {sid: StageStream.from_config(_with_deadline(streams[sid])) for sid in ids}, device=device, counters=counters)
+        fs = FilterStage(seg, {sid: StageStream.from_config(streams[sid]) for sid in ids}, device=device, counters=counters)
         for sid in ids:
             stage_of[sid] = fs
 
@@ -361,13 +361,6 @@ def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, 
         s.close(linger=1000)
     ctx.term()
     sys.exit(EXIT_OK)
-
-
-def _with_deadline(sc: StreamConfig) -> Any:
-    """StageStream.from_config skips None: an unset deadline means 'wait as long as it takes'."""
-    if sc.deadline_ms is not None:
-        return sc
-    return sc.model_copy(update={"deadline_ms": 60_000.0})
 
 
 def _load_segmenter(model: str, device: str, tiles: str | None, ids: list[str]) -> Any:
