@@ -282,3 +282,26 @@ def _child_counts(board: Board) -> None:
     c.inc("s", "frames_out", 3)
     c.inc("s", "reconnects")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_live_stream_drops_stale_frames_counts_them_and_survives_a_decoder_kill(tmp_path: Path) -> None:
+    """A paced synthetic live source (lavfi ``realtime``): nothing blocks, every frame is accounted for,
+    and after a SIGKILLed decoder the restarted one continues time instead of starting it again."""
+    cfg = {
+        "defaults": {"preset": "cctv", "output": {"preset": "ultrafast"}, "deadline_ms": 60000},
+        "streams": [{"id": "room", "source": "lavfi:testsrc2=size=320x240:rate=25:duration=2,realtime", "policy": "live",
+                     "output": str(tmp_path / "live.mkv")}],
+        "supervisor": {"state_file": str(tmp_path / "state.json"), "backoff_s": 0.05},
+        "metrics": {"dump": str(tmp_path / "metrics.json")},
+    }
+    (tmp_path / "service.yaml").write_text(json.dumps(cfg))
+    rc, m, info = _run(tmp_path / "service.yaml", kill="decode:room", at=8)
+    assert rc == 0, info["stderr"][-3000:]
+    r = m["room"]
+    assert r["worker_restarts"] == 1
+    assert r["frames_in"] == r["frames_out"] + r["frames_dropped"]  # every frame accounted for
+    times = _times(tmp_path / "live.mkv")
+    assert len(times) == r["frames_out"] > info["at"] + 10  # frames after the restart were written too
+    assert all(b > a for a, b in zip(times, times[1:])), "time must keep increasing across the restart"
+    assert times[-1] > Fraction(2)  # the second decoder's frames were shifted after the first one's
