@@ -4,9 +4,9 @@ Speed (default): one call of ``seg.infer_yuv([frame])`` on a real picture (peopl
 scaled to 1920x1080 and converted to I420, planes as a decoder gives them): shrink Y/U/V to the
 model size, YUV→RGB + normalisation, ONNX Runtime, sigmoid/argmax decode.  Rows:
 
-* ``selfie`` (the default, 256x256) with each downscale filter — area averaging via an integral
-  image (shipped; equal to INTER_AREA),
-  ``linear`` and ``area`` — the last two are the baselines the choice is measured against;
+* ``selfie`` (the default, 256x256) with each downscale filter: area averaging via an integral
+  image (shipped; the same numbers as INTER_AREA), and the baselines it is measured against,
+  OpenCV's INTER_AREA (slow non-integer path) and INTER_LINEAR (fast, aliases on big shrinks);
 * ``selfie`` preprocessing alone and inference alone (breakdown);
 * ``selfie`` batch of 4 frames, per frame;
 * ``selfie-landscape`` (144x256);
