@@ -1,9 +1,9 @@
 // preprocess.cu -- engine preprocessing in ONE kernel: YUV 4:2:0 planes (I420 or NV12, any
 // pitch, one frame per batch item, frames may differ in size) -> resized, normalised RGB or BGR
 // float batch (NCHW planar, or NHWC), mirroring privacy_filter.engines.preprocess.yuv_into:
-//   1. each plane is resized to the content size on its own (INTER_AREA when shrinking in both
-//      axes, else OpenCV's fixed-point bilinear with half-pixel centres), 8-bit results as
-//      OpenCV's (within one level of cv2.resize);
+//   1. each plane is resized to the content size on its own, as engines.preprocess._resize:
+//      area averaging (INTER_AREA) when shrinking in both axes, otherwise OpenCV's fixed-point
+//      bilinear with half-pixel centres; 8-bit results, within one level of OpenCV's;
 //   2. one 3x4 affine map (YUV -> RGB with the frame's matrix/range, rows already in model
 //      colour order) and a clip to 0..255;
 //   3. y = (x - offset) * scale per channel; letterbox padding gets (0 - offset) * scale.
@@ -16,33 +16,8 @@
 //   norm:   6 float                   -- offset[3], scale[3] in model colour order
 // Launch: block 32x8, grid (ceil(MW/32), ceil(MH/8), N).
 // Bytes per 1080p frame -> 256x256 model: read Y+U+V 3.11 MB (every source pixel is averaged
-// once by INTER_AREA), write 3x256x256x4 = 0.79 MB -> 3.9 MB.
+// once), write 3x256x256x4 = 0.79 MB -> 3.9 MB.
 #include "common.cuh"
-
-// Shrink one axis by area averaging: contribution of source cell s to destination cell d.
-// Iterates the source cells overlapping [d*scale, (d+1)*scale).
-__device__ float area_sample(const u8* __restrict__ p, int pitch, int step, int SW, int SH, int dx, int dy,
-                             int DW, int DH) {
-    float sxs = (float)SW / (float)DW, sys = (float)SH / (float)DH;
-    float fx1 = dx * sxs, fx2 = fminf(fx1 + sxs, (float)SW);
-    float fy1 = dy * sys, fy2 = fminf(fy1 + sys, (float)SH);
-    int x1 = (int)floorf(fx1), x2 = min((int)ceilf(fx2), SW);
-    int y1 = (int)floorf(fy1), y2 = min((int)ceilf(fy2), SH);
-    float acc = 0.0f;
-    for (int sy = y1; sy < y2; ++sy) {
-        float wy = fminf((float)(sy + 1), fy2) - fmaxf((float)sy, fy1);
-        if (wy <= 1e-3f) continue;
-        const u8* row = p + (long long)sy * pitch;
-        float racc = 0.0f;
-        for (int sx = x1; sx < x2; ++sx) {
-            float wx = fminf((float)(sx + 1), fx2) - fmaxf((float)sx, fx1);
-            if (wx <= 1e-3f) continue;
-            racc += wx * (float)row[(long long)sx * step];
-        }
-        acc += wy * racc;
-    }
-    return acc / ((fx2 - fx1) * (fy2 - fy1));
-}
 
 // One axis of OpenCV's 8-bit INTER_LINEAR: source index and 11-bit fixed-point weights.
 __device__ __forceinline__ void linear_tap(int d, int S, int D, int* i0, int* i1, int* w0, int* w1) {
@@ -74,11 +49,42 @@ __device__ int linear_sample(const u8* __restrict__ p, int pitch, int step, int 
     return clampi(v, 0, 255);
 }
 
+// Shrink by area averaging (OpenCV's INTER_AREA): the source cells overlapping
+// [d*scale, (d+1)*scale) on each axis, weighted by their overlap.
+__device__ float area_sample(const u8* __restrict__ p, int pitch, int step, int SW, int SH,
+                             int dx, int dy, int DW, int DH) {
+    float sxs = (float)SW / (float)DW, sys = (float)SH / (float)DH;
+    float fx1 = dx * sxs, fx2 = fminf(fx1 + sxs, (float)SW);
+    float fy1 = dy * sys, fy2 = fminf(fy1 + sys, (float)SH);
+    int x1 = (int)floorf(fx1), x2 = min((int)ceilf(fx2), SW);
+    int y1 = (int)floorf(fy1), y2 = min((int)ceilf(fy2), SH);
+    float acc = 0.0f;
+    for (int sy = y1; sy < y2; ++sy) {
+        float wy = fminf((float)(sy + 1), fy2) - fmaxf((float)sy, fy1);
+        if (wy <= 1e-3f) continue;
+        const u8* row = p + (long long)sy * pitch;
+        float racc = 0.0f;
+        for (int sx = x1; sx < x2; ++sx) {
+            float wx = fminf((float)(sx + 1), fx2) - fmaxf((float)sx, fx1);
+            if (wx <= 1e-3f) continue;
+            racc += wx * (float)row[(long long)sx * step];
+        }
+        acc += wy * racc;
+    }
+    return acc / ((fx2 - fx1) * (fy2 - fy1));
+}
+
+// One plane resampled to DW x DH as engines.preprocess._resize does it: same size -> copy;
+// shrinking in both axes -> area averaging (INTER_AREA); otherwise OpenCV's 8-bit bilinear.
 __device__ __forceinline__ float resample_u8(const u8* __restrict__ p, int pitch, int step, int SW, int SH,
                                              int dx, int dy, int DW, int DH) {
     if (DW == SW && DH == SH) return (float)p[(long long)dy * pitch + (long long)dx * step];
-    if (DW <= SW && DH <= SH) return (float)to_u8(area_sample(p, pitch, step, SW, SH, dx, dy, DW, DH));
-    return (float)linear_sample(p, pitch, step, SW, SH, dx, dy, DW, DH);  // 8-bit result, as OpenCV's
+    if (!(DW <= SW && DH <= SH)) return (float)linear_sample(p, pitch, step, SW, SH, dx, dy, DW, DH);
+    float v = area_sample(p, pitch, step, SW, SH, dx, dy, DW, DH);
+    // Area means round half to even (OpenCV, engines.preprocess.area_resize), except OpenCV's
+    // exact 2:1 fast path, which computes (a + b + c + d + 2) >> 2.
+    if (SW == 2 * DW && SH == 2 * DH) return (float)to_u8(v);
+    return (float)clampi(__float2int_rn(v), 0, 255);
 }
 
 extern "C" __global__ void preprocess_yuv(const unsigned long long* __restrict__ planes, const int* __restrict__ geom,

@@ -328,9 +328,11 @@ def test_preprocess_batch_matches_cpu(shared_data: Path, spec_name: str) -> None
         assert (diff > TOL).mean() <= 1e-3, f"item {i}: {(diff > TOL).mean():.2%} of values beyond ±{TOL}"
 
 
-@pytest.mark.parametrize("size,model", [((641, 361), (320, 320)), ((1918, 1078), (960, 544)), ((768, 432), (513, 513))])
+@pytest.mark.parametrize("size,model", [((641, 361), (320, 320)), ((1918, 1078), (960, 544)), ((768, 432), (513, 513)),
+                                        ((1918, 1078), (256, 144)), ((1024, 576), (512, 288))])
 def test_preprocess_resampling_within_one_level(shared_data: Path, size, model) -> None:
-    """With an identity colour map the kernel's resized planes are OpenCV's (INTER_AREA / INTER_LINEAR)."""
+    """With an identity colour map the kernel's resized planes are engines.preprocess's: bilinear
+    up, area averaging down (non-integer and integer factors, OpenCV's 2:1 fast path included)."""
     from privacy_filter.engines.preprocess import _resize  # the CPU path's definition of the resize
 
     (W, H), (MW, MH) = size, model

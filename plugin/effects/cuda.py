@@ -24,6 +24,7 @@ Design:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -96,6 +97,9 @@ class Runtime:
     def synchronize(self) -> None:
         pass
 
+    def kernel_times(self) -> dict[str, list[float]]:
+        return {}
+
     def stream_context(self) -> Any:
         import contextlib
 
@@ -115,6 +119,8 @@ class CupyRuntime(Runtime):
         self._modules: dict[str, Any] = {}
         self._sigs: dict[str, dict[str, KernelSignature]] = {}
         self._pinned: dict[tuple[tuple[int, ...], str, str], np.ndarray] = {}
+        self.profile: dict[str, list[float]] | None = None  # set to {} to time every launch
+        self._events: list[tuple[str, Any, Any]] = []
 
     def _module(self, filename: str) -> Any:
         if filename not in self._modules:
@@ -129,9 +135,24 @@ class CupyRuntime(Runtime):
 
         def launch(grid: Sequence[int], block: Sequence[int], args: Sequence[Any]) -> None:
             with self.stream:
+                if self.profile is None:
+                    typed_launch(kernel, sig, grid, block, args)
+                    return
+                start, end = self.xp.cuda.Event(), self.xp.cuda.Event()
+                start.record(self.stream)
                 typed_launch(kernel, sig, grid, block, args)
+                end.record(self.stream)
+                self._events.append((name, start, end))
 
         return launch
+
+    def kernel_times(self) -> dict[str, list[float]]:
+        """Milliseconds per launch, by kernel name, from CUDA events (needs ``profile = {}``)."""
+        self.stream.synchronize()
+        for name, start, end in self._events:
+            self.profile.setdefault(name, []).append(self.xp.cuda.get_elapsed_time(start, end))
+        self._events.clear()
+        return self.profile
 
     def _staging(self, shape: tuple[int, ...], dtype: np.dtype, role: str) -> np.ndarray:
         key = (tuple(shape), np.dtype(dtype).str, role)
@@ -177,6 +198,7 @@ class EmulatedRuntime(Runtime):
         self._modules: dict[str, Any] = {}
         self.workers = workers
         self.launches: list[str] = []  # kernel names in launch order, for tests
+        self.profile: dict[str, list[float]] | None = None
 
     def function(self, filename: str, name: str) -> Callable[..., None]:
         if filename not in self._modules:
@@ -185,9 +207,16 @@ class EmulatedRuntime(Runtime):
 
         def launch(grid: Sequence[int], block: Sequence[int], args: Sequence[Any]) -> None:
             self.launches.append(name)
+            t0 = time.perf_counter()
             fn(grid, block, args, workers=self.workers)  # HostFunction checks the types itself
+            if self.profile is not None:
+                self.profile.setdefault(name, []).append((time.perf_counter() - t0) * 1e3)
 
         return launch
+
+    def kernel_times(self) -> dict[str, list[float]]:
+        """Milliseconds per launch on the CPU (emulation, not GPU time)."""
+        return self.profile or {}
 
     def to_device(self, host: np.ndarray, out: Any | None = None) -> Any:
         if out is None:
