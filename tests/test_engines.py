@@ -247,3 +247,8 @@ def test_tiled_inference_is_one_batch_and_covers_the_frame(selfie_model: Resolve
     # YUV path with tiles gives the same map shape and agrees with the RGB path.
     py = seg.infer_yuv([to_i420(even(img))])[0]
     assert iou(py >= 0.5, cv2.resize(p, (py.shape[1], py.shape[0])) >= 0.5) > 0.9
+
+
+def test_engine_paths_go_to_tensorrt(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="TensorRT engine not found.*missing.plan"):
+        create_segmenter(str(tmp_path / "missing.plan"))

@@ -24,9 +24,15 @@ def create_segmenter(
 
     ``device``: 'cpu' (ONNX Runtime CPU EP), 'cuda' (ONNX Runtime TensorRT/CUDA EPs; an error if
     absent) or 'auto' (GPU EPs when present, else CPU).  ``tiles``: None/'off', 'auto' or 'CxR'.
+    A serialized TensorRT engine (.engine/.plan/.trt) goes to ``engines.tensorrt``.
     """
     from privacy_filter.engines.onnxruntime import OrtSegmenter
 
+    if isinstance(model, str):
+        from privacy_filter.engines import tensorrt
+
+        if tensorrt.is_engine_path(model):
+            return tensorrt.segmenter_for_engine(model, device, tiles)
     resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
     seg = OrtSegmenter(resolved, device=device, threads=threads)
     seg.tiles = parse_tiles(tiles)
