@@ -18,7 +18,7 @@ import effects_data as D
 import reference as R
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects import create_stream_effect, resolve_geometry
-from privacy_filter.effects.cpu import cell_means
+from privacy_filter.effects.cpu import blend_plan, cell_means, composite_into, overlay_into
 from privacy_filter.effects.replace import to_i420
 from privacy_filter.errors import ConfigError
 from privacy_filter.frames import YuvFrame
@@ -103,6 +103,30 @@ def test_reference_comparison_catches_a_wrong_implementation(shared_data: Path) 
     create_stream_effect(effect, MASK).apply(frame, prob)
     frame.u[100, 100] = np.uint8((int(frame.u[100, 100]) + 3) % 256)
     assert _max_diff(frame.planes, ref_planes) > TOL
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (16, 16), (5, 300), (161, 15), (100, 96)])
+def test_composite_is_exact_for_every_alpha(shape: tuple[int, int]) -> None:
+    """Tiles, ragged strips, strided views, array and constant pictures: all bit-exact."""
+    rng = np.random.default_rng(sum(shape))
+    h, w = shape
+    a = rng.integers(0, 256, shape, dtype=np.uint8)
+    a[: h // 3] = 255  # opaque and empty regions too
+    a[-(h // 4) :, : w // 2] = 0
+    orig = rng.integers(0, 256, shape, dtype=np.uint8)
+    eff = rng.integers(0, 256, shape, dtype=np.uint8)
+    plan = blend_plan(a)
+    for picture in (eff, 77):
+        buf = np.zeros((h, w + 9), np.uint8)
+        dst = buf[:, 3 : w + 3]
+        dst[...] = orig
+        composite_into(dst, picture, plan)
+        assert np.array_equal(dst, R.composite_ref(orig, picture, a))
+        assert not buf[:, :3].any() and not buf[:, w + 3 :].any()
+    dst = orig.copy()
+    overlay_into(dst, 200, plan, 153)
+    ao = ((a.astype(np.int64) * 153 + 127) // 255).astype(np.uint8)
+    assert np.array_equal(dst, R.composite_ref(orig, 200, ao))
 
 
 def test_cell_means_partial_cells(shared_data: Path) -> None:
