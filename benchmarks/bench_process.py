@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -79,13 +80,16 @@ def count_frames(path: Path) -> int:
         return sum(1 for _ in c.demux(s) if _.size)
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user+sys) of one run of ``cmd``."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     dt = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode:
         sys.exit(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
-    return dt
+    return dt, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
 def main() -> None:
@@ -108,28 +112,36 @@ def main() -> None:
     ff_cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip), "-c:v", "libx264",
               "-preset", "ultrafast", str(work / "ffmpeg.mp4")]
     runs: dict[str, list[float]] = {"ffmpeg": [], "ours": []}
+    cpu: dict[str, list[float]] = {"ffmpeg": [], "ours": []}
     loads: list[float] = []
     for _ in range(args.repeats):
         for name, cmd in (("ffmpeg", ff_cmd), ("ours", ours_cmd)):
             loads.append(os.getloadavg()[0])
-            runs[name].append(timed(cmd))
+            wall, cpu_s = timed(cmd)
+            runs[name].append(wall)
+            cpu[name].append(cpu_s)
     out_frames = count_frames(work / "ours.mp4")
     med = {k: statistics.median(v) for k, v in runs.items()}
     fps = {k: n / v for k, v in med.items()}
+    cpu_ms = {k: 1000 * statistics.median(v) / n for k, v in cpu.items()}
     result = {
         "clip": str(clip), "frames": n, "size": "1920x1080", "frames_out_ours": out_frames,
         "repeats": args.repeats, "wall_s": runs, "median_wall_s": med, "median_fps": fps,
         "ratio_ours_over_ffmpeg": fps["ours"] / fps["ffmpeg"], "bar": 0.6,
+        "cpu_s": cpu, "median_cpu_ms_per_frame": cpu_ms,
+        "cpu_ratio_ffmpeg_over_ours": cpu_ms["ffmpeg"] / cpu_ms["ours"],
         "loadavg_1m_before_runs": loads, "cpus": os.cpu_count(),
         "ffmpeg": subprocess.run([ffmpeg, "-version"], capture_output=True, text=True).stdout.splitlines()[0],
     }
     print(json.dumps(result, indent=2))
     print()
-    print(f"| command (1080p, {n} frames, median of {args.repeats}) | wall s | fps |")
-    print("|---|---|---|")
-    print(f"| ffmpeg -c:v libx264 -preset ultrafast | {med['ffmpeg']:.2f} | {fps['ffmpeg']:.1f} |")
-    print(f"| privacy-filter process --preset cctv (ultrafast) | {med['ours']:.2f} | {fps['ours']:.1f} |")
-    print(f"| ratio (bar >= 0.6) | | **{result['ratio_ours_over_ffmpeg']:.2f}** |")
+    print(f"| command (1080p, {n} frames, median of {args.repeats}) | wall s | fps | CPU ms/frame |")
+    print("|---|---|---|---|")
+    print(f"| ffmpeg -c:v libx264 -preset ultrafast | {med['ffmpeg']:.2f} | {fps['ffmpeg']:.1f} | {cpu_ms['ffmpeg']:.1f} |")
+    print(f"| privacy-filter process --preset cctv (ultrafast) | {med['ours']:.2f} | {fps['ours']:.1f} | {cpu_ms['ours']:.1f} |")
+    print(f"| ratio ours/ffmpeg (bar >= 0.6) | | **{result['ratio_ours_over_ffmpeg']:.2f}** | "
+          f"{result['cpu_ratio_ffmpeg_over_ours']:.2f} (CPU) |")
+    print(f"(1-min load average before the runs: {min(loads):.1f}..{max(loads):.1f} on {os.cpu_count()} CPUs)")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 
