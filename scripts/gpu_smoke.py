@@ -45,7 +45,7 @@ from privacy_filter.effects.cpu import CpuStreamEffect
 from privacy_filter.effects.cuda import CudaStreamEffect, CupyRuntime, DevicePlanes, EmulatedRuntime, cuda_unavailable_reason
 from privacy_filter.engines import outputs as cpu_outputs
 from privacy_filter.engines.cuda_io import CudaPreprocessor, decode_output
-from privacy_filter.engines.preprocess import yuv_into
+from privacy_filter.engines.preprocess import yuv_into, yuv_to_rgb_matrix
 from privacy_filter.frames import YuvFrame, chroma_size
 from privacy_filter.models.specs import SELFIE
 
@@ -163,7 +163,10 @@ def run(args: argparse.Namespace) -> dict:
     dec_diff = float(np.abs(dec - cpu_outputs.to_probability(logits, spec)).max() * 255.0)
     report["preprocess_max_diff_levels"] = pre_diff
     report["decode_max_diff_levels"] = dec_diff
-    report["ok"] &= pre_diff <= 3.0 and dec_diff <= 2.0
+    # one 8-bit level in each plane, through the YUV->RGB matrix (~3.5 RGB levels): the kernel
+    # resamples within one level of OpenCV (tests/test_kernels_emulated.py)
+    one_level = float(np.abs(yuv_to_rgb_matrix("bt601", False)[:, :3]).sum(1).max()) + 0.01
+    report["ok"] &= pre_diff <= one_level and dec_diff <= 2.0
 
     kernels = {}
     for k, ms in sorted(rt.kernel_times().items()):

@@ -418,3 +418,29 @@ def test_full_chain_1080p_equals_cpu_backend(shared_data: Path) -> None:
         d = _planes_maxdiff(gf.planes, cf.planes)
         assert d <= TOL, f"frame {t}: {d} levels from the CPU backend"
         assert _planes_maxdiff(gf.planes, frames[t].planes) > 20, "the effect must have changed the frame"
+
+
+# ----------------------------------------------------------------------- smoke script
+
+
+def test_gpu_smoke_script_runs_emulated(capsys) -> None:
+    """scripts/gpu_smoke.py's own orchestration (clip → CuPy-path code → CPU comparison), emulated."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_smoke.py"
+    spec = importlib.util.spec_from_file_location("gpu_smoke", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--emulate", "--size", "322x182", "--frames", "3", "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["frames"] == 3
+    assert set(report["effects"]) == set(mod.EFFECTS)
+    assert {"pixelate_composite", "composite_blur", "preprocess_yuv", "decode_logits_f32"} <= set(report["kernels"])
+    # without a GPU and without --emulate it says why and exits 2 (this machine has no GPU)
+    from privacy_filter.effects.cuda import cuda_unavailable_reason
+
+    if cuda_unavailable_reason() is not None:
+        assert mod.main(["--frames", "1"]) == 2
+        assert "CUDA unavailable" in capsys.readouterr().err
