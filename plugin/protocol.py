@@ -181,14 +181,17 @@ def audio_parts(
     return [_header_bytes(h), payload]
 
 
-def stream_start_parts(stream_id: str, *, video: dict[str, Any], audio: dict[str, Any] | None = None, gen: int = 0, seq: int = 0) -> list[Part]:
+def stream_start_parts(
+    stream_id: str, *, video: dict[str, Any], audio: dict[str, Any] | None = None, gen: int = 0, seq: int = 0, extra: dict[str, Any] | None = None
+) -> list[Part]:
     """Parts announcing a stream: what a remote encoder needs before the first frame.
 
     ``video``: ``width``, ``height``, ``time_base`` [num, den], ``rate`` [num, den] or null.
     ``audio`` (or null): ``codec``, ``rate``, ``layout``, ``format``, ``time_base``,
     ``bit_rate`` and ``extradata`` (base64), enough to add an output audio stream for packet copy.
+    ``extra`` adds top-level fields (service mode: ``resume_after``, the last frame already written).
     """
-    h = {"v": VERSION, "kind": "stream-start", "stream": str(stream_id), "seq": int(seq), "gen": int(gen), "video": video, "audio": audio}
+    h = {"v": VERSION, "kind": "stream-start", "stream": str(stream_id), "seq": int(seq), "gen": int(gen), "video": video, "audio": audio, **(extra or {})}
     return [_header_bytes(h)]
 
 

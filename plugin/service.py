@@ -217,7 +217,9 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     rc, reason, sent = EXIT_OK, "end", 0
     try:
         info = dec.open()
-        _send_until(sock, stream_start_parts(sid, video=_video_header(info), audio=_audio_header(info.audio), gen=gen), flag, shared, give_up_s=give_up_s)
+        start = stream_start_parts(sid, video=_video_header(info), audio=_audio_header(info.audio), gen=gen,
+                                   extra={"resume_after": -1 if live else resume_after})
+        _send_until(sock, start, flag, shared, give_up_s=give_up_s)
         audio_seq = -1
         reconnects = 0
         seq_base = resume_after + 1 if live else 0
@@ -317,19 +319,10 @@ def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, 
                 return
 
     batch_max = cfg.stage.batch_max
-    while not flag["stop"]:
-        first = rx.recv(timeout_ms=POLL_MS)
-        if first is None:
-            continue
-        msgs = [first]
-        if cfg.stage.batch_wait_ms > 0:
-            time.sleep(cfg.stage.batch_wait_ms / 1000)
-        msgs += rx.drain(batch_max * 4)
-        msgs, stale = latest_wins(msgs, live)
-        for m in stale:
-            counters.inc(m.stream_id, "frames_dropped")
-        msgs = [m for m in msgs if m.stream_id in streams]
-        # filter frames in batches (per engine, at most `batch` frames per stream), keep message order
+    fresh_gen: dict[str, int] = {}  # per stream: gen of its latest start from frame 0
+
+    def run_segment(msgs: list[Any]) -> None:
+        """Filter the frames of ``msgs`` in batches (per engine, <= `batch` per stream); emit all in order."""
         results: dict[int, Any] = {}
         frame_msgs = [(i, m) for i, m in enumerate(msgs) if m.kind == "frame"]
         for fs in set(stage_of.values()):
@@ -343,17 +336,45 @@ def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, 
                     per[m.stream_id] = per.get(m.stream_id, 0) + 1
                 todo = todo[len(chunk):]
                 for (i, m), r in zip(chunk, fs.process([m.frame for _, m in chunk])):
-                    results[i] = (m, r)
+                    results[i] = r
         for i, m in enumerate(msgs):
             if m.kind != "frame":
                 if m.kind == "eos":
                     shared.eos_gen[shared.index[m.stream_id]] = m.gen  # the decoder may now exit
                 forward(m.stream_id, list(m.parts), False)
                 continue
-            msg, r = results[i]
+            r = results[i]
             if r.frame is None:
                 continue  # dropped by on_failure: drop (counted by the stage)
-            forward(m.stream_id, frame_parts(r.frame, gen=msg.gen), True)
+            forward(m.stream_id, frame_parts(r.frame, gen=m.gen), True)
+
+    while not flag["stop"]:
+        first = rx.recv(timeout_ms=POLL_MS)
+        if first is None:
+            continue
+        msgs = [first]
+        if cfg.stage.batch_wait_ms > 0:
+            time.sleep(cfg.stage.batch_wait_ms / 1000)
+        msgs += rx.drain(batch_max * 4)
+        msgs, stale = latest_wins(msgs, live)
+        for m in stale:
+            counters.inc(m.stream_id, "frames_dropped")
+        segment: list[Any] = []
+        for m in msgs:
+            if m.stream_id not in streams:
+                continue
+            if m.kind == "frame" and m.gen < fresh_gen.get(m.stream_id, 0):
+                counters.inc(m.stream_id, "duplicates_discarded")  # a stream restarted from frame 0 since
+                continue
+            if m.kind == "stream-start" and m.header.get("resume_after", -1) < 0 and m.gen > fresh_gen.get(m.stream_id, -1):
+                # the stream starts again from its first frame: its temporal mask state starts afresh,
+                # after everything queued before this message was filtered with the old state
+                run_segment(segment)
+                segment = []
+                fresh_gen[m.stream_id] = m.gen
+                stage_of[m.stream_id].effect(m.stream_id).reset()
+            segment.append(m)
+        run_segment(segment)
     for fs in set(stage_of.values()):
         fs.close()
     pull.close(linger=0)

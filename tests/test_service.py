@@ -24,7 +24,7 @@ import pytest
 
 from privacy_filter.metrics import Board, parse_exposition
 
-CLIP_FRAMES = 80
+CLIP_FRAMES = 60
 FILL_RGB = (255, 0, 255)  # a colour the footage does not contain: proves the stage drew on the frames
 
 
@@ -222,13 +222,13 @@ def test_bad_config_is_one_line_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_missing_source_fails_that_stream_only(clips: dict[str, Path], tmp_path: Path) -> None:
-    cfg = json.loads(_config(tmp_path, clips, gif=False).read_text())
-    cfg["streams"].append({"id": "ghost", "source": str(tmp_path / "missing.mp4"), "output": str(tmp_path / "ghost.mkv")})
+    cfg = json.loads(_config(tmp_path, clips).read_text())
+    cfg["streams"][0] = {"id": "ghost", "source": str(tmp_path / "missing.mp4"), "output": str(tmp_path / "ghost.mkv")}
     (tmp_path / "service.yaml").write_text(json.dumps(cfg))
     rc, m, info = _run(tmp_path / "service.yaml")
     assert rc == 1  # the service reports the failed stream ...
     assert "input file not found" in info["stderr"] and "missing.mp4" in info["stderr"]
-    _assert_exact_copy_of_source(tmp_path / "room.mkv", clips["room"])  # ... and the other stream completes
+    _assert_exact_copy_of_source(tmp_path / "gif.mp4", clips["gif"])  # ... and the other stream completes
     assert m["ghost"]["worker_restarts"] == 0  # a user error is not retried
 
 
