@@ -129,11 +129,14 @@ def _run(config: Path, *, kill: str | None = None, at: int = 10, timeout: float 
                 st = None
             if st and st["streams"].get("room", {}).get("last_written", -1) >= at:
                 assert not st["streams"]["room"]["done"], "the stream finished before the kill; use a longer clip"
+                port = json.loads(config.read_text()).get("metrics", {}).get("port")
+                if port:  # the live /metrics endpoint, read while the service runs
+                    killed["metrics_text"] = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
                 if kill == "service":
                     os.kill(proc.pid, signal.SIGTERM)
                 else:
                     os.kill(st["workers"][kill]["pid"], signal.SIGKILL)
-                killed = {"at": st["streams"]["room"]["last_written"], "pid": st["workers"].get(kill, {}).get("pid")}
+                killed.update(at=st["streams"]["room"]["last_written"], pid=st["workers"].get(kill, {}).get("pid"))
         time.sleep(0.02)
     if proc.poll() is None:
         proc.kill()
@@ -198,8 +201,15 @@ def test_worker_killed_mid_run_is_restarted_and_output_is_exact(clips: dict[str,
 
 @pytest.mark.slow
 def test_sigterm_shuts_down_cleanly_with_playable_outputs(clips: dict[str, Path], tmp_path: Path) -> None:
-    rc, m, info = _run(_config(tmp_path, clips, room_out="room.mp4", gif=False), kill="service", at=5)
+    config = _config(tmp_path, clips, room_out="room.mp4", gif=False)
+    cfg = json.loads(config.read_text())
+    cfg["metrics"]["port"] = _free_port()
+    config.write_text(json.dumps(cfg))
+    rc, m, info = _run(config, kill="service", at=5)
     assert rc == 0, info["stderr"][-3000:]
+    live = parse_exposition(info["metrics_text"])  # scraped from the running service before SIGTERM
+    assert live[("privacy_filter_frames_out_total", (("stream", "room"),))] >= info["at"]
+    assert live[("privacy_filter_frames_in_total", (("stream", "room"),))] >= info["at"]
     assert "SIGTERM: stopping" in info["stderr"]
     out = tmp_path / "room.mp4"  # MP4: needs a clean close (moov) to play at all
     got, src = _times(out), _times(clips["room"])
@@ -235,9 +245,15 @@ def test_missing_source_fails_that_stream_only(clips: dict[str, Path], tmp_path:
 # --------------------------------------------------------------------------- metrics
 
 
-def test_metrics_board_counts_per_stream_and_serves_prometheus() -> None:
+def _free_port() -> int:
     import socket
 
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_metrics_board_counts_per_stream_and_serves_prometheus() -> None:
     board = Board(["lobby", "desk"], roles=["decode", "encode"])
     dec, enc = board.counters("decode"), board.counters("encode")
     dec.inc("lobby", "frames_in", 5)
@@ -250,9 +266,7 @@ def test_metrics_board_counts_per_stream_and_serves_prometheus() -> None:
     assert board.value("_unknown", "frames_dropped") == 1
     with pytest.raises(KeyError, match="unknown counter 'frames'"):
         dec.inc("lobby", "frames")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     server = board.serve(port, "127.0.0.1")
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
