@@ -75,7 +75,10 @@ def pixelate_region(plane: np.ndarray, cell: int, box: Box | None = None) -> np.
     cy0, cx0 = (y0 // cell) * cell, (x0 // cell) * cell
     cy1, cx1 = min(h, -(-y1 // cell) * cell), min(w, -(-x1 // cell) * cell)
     means = cell_means(plane[cy0:cy1, cx0:cx1], cell)
-    big = cv2.resize(means, (means.shape[1] * cell, means.shape[0] * cell), interpolation=cv2.INTER_NEAREST_EXACT)
+    if cell >= 8:  # NumPy's repeat beats OpenCV's nearest resize for large cells
+        big = np.repeat(np.repeat(means, cell, axis=0), cell, axis=1)
+    else:
+        big = cv2.resize(means, (means.shape[1] * cell, means.shape[0] * cell), interpolation=cv2.INTER_NEAREST_EXACT)
     return big[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
 
 
