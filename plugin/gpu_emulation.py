@@ -27,12 +27,17 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-
-from privacy_filter.kernel_abi import KernelSignature, check_args, expand_includes, parse_kernels
+from privacy_filter.kernel_abi import (
+    KernelSignature,
+    check_args,
+    expand_includes,
+    parse_kernels,
+)
 from privacy_filter.kernels import KERNEL_DIR
 
 EMU_DIR = KERNEL_DIR / "emu"
@@ -88,7 +93,7 @@ def _headers_text(dirs: Sequence[str | Path]) -> str:
 class HostFunction:
     """One kernel of a :class:`HostRawModule`; call it like ``cupy.RawKernel``."""
 
-    def __init__(self, module: "HostRawModule", sig: KernelSignature, mode: str) -> None:
+    def __init__(self, module: HostRawModule, sig: KernelSignature, mode: str) -> None:
         self._mod = module
         self.sig = sig
         self.mode = mode
@@ -165,7 +170,7 @@ class HostRawModule:
             tmp_so = Path(tmp) / "k.so"
             cmd = [_cxx(), *_CXXFLAGS, *extra, *defines, *(f"-I{d}" for d in incs), str(src),
                    str(EMU_DIR / "cuda_host_runtime.cpp"), "-o", str(tmp_so)]
-            res = subprocess.run(cmd, capture_output=True, text=True)
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if res.returncode != 0:
                 raise EmulationError(f"g++ failed to build the host emulation:\n{res.stderr[-4000:]}")
             os.replace(tmp_so, out)  # atomic: parallel test workers never see a half-written library
@@ -190,7 +195,7 @@ _CXX_VERSION: str | None = None
 def _cxx_version() -> str:
     global _CXX_VERSION
     if _CXX_VERSION is None:
-        _CXX_VERSION = subprocess.run([_cxx(), "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+        _CXX_VERSION = subprocess.run([_cxx(), "--version"], capture_output=True, text=True, check=False).stdout.splitlines()[0]
     return _CXX_VERSION
 
 
@@ -238,7 +243,7 @@ def nvcc_compile(path: Path, archs: Sequence[str], workdir: Path) -> tuple[bytes
     out = workdir / f"{path.stem}.fatbin"
     gencode = [f"-gencode=arch=compute_{a[3:]},code={a}" for a in archs]
     res = subprocess.run([nvcc, "-fatbin", *gencode, "-std=c++17", "-Xptxas", "-v", "-Werror", "all-warnings",
-                          f"-I{KERNEL_DIR}", str(path), "-o", str(out)], capture_output=True, text=True)
+                          f"-I{KERNEL_DIR}", str(path), "-o", str(out)], capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise EmulationError(f"nvcc ({', '.join(archs)}) failed for {path.name}:\n{res.stderr[-4000:]}")
     return out.read_bytes(), res.stderr

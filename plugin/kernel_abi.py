@@ -12,9 +12,10 @@ element dtype of the C pointer.  Pure Python, no CuPy import, so it runs everywh
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +37,8 @@ _C_TYPES: dict[str, type[np.generic]] = {
     "u16": np.uint16,
 }
 
-_KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+(\w+)\s*\(([^)]*)\)', re.S)
-_COMMENT_RE = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
+_KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+(\w+)\s*\(([^)]*)\)', re.DOTALL)
+_COMMENT_RE = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class KernelSignature:
         return "__syncthreads" in self.body
 
 
-_INCLUDE_RE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.M)
+_INCLUDE_RE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.MULTILINE)
 
 
 def expand_includes(source: str, directory: Path, _seen: frozenset[str] = frozenset()) -> str:

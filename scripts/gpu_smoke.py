@@ -39,10 +39,15 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects.cpu import CpuStreamEffect
-from privacy_filter.effects.cuda import CudaStreamEffect, CupyRuntime, DevicePlanes, EmulatedRuntime, cuda_unavailable_reason
+from privacy_filter.effects.cuda import (
+    CudaStreamEffect,
+    CupyRuntime,
+    DevicePlanes,
+    EmulatedRuntime,
+    cuda_unavailable_reason,
+)
 from privacy_filter.engines import outputs as cpu_outputs
 from privacy_filter.engines.cuda_io import CudaPreprocessor, decode_output
 from privacy_filter.engines.preprocess import yuv_into, yuv_to_rgb_matrix
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {report['device']}   {report['size'][0]}x{report['size'][1]}, {report['frames']} frames")
     print(f"{'effect':<16}{'max |gpu-cpu|':>14}{'alpha ==':>10}{'cover diff':>12}{'gpu ms':>9}{'cpu ms':>9}")
     for name, r in report["effects"].items():
-        print(f"{name:<16}{r['max_diff_vs_cpu']:>14}{str(r['alpha_equal']):>10}{r['cover_whole_diff']:>12}"
+        print(f"{name:<16}{r['max_diff_vs_cpu']:>14}{r['alpha_equal']!s:>10}{r['cover_whole_diff']:>12}"
               f"{r['apply_ms_median']:>9.2f}{r['cpu_apply_ms_median']:>9.2f}")
     print(f"preprocess max diff {report['preprocess_max_diff_levels']:.2f} levels, "
           f"decode max diff {report['decode_max_diff_levels']:.2f} levels")

@@ -14,7 +14,6 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-
 from privacy_filter.frames import YuvFrame, chroma_size
 
 Planes = tuple[np.ndarray, np.ndarray, np.ndarray]

@@ -19,9 +19,18 @@ import re
 
 import numpy as np
 import pytest
-
-from privacy_filter.effects.cuda import KERNEL_FILES, NVRTC_OPTIONS, kernel_source, typed_launch
-from privacy_filter.gpu_emulation import find_nvcc, nvcc_compile, nvrtc_compile, ptx_entries
+from privacy_filter.effects.cuda import (
+    KERNEL_FILES,
+    NVRTC_OPTIONS,
+    kernel_source,
+    typed_launch,
+)
+from privacy_filter.gpu_emulation import (
+    find_nvcc,
+    nvcc_compile,
+    nvrtc_compile,
+    ptx_entries,
+)
 from privacy_filter.kernel_abi import check_args, parse_kernels, strip_comments
 from privacy_filter.kernels import KERNEL_DIR
 
@@ -124,3 +133,16 @@ def test_launch_helper_rejects_python_scalars() -> None:
     with pytest.raises(TypeError, match="expected np.float32, got float64"):
         check_args(sig_f, args)
     assert len(launched) == 1, "a rejected launch must not reach the kernel"
+
+
+def test_missing_nvcc_fails_unless_allowed(monkeypatch) -> None:
+    """No silent skip: without nvcc the check fails, naming the fix; the opt-out skips with a reason."""
+    import test_kernels_compile as me
+
+    monkeypatch.setattr(me, "find_nvcc", lambda: None)
+    monkeypatch.delenv("PRIVACY_FILTER_ALLOW_NO_NVCC", raising=False)
+    with pytest.raises(pytest.fail.Exception, match="nvcc not found on PATH"):
+        me._need_nvcc()
+    monkeypatch.setenv("PRIVACY_FILTER_ALLOW_NO_NVCC", "1")
+    with pytest.raises(pytest.skip.Exception, match="PRIVACY_FILTER_ALLOW_NO_NVCC=1"):
+        me._need_nvcc()

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gpu_data as G
 import numpy as np
 import pytest
-
-import gpu_data as G
 import reference as R
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects.cpu import CpuStreamEffect
@@ -27,7 +26,11 @@ from privacy_filter.engines import outputs as cpu_outputs
 from privacy_filter.engines.cuda_io import CudaPreprocessor, decode_output
 from privacy_filter.engines.preprocess import yuv_into, yuv_to_rgb_matrix
 from privacy_filter.frames import YuvFrame, chroma_size
-from privacy_filter.gpu_emulation import EmulationError, HostRawModule, load_kernel_module
+from privacy_filter.gpu_emulation import (
+    EmulationError,
+    HostRawModule,
+    load_kernel_module,
+)
 from privacy_filter.models.specs import ModelSpec
 
 pytestmark = pytest.mark.emulated_gpu
@@ -142,7 +145,7 @@ def test_mask_stages_bit_exact(shared_data: Path, mask_mod: HostRawModule, size:
     yt = np.concatenate(bilinear_taps(144, H)).astype(np.int32)
     t8 = R.threshold8_ref(0.5)
     b = np.zeros((H, W + extra), np.uint8)
-    grid = lambda w, h: (-(-w // 32), -(-h // 8))  # noqa: E731
+    grid = lambda w, h: (-(-w // 32), -(-h // 8))
     mask_mod.get_function("mask_upsample_threshold")(
         grid(W, H), (32, 8), (q, np.int32(256), xt, yt, b, np.int32(W), np.int32(H), pitch,
                               np.int32(t8), np.int32(255), np.int32(0)))
@@ -277,7 +280,7 @@ def test_size_change_and_reset(shared_data: Path) -> None:
 
 
 def _spec(**kw) -> ModelSpec:
-    base = dict(name="t", input_name="x", output_name="y", output_kind="sigmoid", height=144, width=256)
+    base = {"name": "t", "input_name": "x", "output_name": "y", "output_kind": "sigmoid", "height": 144, "width": 256}
     base.update(kw)
     return ModelSpec(**base)
 
@@ -333,7 +336,9 @@ def test_preprocess_batch_matches_cpu(shared_data: Path, spec_name: str) -> None
 def test_preprocess_resampling_within_one_level(shared_data: Path, size, model) -> None:
     """With an identity colour map the kernel's resized planes are engines.preprocess's: bilinear
     up, area averaging down (non-integer and integer factors, OpenCV's 2:1 fast path included)."""
-    from privacy_filter.engines.preprocess import _resize  # the CPU path's definition of the resize
+    from privacy_filter.engines.preprocess import (
+        _resize,  # the CPU path's definition of the resize
+    )
 
     (W, H), (MW, MH) = size, model
     f = G.frame(shared_data, W, H, 0)
@@ -376,7 +381,7 @@ def _variants(soft: np.ndarray) -> dict[str, tuple[np.ndarray, ModelSpec]]:
     logits = np.log(np.clip(soft, 1e-6, 1.0)).astype(np.float32)
     three = np.concatenate([logits, logits[:, :1] - 1.0], axis=1)
     ids = soft.argmax(1)
-    spec = lambda **kw: _spec(**kw)  # noqa: E731
+    spec = lambda **kw: _spec(**kw)
     return {
         "argmax-i64-rank3": (ids.astype(np.int64), spec(output_kind="argmax", person_index=1)),
         "argmax-i32-nhwc": (ids.astype(np.int32)[..., None], spec(output_kind="argmax", output_layout="NHWC", person_index=1)),

@@ -25,18 +25,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
-
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects.geometry import Geometry, resolve_geometry
 from privacy_filter.effects.mask import bilinear_taps
 from privacy_filter.effects.replace import open_replacement
 from privacy_filter.errors import UserError
 from privacy_filter.frames import YuvFrame, chroma_size
-from privacy_filter.kernel_abi import KernelSignature, check_args, expand_includes, parse_kernels
+from privacy_filter.kernel_abi import (
+    KernelSignature,
+    check_args,
+    expand_includes,
+    parse_kernels,
+)
 from privacy_filter.kernels import KERNEL_DIR
 
 log = logging.getLogger(__name__)
@@ -165,13 +170,13 @@ class CupyRuntime(Runtime):
     def to_device(self, host: np.ndarray, out: Any | None = None) -> Any:
         if out is None:  # small tables, made once per size: a plain synchronous copy
             return self.xp.asarray(host)
-        stage = self._staging(out.shape, out.dtype, "h2d%d" % id(out))
+        stage = self._staging(out.shape, out.dtype, f"h2d{id(out)}")
         stage[tuple(slice(0, s) for s in host.shape)] = host
         out.set(stage, stream=self.stream)
         return out
 
     def to_host(self, dev: Any, out: np.ndarray) -> np.ndarray:
-        stage = self._staging(dev.shape, dev.dtype, "d2h%d" % id(dev))
+        stage = self._staging(dev.shape, dev.dtype, f"d2h{id(dev)}")
         dev.get(stream=self.stream, out=stage)
         self.stream.synchronize()
         out[...] = stage[tuple(slice(0, s) for s in out.shape)]
@@ -236,11 +241,11 @@ def cuda_unavailable_reason() -> str | None:
     """None when CuPy can run kernels here, else a short reason (e.g. cudaErrorInsufficientDriver)."""
     try:
         import cupy
-    except Exception as exc:  # ImportError, or a broken CUDA install
+    except Exception as exc:  # noqa: BLE001 - ImportError or a broken CUDA install: both mean 'no'
         return f"CuPy not importable ({type(exc).__name__}: {exc})"
     try:
         n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - CUDARuntimeError (no driver) and friends: report the reason
         msg = str(exc).split(":")[0].strip() or type(exc).__name__
         return msg
     if n < 1:
@@ -249,7 +254,7 @@ def cuda_unavailable_reason() -> str | None:
         from cupy.cuda import nvrtc
 
         nvrtc.getVersion()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a missing libnvrtc raises a loader error, not an NVRTCError
         return f"NVRTC not available ({exc}); install nvidia-cuda-nvrtc-cu12 or cupy-cuda12x[ctk]"
     return None
 
@@ -278,7 +283,7 @@ class DevicePlanes:
     v_plane: Any | None = None
 
     @classmethod
-    def allocate(cls, xp: Any, width: int, height: int, layout: str = "i420", pitch_align: int = PITCH_ALIGN) -> "DevicePlanes":
+    def allocate(cls, xp: Any, width: int, height: int, layout: str = "i420", pitch_align: int = PITCH_ALIGN) -> DevicePlanes:
         cw, ch = chroma_size(width, height)
         yp = aligned_pitch(width, pitch_align)
         y = xp.zeros((height, yp), np.uint8)

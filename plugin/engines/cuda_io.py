@@ -10,11 +10,17 @@ it is verified under host emulation against the CPU functions (tests/test_kernel
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-
-from privacy_filter.effects.cuda import BLOCK_2D, CupyRuntime, DevicePlanes, Runtime, grid_2d
+from privacy_filter.effects.cuda import (
+    BLOCK_2D,
+    CupyRuntime,
+    DevicePlanes,
+    Runtime,
+    grid_2d,
+)
 from privacy_filter.engines.preprocess import Placement, placement, yuv_to_rgb_matrix
 from privacy_filter.models.specs import ModelSpec
 
