@@ -160,11 +160,17 @@ class CupyRuntime(Runtime):
         return self.profile
 
     def _staging(self, shape: tuple[int, ...], dtype: np.dtype, role: str) -> np.ndarray:
+        """The pinned buffer for one device buffer and direction, reused frame after frame.
+
+        Reuse waits for the stream first: an earlier asynchronous copy may still read it.
+        """
         key = (tuple(shape), np.dtype(dtype).str, role)
         buf = self._pinned.get(key)
         if buf is None:
             buf = self._cupyx.empty_pinned(shape, dtype)
             self._pinned[key] = buf
+        else:
+            self.stream.synchronize()
         return buf
 
     def to_device(self, host: np.ndarray, out: Any | None = None) -> Any:
