@@ -135,6 +135,7 @@ class _Reader(threading.Thread):
             self._run()
         finally:
             self.cpu_s = time.thread_time()
+            self.decoder.close()  # here, never from another thread while a read may be in flight
 
     def _run(self) -> None:
         try:
@@ -249,21 +250,24 @@ def run_process(
     live = None if plan.policy is None else plan.policy == "live"
     decoder = Decoder(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live)
     info = decoder.open()
-    device = resolve_device(plan.device)
-    if segmenter is None:
-        from privacy_filter.engines import create_segmenter
-
-        segmenter = create_segmenter(model=plan.model, device=device, tiles=plan.tiles, threads=plan.engine_threads)
-    board = Board([sid])
-    counters = board.counters()
-    stage = FilterStage(segmenter, {sid: plan.stage}, device=device, counters=counters, effects=effects)
     try:
-        encoder = Encoder(output, info.video, plan.encode, audio=info.audio_stream, live=decoder.live)
+        device = resolve_device(plan.device)
+        if segmenter is None:
+            from privacy_filter.engines import create_segmenter
+
+            segmenter = create_segmenter(model=plan.model, device=device, tiles=plan.tiles, threads=plan.engine_threads)
+        board = Board([sid])
+        counters = board.counters()
+        stage = FilterStage(segmenter, {sid: plan.stage}, device=device, counters=counters, effects=effects)
+        masks = MaskWriter(mask_out) if mask_out else None
+        try:
+            encoder = Encoder(output, info.video, plan.encode, audio=info.audio_stream, live=decoder.live)
+        except BaseException:
+            stage.close()
+            raise
     except BaseException:
         decoder.close()
-        stage.close()
         raise
-    masks = MaskWriter(mask_out) if mask_out else None
     if masks:
         masks.start()
 
@@ -313,8 +317,9 @@ def run_process(
         _drain(in_q)  # unblock the reader
         out_q.put(_END)
         writer.join()
-        reader.join(timeout=5)
-        decoder.close()
+        reader.join(timeout=15)  # a live read returns within its read timeout; the reader closes the source
+        if reader.is_alive():
+            log.warning("source %s still blocked in a read; leaving it to its timeout", source)
         stage.close()
         try:
             encoder.close()
