@@ -4,7 +4,8 @@ Matches tests/reference.py within ±1 level (docs/effects.md).  Cost follows the
 not the frame: the alpha is known outside the mask's box (MaskAlpha), so for target
 person only the box is touched; for target background the area outside the box is simply
 overwritten with the effect picture.  Inside the box, alpha-255 pixels are copied and only
-the feathered edge (0 < a < 255) is blended in integer arithmetic.
+the 16×16 tiles holding the feathered edge (0 < a < 255) are blended, in exact integer
+arithmetic.
 """
 
 from __future__ import annotations
