@@ -102,7 +102,7 @@ class EffectConfig(_Strict):
 class SourceConfig(_Strict):
     """Where a stream's frames come from.  A bare string in YAML is the ``url``."""
 
-    url: str = Field(..., min_length=1, description="file, rtsp://, http(s)://, udp://, rtmp://, /dev/videoN or lavfi:SPEC")
+    url: str = Field(..., min_length=1, description="file, rtsp://, http(s)://, udp://, rtmp://, /dev/videoN, lavfi:SPEC, or a ZeroMQ peer: imagezmq+rep://, imagezmq+sub://, netgear+sub://, netgear+rep://")
     audio: bool = Field(True, description="read the source's audio (it may still be dropped by output.audio)")
 
     @model_validator(mode="before")
@@ -165,6 +165,10 @@ class StreamConfig(_Strict):
         if self.policy != "auto":
             return self.policy == "live"
         from privacy_filter.decode import is_live_source
+        from privacy_filter.protocol import is_peer_url
+
+        if is_peer_url(self.source.url):
+            return True
 
         return is_live_source(self.source.url)
 

@@ -204,7 +204,7 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
 
     from privacy_filter.decode import AudioPacket, Decoder, ReconnectPolicy
     from privacy_filter.errors import UserError
-    from privacy_filter.protocol import audio_parts, eos_parts, frame_parts, send, socket, stream_start_parts
+    from privacy_filter.protocol import PeerSource, audio_parts, eos_parts, frame_parts, is_peer_url, send, socket, stream_start_parts
 
     flag, ctx = _worker_setup(f"decode:{sc.id}", log_level)
     sid = sc.id
@@ -212,8 +212,11 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     live = sc.is_live()
     sock = socket(ctx, zmq.PUSH, endpoint, bind=False, hwm=hwm, linger_ms=int(give_up_s * 1000))
     want_audio = sc.source.audio and sc.output.audio == "copy"
-    dec = Decoder(sc.source.url, stream_id=sid, audio=want_audio, live=live,
-                  reconnect=ReconnectPolicy(max_attempts=None) if live else None)
+    if is_peer_url(sc.source.url):  # imagezmq / NetGear senders: packed BGR converted to I420 here
+        dec: Any = PeerSource(sc.source.url, stream_id=sid, counters=counters, should_stop=lambda: flag["stop"] or shared.stop.is_set(), hwm=hwm)
+    else:
+        dec = Decoder(sc.source.url, stream_id=sid, audio=want_audio, live=live,
+                      reconnect=ReconnectPolicy(max_attempts=None) if live else None)
     rc, reason, sent = EXIT_OK, "end", 0
     try:
         info = dec.open()
@@ -262,6 +265,8 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
                 if item.index + 1 > cur:
                     counters.inc(sid, "frames_in", item.index + 1 - cur)
             sent = item.index + 1
+        if reason == "end" and (flag["stop"] or shared.stop.is_set()):
+            reason = "stop"  # a live source that returned because we asked it to
     except UserError as exc:
         log.error("stream %s: %s", sid, exc)
         rc, reason = EXIT_FATAL, "error"

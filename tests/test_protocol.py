@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import logging
 from fractions import Fraction
 from pathlib import Path
@@ -231,3 +232,146 @@ def test_unserialisable_metadata_is_a_clear_sender_error() -> None:
     f = YuvFrame.blank(8, 8, metadata={"when": object()})
     with pytest.raises(ValueError, match="not JSON-serialisable"):
         P.frame_parts(f)
+
+
+# --------------------------------------------------------------------------- foreign senders
+
+
+def _bt601(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Independent reference: BT.601 limited range, chroma from the mean of each 2x2 block (edges replicated)."""
+    h, w = img.shape[:2]
+    p = np.pad(img.astype(np.float64), ((0, h & 1), (0, w & 1), (0, 0)), mode="edge")
+    b, g, r = p[..., 0], p[..., 1], p[..., 2]
+    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+    u = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+    v = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+    blk = lambda a: a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).mean(axis=(1, 3))  # noqa: E731
+    return y[:h, :w], blk(u), blk(v)
+
+
+def _bgr_frame(shared_data: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    with av.open(str(shared_data / "videos/classroom.gif")) as c:
+        f = next(iter(c.decode(video=0)))
+        if size:
+            f = f.reformat(width=size[0], height=size[1])
+        return f.to_ndarray(format="bgr24")
+
+
+@pytest.mark.parametrize("size", [None, (317, 181)], ids=["480x270", "odd-317x181"])
+def test_bgr_to_i420_matches_bt601_reference(shared_data: Path, size) -> None:
+    img = _bgr_frame(shared_data, size)
+    f = P.bgr_to_yuv_frame(img, stream_id="x")
+    f.validate()
+    y, u, v = _bt601(img)
+    assert np.abs(f.y - y).max() <= 1 and np.abs(f.u - u).max() <= 1 and np.abs(f.v - v).max() <= 1
+
+
+def _port() -> int:
+    import socket as so
+
+    with so.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_imagezmq_sender_req_rep_into_peer_source(shared_data: Path) -> None:
+    """The real imagezmq ImageSender (REQ) talking to our hub: raw BGR, JPEG, and garbage, all answered."""
+    import threading
+
+    import cv2
+    import imagezmq
+
+    port = _port()
+    board = Board(["cam"])
+    src = P.PeerSource(f"imagezmq+rep://127.0.0.1:{port}", stream_id="cam", counters=board.counters())
+    img = _bgr_frame(shared_data)
+    replies: list[bytes] = []
+
+    def sender() -> None:
+        s = imagezmq.ImageSender(connect_to=f"tcp://127.0.0.1:{port}")
+        replies.append(s.send_image("host|cam0", img))
+        replies.append(s.send_image("host|cam0", np.zeros((10, 10), np.uint16)))  # wrong dtype: answered, counted, dropped
+        ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        replies.append(s.send_jpg("host|cam0", jpg))
+        replies.append(s.send_image("host|cam0", img[:100, :100]))  # another size: dropped and counted
+        replies.append(s.send_image("host|cam0", img[::-1].copy()))
+        s.close()
+
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    info = src.open()
+    assert (info.video.width, info.video.height, info.live) == (480, 270, True)
+    frames = [f for _, f in zip(range(3), src)]
+    t.join(10)
+    src.close()
+    assert replies == [b"OK"] * 5  # the sender is never left hanging, whatever it sent
+    y, u, v = _bt601(img)
+    assert np.abs(frames[0].y - y).max() <= 1 and frames[0].metadata == {"msg": "host|cam0"}
+    assert np.abs(frames[1].y.astype(int) - y).mean() < 3  # the JPEG, decoded and converted
+    assert np.abs(frames[2].y - _bt601(img[::-1])[0]).max() <= 1
+    assert [f.index for f in frames] == [0, 1, 2] and frames[0].pts <= frames[1].pts <= frames[2].pts
+    assert board.value("cam", "bad_messages:field") == 1 and board.value("cam", "frames_dropped") == 1
+
+
+def test_imagezmq_pub_sub_into_peer_source(shared_data: Path) -> None:
+    import imagezmq
+
+    port = _port()
+    img = _bgr_frame(shared_data, (64, 48))
+    sender = imagezmq.ImageSender(connect_to=f"tcp://127.0.0.1:{port}", REQ_REP=False)  # PUB binds
+    src = P.PeerSource(f"imagezmq+sub://127.0.0.1:{port}", stream_id="pub")
+    import threading
+
+    stop = threading.Event()
+
+    def pump() -> None:  # PUB/SUB loses messages until the subscription is through (slow joiner)
+        while not stop.is_set():
+            sender.send_image("pub", img)
+            time.sleep(0.02)
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    try:
+        info = src.open()
+        assert (info.video.width, info.video.height) == (64, 48)
+        f = next(iter(src))
+        assert np.abs(f.y - _bt601(img)[0]).max() <= 1
+    finally:
+        stop.set()
+        t.join(5)
+        src.close()
+        sender.close()
+
+
+def test_netgear_wire_format_into_peer_source(shared_data: Path) -> None:
+    """NetGear frames and terminate, built from its documented wire format (vidgear itself is not installed)."""
+    port = _port()
+    src = P.PeerSource(f"netgear+sub://127.0.0.1:{port}", stream_id="ng")  # NetGear's receiver SUB binds
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.connect(f"tcp://127.0.0.1:{port}")
+    img = _bgr_frame(shared_data, (96, 54))
+    hdr = {"terminate_flag": False, "compression": False, "message": {"camera": "c1"}, "pattern": "2", "dtype": "uint8", "shape": list(img.shape)}
+    import threading
+
+    def pump() -> None:
+        for _ in range(50):  # until the slow joiner is subscribed
+            pub.send_json(hdr, zmq.SNDMORE)
+            pub.send(np.ascontiguousarray(img))
+            time.sleep(0.02)
+        pub.send_json({"terminate_flag": True})
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    try:
+        src.open()
+        frames = list(src)  # ends at the terminate message
+        t.join(10)
+        assert 1 <= len(frames) <= 50  # some frames were lost to the slow joiner; terminate ended the stream
+        f = frames[0]
+        assert f.metadata == {"message": {"camera": "c1"}} and f.stream_id == "ng"
+        assert np.abs(f.y - _bt601(img)[0]).max() <= 1
+    finally:
+        src.close()
+        pub.close(0)
+        ctx.term()
