@@ -404,4 +404,7 @@ class Decoder:
 def _reason(exc: BaseException) -> str:
     """A short reason from an FFmpeg/OS error, without PyAV's repeated file name."""
     msg = getattr(exc, "strerror", None) or str(exc)
-    return re.sub(r"^\[Errno -?\d+\]\s*", "", str(msg)).strip() or type(exc).__name__
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(msg)).strip() or type(exc).__name__
+    if "Immediate exit requested" in text:  # PyAV's timeout interrupts the read this way
+        return "no data before the timeout"
+    return text

@@ -343,6 +343,7 @@ def run_process(
     report.frames_dropped = snap["frames_dropped"]
     report.stale_dropped = reader.stale_dropped
     report.reconnects = decoder.reconnects
+    counters.inc(sid, "reconnects", decoder.reconnects)
     report.pts_repaired = encoder.pts_repaired
     report.masks_written = masks.written if masks else 0
     return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -211,6 +212,58 @@ def test_dead_live_source_gives_one_error_naming_the_url() -> None:
     dec = Decoder(url, reconnect=ReconnectPolicy(initial_s=0.01, max_s=0.02, max_attempts=3, open_timeout_s=2, read_timeout_s=2))
     with pytest.raises(SourceError, match=f"rtsp://127.0.0.1:{port}/cam.*3 attempts"):
         dec.open()
+
+
+def _ts_bytes(n: int, rate: int = 25) -> bytes:
+    """An H.264 MPEG-TS stream in memory, as a camera would send it."""
+    import io
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mpegts") as out:
+        v = out.add_stream("libx264", rate=rate)
+        v.width, v.height, v.pix_fmt = 160, 96, "yuv420p"
+        v.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "5"}
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(np.full((144, 160), (i * 8) % 256, np.uint8), format="yuv420p")
+            f.pts, f.time_base = i, Fraction(1, rate)
+            for p in v.encode(f):
+                out.mux(p)
+        for p in v.encode(None):
+            out.mux(p)
+    return buf.getvalue()
+
+
+def test_live_udp_source_reconnects_keeps_time_monotonic_then_fails_clearly() -> None:
+    """A camera sends, goes silent (restarting its clock), sends again, then dies."""
+    import threading
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bursts = [_ts_bytes(50), _ts_bytes(50)]  # both start at pts 0, like a restarted encoder
+
+    def camera() -> None:
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        time.sleep(0.3)
+        for data in bursts:
+            for k in range(0, len(data), 1316):
+                tx.sendto(data[k : k + 1316], ("127.0.0.1", port))
+                time.sleep(0.002)
+            time.sleep(2.0)
+        tx.close()
+
+    threading.Thread(target=camera, daemon=True).start()
+    url = f"udp://127.0.0.1:{port}"
+    dec = Decoder(url, reconnect=ReconnectPolicy(initial_s=0.05, max_s=0.1, max_attempts=2, open_timeout_s=1.0, read_timeout_s=0.7))
+    pts: list[int] = []
+    with pytest.raises(SourceError, match=f"{url} unreachable after 2 attempts.*timeout"):
+        dec.open()
+        for f in dec:
+            if isinstance(f, YuvFrame):
+                pts.append(f.pts)
+    assert dec.reconnects == 1
+    assert len(pts) >= 80  # UDP may lose the first packets before the socket is bound
+    assert all(a < b for a, b in zip(pts, pts[1:])), "time keeps increasing across the reconnect"
 
 
 def test_udp_mpegts_sink_sends_transport_stream_packets(av_clip: Path) -> None:
