@@ -366,7 +366,8 @@ def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, 
             counters.inc(m.stream_id, "frames_dropped")
         segment: list[Any] = []
         for m in msgs:
-            if m.stream_id not in streams:
+            if m.stream_id not in streams:  # a well-formed message for a stream this service does not run
+                counters.inc(UNKNOWN_STREAM, "frames_dropped" if m.kind == "frame" else "bad_messages:field")
                 continue
             if m.kind == "frame" and m.gen < fresh_gen.get(m.stream_id, 0):
                 counters.inc(m.stream_id, "duplicates_discarded")  # a stream restarted from frame 0 since
