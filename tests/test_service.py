@@ -319,3 +319,19 @@ def test_live_stream_drops_stale_frames_counts_them_and_survives_a_decoder_kill(
     assert len(times) == r["frames_out"] > info["at"] + 10  # frames after the restart were written too
     assert all(b > a for a, b in zip(times, times[1:])), "time must keep increasing across the restart"
     assert times[-1] > Fraction(2)  # the second decoder's frames were shifted after the first one's
+
+
+@pytest.mark.slow
+def test_model_that_cannot_load_fails_closed(clips: dict[str, Path], tmp_path: Path) -> None:
+    """Privacy fails closed in service mode too: no engine → every frame covered whole, counted, still written."""
+    cfg = json.loads(_config(tmp_path, clips).read_text())
+    cfg["streams"] = [{"id": "room", "source": str(clips["gif"]), "output": str(tmp_path / "gif.mkv"),
+                       "model": str(tmp_path / "missing-model.onnx"), "effect": {"kind": "fill", "color": list(FILL_RGB)}}]
+    (tmp_path / "service.yaml").write_text(json.dumps(cfg))
+    rc, m, info = _run(tmp_path / "service.yaml")
+    assert rc == 0, info["stderr"][-3000:]
+    assert "their frames will be covered whole" in info["stderr"]
+    n = len(_times(clips["gif"]))
+    assert m["room"]["frames_covered_whole"] == m["room"]["frames_out"] == n
+    for _, u, v in _video(tmp_path / "gif.mkv"):  # every pixel of every frame is the fill colour
+        assert np.abs(u.astype(int) - 202).max() <= 3 and np.abs(v.astype(int) - 222).max() <= 3
