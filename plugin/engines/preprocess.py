@@ -12,6 +12,7 @@ All functions write into a caller-provided item buffer so a batch is filled with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -80,25 +81,39 @@ def item_shape(spec: ModelSpec) -> tuple[int, int, int]:
     return (3, spec.height, spec.width) if spec.input_layout == "NCHW" else (spec.height, spec.width, 3)
 
 
-def area_resize(plane: np.ndarray, w: int, h: int) -> np.ndarray:
-    """INTER_AREA downscale (w ≤ width, h ≤ height) of a uint8 plane, computed from its integral image.
-
-    The integral of a piecewise-constant picture is bilinear inside each pixel, so sampling the
-    integral image bilinearly at the output cell boundaries and differencing gives every cell's
-    exact coverage-weighted sum.  Rounded like OpenCV (half to even); equal to cv2 INTER_AREA.
-    """
-    ph, pw = plane.shape
-    ii = cv2.integral(plane, sdepth=cv2.CV_64F)  # (ph+1, pw+1), exact in float64
+@lru_cache(maxsize=32)
+def _area_plan(pw: int, ph: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Flat indices of the integral-image corners around each output cell boundary, and weights."""
     xb = np.arange(w + 1) * (pw / w)
     yb = np.arange(h + 1) * (ph / h)
     x0 = np.minimum(xb.astype(np.intp), pw - 1)
     y0 = np.minimum(yb.astype(np.intp), ph - 1)
-    fx, fy = xb - x0, (yb - y0)[:, None]
-    top = ii[y0]
-    rows = top + fy * (ii[y0 + 1] - top)  # (h+1, pw+1)
-    left = rows[:, x0]
-    cols = left + fx * (rows[:, x0 + 1] - left)  # (h+1, w+1)
-    cell = np.diff(np.diff(cols, axis=0), axis=1) * (w * h / (pw * ph))
+    stride = pw + 1
+    base = y0[:, None] * stride + x0[None, :]  # (h+1, w+1) index of the corner above-left
+    idx = np.stack([base, base + 1, base + stride, base + stride + 1])
+    return idx, (xb - x0)[None, :], (yb - y0)[:, None], w * h / (pw * ph)
+
+
+def area_resize(plane: np.ndarray, w: int, h: int) -> np.ndarray:
+    """INTER_AREA downscale (w ≤ width, h ≤ height) of a uint8 plane or image, from its integral image.
+
+    The integral of a piecewise-constant picture is bilinear inside each pixel, so sampling the
+    integral image bilinearly at the output cell corners and differencing gives every cell's
+    exact coverage-weighted sum.  Rounded like OpenCV (half to even): equal to cv2 INTER_AREA
+    (≤ 1 level on a few pixels in 10^5 from float rounding), at a fraction of its cost for
+    non-integer factors.
+    """
+    ph, pw = plane.shape[:2]
+    exact32 = pw * ph * 255 < 2**31 - 1  # int32 sums are exact and twice as fast to make
+    ii = cv2.integral(plane, sdepth=cv2.CV_32S if exact32 else cv2.CV_64F)
+    idx, fx, fy, norm = _area_plan(pw, ph, w, h)
+    flat = ii.reshape(-1, *ii.shape[2:])
+    a, b, c, d = (flat[i].astype(np.float64) for i in idx)
+    if plane.ndim == 3:
+        fx, fy = fx[..., None], fy[..., None]
+    top = a + fx * (b - a)
+    corners = top + fy * (c + fx * (d - c) - top)
+    cell = np.diff(np.diff(corners, axis=0), axis=1) * norm
     return np.clip(np.rint(cell), 0, 255).astype(np.uint8)
 
 
@@ -112,8 +127,8 @@ def _resize(plane: np.ndarray, w: int, h: int) -> np.ndarray:
         return cv2.resize(plane, (w, h), interpolation=UPSCALE)
     if isinstance(DOWNSCALE, int):
         return cv2.resize(plane, (w, h), interpolation=DOWNSCALE)
-    integer = pw % w == 0 and ph % h == 0  # OpenCV's fast path
-    if DOWNSCALE == "opencv" or integer or plane.ndim != 2 or pw * ph < 8 * w * h:
+    integer = pw % w == 0 and ph % h == 0  # OpenCV's own fast path
+    if DOWNSCALE == "opencv" or integer:
         return cv2.resize(plane, (w, h), interpolation=cv2.INTER_AREA)
     return area_resize(np.ascontiguousarray(plane), w, h)
 
