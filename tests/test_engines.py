@@ -252,3 +252,15 @@ def test_tiled_inference_is_one_batch_and_covers_the_frame(selfie_model: Resolve
 def test_engine_paths_go_to_tensorrt(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="TensorRT engine not found.*missing.plan"):
         create_segmenter(str(tmp_path / "missing.plan"))
+
+
+@pytest.mark.parametrize("size,target", [((1920, 1080), (256, 256)), ((960, 540), (256, 144)), ((641, 361), (320, 320)),
+                                         ((600, 800), (256, 256))])
+def test_area_resize_equals_opencv_inter_area(shared_data: Path, size, target) -> None:
+    img = cv2.imread(str(shared_data / "images/people_pseudo/images/1.jpg"))
+    big = cv2.resize(img, size, interpolation=cv2.INTER_CUBIC)
+    for plane in (big[..., 1], big):  # a plane, and a packed 3-channel image (infer_rgb path)
+        got = preprocess.area_resize(np.ascontiguousarray(plane), *target)
+        want = cv2.resize(plane, target, interpolation=cv2.INTER_AREA)
+        diff = np.abs(got.astype(int) - want)
+        assert got.shape == want.shape and diff.max() <= 1 and (diff > 0).mean() < 1e-4

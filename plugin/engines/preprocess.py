@@ -24,7 +24,7 @@ from privacy_filter.models.specs import ModelSpec
 #: its coverage), so thin limbs survive a 1080p → 256 shrink without aliasing.  OpenCV's own
 #: INTER_AREA takes its slow generic path for non-integer factors (~6 ms on a 1080p luma plane on
 #: this machine), so large shrinks use ``area_resize`` below — the same numbers from an integral
-#: image (~1 ms).  "opencv" forces cv2 INTER_AREA; an int forces that cv2 flag (bench baselines).
+#: image (~2 ms).  "opencv" forces cv2 INTER_AREA; an int forces that cv2 flag (bench baselines).
 DOWNSCALE: str | int = "area"
 UPSCALE = cv2.INTER_LINEAR
 
