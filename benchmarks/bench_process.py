@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--work", default=str(REPO / ".bench"))
     ap.add_argument("--json", default=None, help="also write the JSON here")
+    ap.add_argument("--model", default=None, help="override the preset's model (e.g. selfie-landscape)")
     args = ap.parse_args()
     ffmpeg = shutil.which("ffmpeg")
     if not ffmpeg:
@@ -108,7 +109,7 @@ def main() -> None:
     cfg = work / "ultrafast.yaml"
     cfg.write_text("defaults:\n  output:\n    preset: ultrafast\n")
     ours_cmd = [sys.executable, "-m", "privacy_filter.cli", "process", str(clip), str(work / "ours.mp4"),
-                "--preset", "cctv", "--config", str(cfg), "--no-progress"]
+                "--preset", "cctv", "--config", str(cfg), "--no-progress"] + (["--model", args.model] if args.model else [])
     ff_cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip), "-c:v", "libx264",
               "-preset", "ultrafast", str(work / "ffmpeg.mp4")]
     runs: dict[str, list[float]] = {"ffmpeg": [], "ours": []}
@@ -125,7 +126,7 @@ def main() -> None:
     fps = {k: n / v for k, v in med.items()}
     cpu_ms = {k: 1000 * statistics.median(v) / n for k, v in cpu.items()}
     result = {
-        "clip": str(clip), "frames": n, "size": "1920x1080", "frames_out_ours": out_frames,
+        "clip": str(clip), "frames": n, "model": args.model or "preset default", "size": "1920x1080", "frames_out_ours": out_frames,
         "repeats": args.repeats, "wall_s": runs, "median_wall_s": med, "median_fps": fps,
         "ratio_ours_over_ffmpeg": fps["ours"] / fps["ffmpeg"], "bar": 0.6,
         "cpu_s": cpu, "median_cpu_ms_per_frame": cpu_ms,

@@ -166,15 +166,33 @@ def plane_view(plane: Any) -> np.ndarray:
 
 def to_yuv_frame(frame: av.VideoFrame, index: int, stream_id: str, pts: int | None, time_base: Fraction) -> YuvFrame:
     """Wrap a decoded picture as a ``YuvFrame`` of plane views (converting only non-I420 input)."""
+    metadata = colorimetry(frame)
     if frame.format.name != "yuv420p":
         # GIF palettes (bgra/pal8), yuvj420p, nv12, 4:2:2 ... → I420 once, at source size.
         frame = frame.reformat(format="yuv420p")
     else:
         frame.make_writable()
     y, u, v = (plane_view(p) for p in frame.planes[:3])
-    yf = YuvFrame(y, u, v, pts=pts, time_base=time_base, index=index, stream_id=stream_id)
+    yf = YuvFrame(y, u, v, pts=pts, time_base=time_base, index=index, stream_id=stream_id, metadata=metadata)
     attach_native(yf, frame)
     return yf
+
+
+def colorimetry(frame: av.VideoFrame) -> dict[str, str]:
+    """The frame's colour tags when the stream sets them (the model's YUV→RGB needs the matrix).
+
+    Untagged video (most files) gets nothing: BT.601 limited range is the assumed default.
+    """
+    md: dict[str, str] = {}
+    spc = int(frame.colorspace or 2)
+    if spc == 1:  # AVCOL_SPC_BT709
+        md["colorspace"] = "bt709"
+    elif spc in (5, 6):  # BT470BG / SMPTE170M = BT.601
+        md["colorspace"] = "bt601"
+    # Full range survives only on yuv420p kept as is: reformatting (yuvj420p, RGB ...) yields limited range.
+    if int(frame.color_range or 0) == 2 and frame.format.name == "yuv420p":  # AVCOL_RANGE_JPEG
+        md["color_range"] = "jpeg"
+    return md
 
 
 def attach_native(yf: YuvFrame, frame: av.VideoFrame) -> None:
