@@ -1,8 +1,8 @@
 """``privacy-filter process``: one stream, start to finish, in one process.
 
-decode (reader thread) → stage (this thread: batched segmentation + effect) →
-encode (writer thread), with bounded queues between them so the three overlap on
-separate cores (PyAV, ONNX Runtime and OpenCV release the GIL while they work).
+decode (reader thread) → segmentation (this thread) → effect + encode (writer
+thread), with bounded queues between them so they overlap on separate cores
+(PyAV, ONNX Runtime and OpenCV release the GIL while they work).
 File sources apply backpressure, so every input frame comes out, once, with its
 source timestamp.  Live sources never wait for a slow stage: the reader keeps only
 the newest frames and counts the stale ones it drops.
@@ -125,8 +125,7 @@ class _Reader(threading.Thread):
                 except queue.Empty:
                     continue
                 if isinstance(old, YuvFrame):
-                    self.stale_dropped += 1
-                    self.counters.inc(self.sid, "frames_dropped")
+                    self.stale_dropped += 1  # added to frames_dropped at the end (one writer per counter)
                 else:  # keep audio and control items; requeue at the back
                     self.q.put_nowait(old)
 
@@ -151,11 +150,15 @@ class _Reader(threading.Thread):
 
 
 class _Writer(threading.Thread):
-    """Encode/mux from a queue, so x264 runs while the stage works on the next frame."""
+    """Draw the effect and encode/mux, so both run while the engine segments the next frame.
 
-    def __init__(self, encoder: Encoder, q: "queue.Queue[Any]") -> None:
+    Items are audio packets or (frame, probability maps | failure) pairs from ``FilterStage.segment``,
+    in frame order, so each mask meets the frame it was computed from and temporal state stays ordered.
+    """
+
+    def __init__(self, encoder: Encoder, q: "queue.Queue[Any]", stage: FilterStage, masks: "MaskWriter | None") -> None:
         super().__init__(name="encode", daemon=True)
-        self.encoder, self.q = encoder, q
+        self.encoder, self.q, self.stage, self.masks = encoder, q, stage, masks
         self.error: BaseException | None = None
         self.cpu_s = 0.0
 
@@ -173,8 +176,15 @@ class _Writer(threading.Thread):
                     break
                 if isinstance(item, AudioPacket):
                     self.encoder.write_audio(item)
-                else:
-                    self.encoder.write(item)
+                    continue
+                frame, probs = item
+                (res,) = self.stage.finish([frame], probs)
+                if res.frame is None:
+                    continue
+                self.encoder.write(res.frame)
+                if self.masks is not None:
+                    mask = res.mask if res.mask is not None else np.zeros((frame.height, frame.width), np.uint8)
+                    self.masks.put(frame.index, mask)
         except BaseException as exc:
             self.error = exc
             while self.q.get() is not _END:  # keep draining so the producer never blocks
@@ -274,7 +284,7 @@ def run_process(
     in_q: "queue.Queue[Any]" = queue.Queue(maxsize=8 if not decoder.live else 4)
     out_q: "queue.Queue[Any]" = queue.Queue(maxsize=8)
     reader = _Reader(decoder, in_q, decoder.live, counters, sid)
-    writer = _Writer(encoder, out_q)
+    writer = _Writer(encoder, out_q, stage, masks)
     bar = _progress(progress, info, source)
     report = ProcessReport(info=info)
     t0 = time.perf_counter()
@@ -298,11 +308,7 @@ def run_process(
                 out_q.put(item)
                 report.audio_packets += 1
                 continue
-            (res,) = stage.process([item])
-            if res.frame is not None:
-                out_q.put(res.frame)
-                if masks is not None:
-                    masks.put(res.frame.index, res.mask if res.mask is not None else np.zeros((item.height, item.width), np.uint8))
+            out_q.put((item, stage.segment([item])))
             n += 1
             if bar is not None:
                 bar.update(1)
@@ -336,6 +342,9 @@ def run_process(
         raise KeyboardInterrupt
     report.seconds = time.perf_counter() - t0
     report.cpu_s = {"decode": reader.cpu_s, "stage": stage_cpu, "encode": writer.cpu_s, "total": time.process_time() - cpu0}
+    counters.inc(sid, "reconnects", decoder.reconnects)
+    counters.inc(sid, "frames_dropped", reader.stale_dropped)
+    counters.inc(sid, "frames_out", encoder.frames_out)
     snap = board.snapshot()[sid]
     report.frames_in = snap["frames_in"]
     report.frames_out = encoder.frames_out
@@ -343,7 +352,6 @@ def run_process(
     report.frames_dropped = snap["frames_dropped"]
     report.stale_dropped = reader.stale_dropped
     report.reconnects = decoder.reconnects
-    counters.inc(sid, "reconnects", decoder.reconnects)
     report.pts_repaired = encoder.pts_repaired
     report.masks_written = masks.written if masks else 0
     return report

@@ -135,6 +135,14 @@ class FilterStage:
 
     def process(self, frames: Sequence[YuvFrame]) -> list[StageResult]:
         """Filter a batch; results are in the order of ``frames``."""
+        return self.finish(frames, self.segment(frames))
+
+    def segment(self, frames: Sequence[YuvFrame]) -> list[np.ndarray] | EngineFailure:
+        """First half of ``process``: the batch's probability maps, or why there are none.
+
+        Split out so a pipeline can segment frame N+1 while frame N's effect is drawn on
+        another thread; ``finish`` must then be called in frame order.
+        """
         if not frames:
             return []
         for f in frames:
@@ -142,13 +150,15 @@ class FilterStage:
                 raise ValueError(f"frame from unregistered stream {f.stream_id!r}; known: {sorted(self.streams)}")
         deadline_s = min(self.streams[f.stream_id].budget_s() for f in frames)
         try:
-            probs = self._infer(list(frames), deadline_s)
+            return self._infer(list(frames), deadline_s)
         except EngineFailure as exc:
-            return [self._fail(f, str(exc)) for f in frames]
-        results = []
-        for f, p in zip(frames, probs):
-            results.append(self._apply(f, p))
-        return results
+            return exc
+
+    def finish(self, frames: Sequence[YuvFrame], probs: list[np.ndarray] | EngineFailure) -> list[StageResult]:
+        """Second half of ``process``: each frame's effect with its own map, or the failure policy."""
+        if isinstance(probs, EngineFailure):
+            return [self._fail(f, str(probs)) for f in frames]
+        return [self._apply(f, p) for f, p in zip(frames, probs)]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
