@@ -99,16 +99,32 @@ class EffectConfig(_Strict):
 # Presets are a base layer: anything written on top of one wins.
 
 
+def _check_zmq_url(url: str, role: str) -> None:
+    """A ``zmq+`` URL must parse for its role; the error says what is allowed (a ValueError for pydantic)."""
+    from privacy_filter.zmq_io import is_zmq_url, parse_zmq_url
+
+    if is_zmq_url(url):
+        try:
+            parse_zmq_url(url, role)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
 class SourceConfig(_Strict):
     """Where a stream's frames come from.  A bare string in YAML is the ``url``."""
 
-    url: str = Field(..., min_length=1, description="file, rtsp://, http(s)://, udp://, rtmp://, /dev/videoN, lavfi:SPEC, or a ZeroMQ peer: imagezmq+rep://, imagezmq+sub://, netgear+sub://, netgear+rep://")
+    url: str = Field(..., min_length=1, description="file, rtsp://, http(s)://, udp://, rtmp://, /dev/videoN, lavfi:SPEC, an upstream ZeroMQ stage: zmq+pull://, zmq+sub:// (native protocol), or a ZeroMQ peer: imagezmq+rep://, imagezmq+sub://, netgear+sub://, netgear+rep://")
     audio: bool = Field(True, description="read the source's audio (it may still be dropped by output.audio)")
 
     @model_validator(mode="before")
     @classmethod
     def _from_str(cls, v: Any) -> Any:
         return {"url": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _zmq(self) -> "SourceConfig":
+        _check_zmq_url(self.url, "source")
+        return self
 
 
 class OutputConfig(_Strict):
@@ -120,7 +136,7 @@ class OutputConfig(_Strict):
     in service mode for the same reason.
     """
 
-    url: str = Field("", description="output file or URL (mp4, mkv, ts, udp://, rtmp://, rtsp://, .m3u8)")
+    url: str = Field("", description="output file or URL (mp4, mkv, ts, udp://, rtmp://, rtsp://, .m3u8), or the next ZeroMQ stage: zmq+push://, zmq+pub:// (native protocol, with masks)")
     format: str | None = Field(None, description="container format when the url does not say (e.g. mpegts, flv, rtsp, hls)")
     codec: Literal["libx264", "h264_nvenc"] = "libx264"
     preset: str = Field("veryfast", description="encoder preset (libx264: ultrafast..veryslow; h264_nvenc: p1..p7)")
@@ -129,11 +145,17 @@ class OutputConfig(_Strict):
     crf: int | None = Field(None, ge=0, le=51, description="constant quality when no bitrate is set (libx264 default 23)")
     gop: int | None = Field(None, ge=1, le=10000, description="keyframe interval in frames")
     audio: Literal["copy", "drop"] = Field("copy", description="copy the source's audio packets bit for bit, or drop audio")
+    mask: bool = Field(True, description="ZeroMQ outputs: send each frame's mask (255 = covered) as a 5th part; other outputs ignore it")
 
     @model_validator(mode="before")
     @classmethod
     def _from_str(cls, v: Any) -> Any:
         return {"url": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _zmq(self) -> "OutputConfig":
+        _check_zmq_url(self.url, "output")
+        return self
 
     def bitrate_bps(self) -> int | None:
         if self.bitrate is None:
@@ -169,6 +191,10 @@ class StreamConfig(_Strict):
 
         if is_peer_url(self.source.url):
             return True
+        from privacy_filter.zmq_io import is_zmq_url, parse_zmq_url
+
+        if is_zmq_url(self.source.url):  # zmq+sub is live; zmq+pull has backpressure, like a file
+            return parse_zmq_url(self.source.url, "source").live
 
         return is_live_source(self.source.url)
 

@@ -426,3 +426,30 @@ def _reason(exc: BaseException) -> str:
     if "Immediate exit requested" in text:  # PyAV's timeout interrupts the read this way
         return "no data before the timeout"
     return text
+
+
+def make_source(
+    url: str,
+    *,
+    stream_id: str = "0",
+    audio: bool = True,
+    live: bool | None = None,
+    reconnect: ReconnectPolicy | None = None,
+    counters: Any = None,
+    should_stop: Any = None,
+    hwm: int = 4,
+) -> Any:
+    """The reader for ``url``: a ``Decoder``, or for ZeroMQ peers a source shaped like one.
+
+    ``zmq+pull://`` / ``zmq+sub://`` read native protocol messages from an upstream stage
+    (``privacy_filter.zmq_io``); ``imagezmq+...`` / ``netgear+...`` read packed pictures
+    (``privacy_filter.protocol.PeerSource``, always live).
+    """
+    from privacy_filter.protocol import PeerSource, is_peer_url
+    from privacy_filter.zmq_io import ZmqSource, is_zmq_url
+
+    if is_zmq_url(url):
+        return ZmqSource(url, stream_id=stream_id, audio=audio, live=live, counters=counters, should_stop=should_stop, hwm=hwm)
+    if is_peer_url(url):
+        return PeerSource(url, stream_id=stream_id, counters=counters, should_stop=should_stop, hwm=min(hwm, 2))
+    return Decoder(url, stream_id=stream_id, audio=audio, live=live, reconnect=reconnect)

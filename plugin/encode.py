@@ -54,6 +54,7 @@ class EncodeSettings:
     options: dict[str, str] = field(default_factory=dict)  # extra codec options
     container_options: dict[str, str] = field(default_factory=dict)  # extra muxer options
     threads: int = 0
+    mask: bool = True  # ZeroMQ outputs: send each frame's mask (containers have no place for it)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "EncodeSettings":
@@ -271,8 +272,12 @@ class Encoder:
         plane_view(out.planes[2])[:] = frame.v
         return out
 
-    def write(self, frame: YuvFrame) -> None:
-        """Encode one picture (planes are read now; the caller may reuse them afterwards)."""
+    def write(self, frame: YuvFrame, mask: np.ndarray | None = None) -> None:
+        """Encode one picture (planes are read now; the caller may reuse them afterwards).
+
+        ``mask`` is accepted so that every sink has one signature; a video container has no
+        place for it (write masks with ``--mask-out``, or use a ZeroMQ output).
+        """
         if (frame.width, frame.height) != (self.video.width, self.video.height):
             raise SinkError(
                 f"{self.url}: frame {frame.index} is {frame.width}x{frame.height}, stream was opened for "
@@ -321,3 +326,29 @@ class Encoder:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def make_sink(
+    url: str,
+    video: VideoInfo,
+    settings: EncodeSettings | None = None,
+    *,
+    audio: Any = None,
+    audio_info: AudioInfo | None = None,
+    live: bool = False,
+    stream_id: str = "0",
+    hwm: int = 4,
+) -> Any:
+    """The writer for ``url``: an ``Encoder``, or for ``zmq+push://`` / ``zmq+pub://`` a ``zmq_io.ZmqSink``.
+
+    ``audio`` is what the ``Encoder`` copies from (a PyAV stream template or ``AudioInfo``);
+    a ZeroMQ sink announces ``audio_info`` (or ``audio`` when that is an ``AudioInfo``).
+    Both honour ``settings.audio`` (copy | drop); the sink also ``settings.mask``.
+    """
+    from privacy_filter.zmq_io import ZmqSink, is_zmq_url
+
+    settings = settings or EncodeSettings()
+    if is_zmq_url(url):
+        info = audio_info if audio_info is not None else (audio if isinstance(audio, AudioInfo) else None)
+        return ZmqSink(url, video, stream_id=stream_id, audio=info if settings.audio == "copy" else None, mask=settings.mask, hwm=hwm)
+    return Encoder(url, video, settings, audio=audio, live=live)

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from privacy_filter.decode import AudioPacket, Decoder, SourceInfo
-from privacy_filter.encode import EncodeSettings, Encoder
+from privacy_filter.decode import AudioPacket, Decoder, SourceInfo, make_source
+from privacy_filter.encode import EncodeSettings, Encoder, make_sink
 from privacy_filter.errors import UserError
 from privacy_filter.frames import YuvFrame
 from privacy_filter.metrics import Board, Counters
@@ -64,6 +64,7 @@ class ProcessReport:
     reconnects: int = 0
     pts_repaired: int = 0
     masks_written: int = 0
+    bad_messages: int = 0  # malformed messages from a ZeroMQ upstream, counted and dropped
     seconds: float = 0.0
     cpu_s: dict[str, float] = field(default_factory=dict)  # per thread: decode, stage, encode, process total
     info: SourceInfo | None = field(default=None, repr=False)
@@ -181,7 +182,7 @@ class _Writer(threading.Thread):
                 (res,) = self.stage.finish([frame], probs)
                 if res.frame is None:
                     continue
-                self.encoder.write(res.frame)
+                self.encoder.write(res.frame, res.mask)  # ZeroMQ outputs send the mask along; files ignore it
                 if self.masks is not None:
                     mask = res.mask if res.mask is not None else np.zeros((frame.height, frame.width), np.uint8)
                     self.masks.put(frame.index, mask)
@@ -258,7 +259,7 @@ def run_process(
     """
     sid = plan.stream_id
     live = None if plan.policy is None else plan.policy == "live"
-    decoder = Decoder(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live)
+    decoder = make_source(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live)
     info = decoder.open()
     try:
         device = resolve_device(plan.device)
@@ -271,7 +272,9 @@ def run_process(
         stage = FilterStage(segmenter, {sid: plan.stage}, device=device, counters=counters, effects=effects)
         masks = MaskWriter(mask_out) if mask_out else None
         try:
-            encoder = Encoder(output, info.video, plan.encode, audio=info.audio_stream, live=decoder.live)
+            # a ZeroMQ output keeps a ZeroMQ upstream's stream id, so the next stage sees the same stream
+            encoder = make_sink(output, info.video, plan.encode, audio=info.audio_stream, audio_info=info.audio, live=decoder.live,
+                                stream_id=getattr(decoder, "upstream_stream", None) or sid)
         except BaseException:
             stage.close()
             raise
@@ -320,6 +323,8 @@ def run_process(
     finally:
         stage_cpu = time.thread_time() - stage_cpu0
         reader.stop.set()
+        if hasattr(decoder, "stop"):  # a ZeroMQ source waiting for its upstream returns now
+            decoder.stop()
         _drain(in_q)  # unblock the reader
         out_q.put(_END)
         writer.join()
@@ -327,6 +332,8 @@ def run_process(
         if reader.is_alive():
             log.warning("source %s still blocked in a read; leaving it to its timeout", source)
         stage.close()
+        if hasattr(encoder, "end_reason"):  # a ZeroMQ output tells the next stage why the stream ended
+            encoder.end_reason = "error" if failure or writer.error else "stop" if interrupted else getattr(decoder, "end_reason", None) or "end"
         try:
             encoder.close()
         finally:
@@ -354,6 +361,7 @@ def run_process(
     report.reconnects = decoder.reconnects
     report.pts_repaired = encoder.pts_repaired
     report.masks_written = masks.written if masks else 0
+    report.bad_messages = sum(getattr(decoder, "bad", {}).values())
     return report
 
 
@@ -421,5 +429,6 @@ def cmd_process(args: argparse.Namespace) -> int:
         f"({report.frames_covered_whole} covered whole, {report.frames_dropped} dropped), "
         f"{report.audio_packets} audio packets, {report.seconds:.1f} s, {report.fps:.1f} fps"
         + (f"; masks in {args.mask_out}" if args.mask_out else "")
+        + (f"; {report.bad_messages} malformed messages dropped" if report.bad_messages else "")
     )
     return 0

@@ -202,9 +202,9 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     """
     import zmq
 
-    from privacy_filter.decode import AudioPacket, Decoder, ReconnectPolicy
+    from privacy_filter.decode import AudioPacket, ReconnectPolicy, make_source
     from privacy_filter.errors import UserError
-    from privacy_filter.protocol import PeerSource, audio_parts, eos_parts, frame_parts, is_peer_url, send, socket, stream_start_parts
+    from privacy_filter.protocol import audio_parts, eos_parts, frame_parts, send, socket, stream_start_parts
 
     flag, ctx = _worker_setup(f"decode:{sc.id}", log_level)
     sid = sc.id
@@ -212,11 +212,10 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     live = sc.is_live()
     sock = socket(ctx, zmq.PUSH, endpoint, bind=False, hwm=hwm, linger_ms=int(give_up_s * 1000))
     want_audio = sc.source.audio and sc.output.audio == "copy"
-    if is_peer_url(sc.source.url):  # imagezmq / NetGear senders: packed BGR converted to I420 here
-        dec: Any = PeerSource(sc.source.url, stream_id=sid, counters=counters, should_stop=lambda: flag["stop"] or shared.stop.is_set(), hwm=hwm)
-    else:
-        dec = Decoder(sc.source.url, stream_id=sid, audio=want_audio, live=live,
-                      reconnect=ReconnectPolicy(max_attempts=None) if live else None)
+    # a file/URL decoder, an upstream ZeroMQ stage (zmq+pull/sub), or imagezmq/NetGear senders (BGR -> I420 here)
+    dec: Any = make_source(sc.source.url, stream_id=sid, audio=want_audio, live=live,
+                           reconnect=ReconnectPolicy(max_attempts=None) if live else None, counters=counters,
+                           should_stop=lambda: flag["stop"] or shared.stop.is_set(), hwm=hwm)
     rc, reason, sent = EXIT_OK, "end", 0
     try:
         info = dec.open()
@@ -299,6 +298,9 @@ def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, 
     counters = shared.board.counters("stage")
     streams = {s.id: s for s in cfg.streams}
     live = {s.id for s in cfg.streams if s.is_live()}
+    from privacy_filter.zmq_io import is_zmq_url
+
+    with_mask = {s.id for s in cfg.streams if is_zmq_url(s.output.url) and s.output.mask}  # their encoders publish masks
     pull = socket(ctx, zmq.PULL, endpoint_in, bind=True, hwm=cfg.zmq.hwm * max(1, len(streams)))
     push = {sid: socket(ctx, zmq.PUSH, ep, bind=False, hwm=cfg.zmq.hwm, linger_ms=1000) for sid, ep in endpoints_out.items()}
     rx = Receiver(pull, counters=counters, fallback_stream=UNKNOWN_STREAM, known_streams=list(streams))
@@ -351,7 +353,7 @@ def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, 
             r = results[i]
             if r.frame is None:
                 continue  # dropped by on_failure: drop (counted by the stage)
-            forward(m.stream_id, frame_parts(r.frame, gen=m.gen), True)
+            forward(m.stream_id, frame_parts(r.frame, mask=r.mask if m.stream_id in with_mask else None, gen=m.gen), True)
 
     while not flag["stop"]:
         first = rx.recv(timeout_ms=POLL_MS)
@@ -410,7 +412,7 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
     import zmq
 
     from privacy_filter.decode import AudioPacket
-    from privacy_filter.encode import EncodeSettings, Encoder
+    from privacy_filter.encode import EncodeSettings, make_sink
     from privacy_filter.errors import UserError
     from privacy_filter.protocol import Receiver, socket
 
@@ -421,7 +423,7 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
     pull = socket(ctx, zmq.PULL, endpoint, bind=True, hwm=hwm)
     rx = Receiver(pull, counters=counters, fallback_stream=sid, known_streams=[sid])
     settings = EncodeSettings.from_config(sc.output)
-    enc: Encoder | None = None
+    enc: Any = None  # an Encoder, or a ZmqSink for zmq+push/pub outputs
     last_audio = -1
     rc = EXIT_OK
     try:
@@ -435,9 +437,9 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
                 continue
             if m.kind == "stream-start":
                 if enc is None:
-                    enc = Encoder(url, video_info_from(m.header["video"]), settings,
-                                  audio=audio_info_from(m.header.get("audio")) if sc.output.audio == "copy" else None,
-                                  live=sc.is_live())
+                    enc = make_sink(url, video_info_from(m.header["video"]), settings,
+                                    audio=audio_info_from(m.header.get("audio")) if sc.output.audio == "copy" else None,
+                                    live=sc.is_live(), stream_id=sid, hwm=hwm)
             elif m.kind == "frame":
                 if enc is None:
                     counters.inc(sid, "frames_dropped")
@@ -445,7 +447,7 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
                 if m.seq <= shared.progress[slot]:
                     counters.inc(sid, "duplicates_discarded")
                     continue
-                enc.write(m.frame)
+                enc.write(m.frame, m.mask)  # a ZeroMQ output publishes the mask; a container ignores it
                 shared.progress[slot] = m.seq
                 if m.frame.pts is not None:
                     shared.last_pts[slot] = m.frame.pts
@@ -460,6 +462,8 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
             elif m.kind == "eos":
                 if m.header.get("reason") == "error":
                     rc = EXIT_FATAL
+                if enc is not None and hasattr(enc, "end_reason"):
+                    enc.end_reason = str(m.header.get("reason", "end"))
                 log.info("stream %s: end of stream (%s), %d frames written", sid, m.header.get("reason"), shared.progress[slot] + 1)
                 break
     except UserError as exc:
