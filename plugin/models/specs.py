@@ -270,6 +270,8 @@ def load_deepstream_config(path: Path) -> tuple[ModelSpec, Path]:
         name=path.stem, input_name="", input_layout="NCHW", height=h, width=w,
         color="bgr" if color_fmt == 1 else "rgb", scale=(net_scale,) * 3, offset=offsets,
         output_name=outputs[0], output_kind="auto", output_layout="NHWC" if order == 1 else "NCHW",
+        # Class 1 is "person" in NVIDIA's label files; 'person-class-index' (not an nvinfer key,
+        # nvinfer ignores unknown keys) lets other label orders say where the person class is.
         person_index=int(props.get("person-class-index", "1") or 1),
     )
     return spec, (path.parent / onnx_file).resolve()
