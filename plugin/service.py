@@ -266,6 +266,8 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
             sent = item.index + 1
         if reason == "end" and (flag["stop"] or shared.stop.is_set()):
             reason = "stop"  # a live source that returned because we asked it to
+        elif reason == "end" and getattr(dec, "end_reason", None) in ("stop", "error"):
+            reason = dec.end_reason  # a ZeroMQ upstream's own eos reason is passed on
     except UserError as exc:
         log.error("stream %s: %s", sid, exc)
         rc, reason = EXIT_FATAL, "error"

@@ -257,3 +257,30 @@ def test_config_validates_zmq_urls_and_policy() -> None:
     assert StreamConfig(id="a", source="zmq+sub://h:1").is_live()
     sc = stream_config("in.mp4", "zmq+pub://tcp://*:1")
     assert sc.output.mask is True
+
+
+class _BrokenEngine:
+    """An engine whose every call fails, as a crashed GPU or a corrupt model would."""
+
+    def infer_yuv(self, frames: list[YuvFrame]) -> list[np.ndarray]:
+        raise RuntimeError("engine down")
+
+
+@pytest.mark.parametrize("on_failure", ["cover", "pass"])
+def test_zmq_output_fails_closed_unless_pass(frames: list[YuvFrame], tmp_path: Path, on_failure: str) -> None:
+    """With a failing engine, frames leave covered whole with an all-255 mask; only ``pass`` sends them unfiltered, maskless."""
+    ep_in, ep_out = f"ipc://{tmp_path}/in.sock", f"ipc://{tmp_path}/out.sock"
+    got = Consumer(ep_out)
+    got.start()
+    cfg = stream_config(f"zmq+pull://{ep_in}", f"zmq+push://{ep_out}", overrides={"effect": {"kind": "fill"}, "on_failure": on_failure})
+    t = threading.Thread(target=produce, args=(ep_in, frames[:6]), kwargs={"audio": False, "malformed": False}, daemon=True)
+    t.start()
+    report = run_process(cfg.source.url, cfg.output.url, plan_from_stream_config(cfg), segmenter=_BrokenEngine(), progress=False)
+    t.join(10)
+    got.join(30)
+    assert report.frames_out == 6 and got.eos is not None and len(got.frames) == 6
+    for src, (m, f, mask) in zip(frames, got.frames):
+        if on_failure == "cover":
+            assert m.header["has_mask"] and (mask == 255).all() and (f.y == FILL_Y).all()
+        else:
+            assert not m.header["has_mask"] and mask is None and np.array_equal(f.y, src.y)
