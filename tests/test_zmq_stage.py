@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,12 @@ class Consumer(threading.Thread):
         self.ctx.term()
 
 
+def _chroma_clear(mask: np.ndarray) -> np.ndarray:
+    h, w = mask.shape
+    m = np.pad(mask, ((0, h & 1), (0, w & 1)), mode="edge")
+    return m.reshape(m.shape[0] // 2, 2, m.shape[1] // 2, 2).max(axis=(1, 3)) == 0
+
+
 def check_filtered(frames: list[YuvFrame], got: Consumer, stream: str, *, audio: bool) -> None:
     """Every frame once, same seq/pts/time base/meta; mask of the frame's size; fill exactly where mask = 255."""
     assert got.eos is not None, "no eos"
@@ -128,6 +135,8 @@ def check_filtered(frames: list[YuvFrame], got: Consumer, stream: str, *, audio:
         covered = mask == 255
         assert np.array_equal(f.y[~covered], src.y[~covered]), f"frame {m.seq}: pixels outside the mask changed"
         assert (f.y[covered] == FILL_Y).all(), f"frame {m.seq}: covered pixels not filled"
+        clear = _chroma_clear(mask)  # chroma samples whose whole 2x2 luma block is uncovered
+        assert np.array_equal(f.u[clear], src.u[clear]) and np.array_equal(f.v[clear], src.v[clear])
         share = covered.mean()
         if 0.01 < share < 0.6:
             person_frames += 1
@@ -284,3 +293,34 @@ def test_zmq_output_fails_closed_unless_pass(frames: list[YuvFrame], tmp_path: P
             assert m.header["has_mask"] and (mask == 255).all() and (f.y == FILL_Y).all()
         else:
             assert not m.header["has_mask"] and mask is None and np.array_equal(f.y, src.y)
+
+
+def test_process_taps_a_publisher_with_zmq_sub(frames: list[YuvFrame], tmp_path: Path) -> None:
+    """zmq+sub (live): privacy-filter subscribes to an upstream PUB; paced frames all arrive, filtered, then eos."""
+    ep_pub, ep_out = f"ipc://{tmp_path}/pub.sock", f"ipc://{tmp_path}/out.sock"
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.XPUB)  # XPUB hears the subscription, so nothing is sent before privacy-filter listens
+    pub.bind(ep_pub)
+    got = Consumer(ep_out)
+    got.start()
+    cfg = stream_config(f"zmq+sub://{ep_pub}", f"zmq+push://{ep_out}", overrides={"effect": {"kind": "fill"}})
+    assert cfg.is_live()
+    result: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: result.update(r=run_process(cfg.source.url, cfg.output.url, plan_from_stream_config(cfg), progress=False)), daemon=True)
+    t.start()
+    assert pub.poll(30_000, zmq.POLLIN), "privacy-filter never subscribed"
+    pub.recv()
+    f0 = frames[0]
+    P.send(pub, P.stream_start_parts(UPSTREAM, video={"width": f0.width, "height": f0.height, "time_base": [TB.numerator, TB.denominator], "rate": None}))
+    for f in frames[:8]:
+        P.send(pub, P.frame_parts(f))
+        time.sleep(0.15)  # a camera's pace: the stage keeps up, so a live source drops nothing
+    P.send(pub, P.eos_parts(UPSTREAM, frames=8))
+    t.join(60)
+    got.join(30)
+    pub.close(linger=0)
+    ctx.term()
+    assert result["r"].frames_out == 8 and len(got.frames) == 8 and got.eos is not None
+    for src, (m, f, mask) in zip(frames, got.frames):
+        assert (m.seq, f.pts, f.metadata) == (src.index, src.pts, src.metadata) and mask is not None
+        assert np.array_equal(f.y[mask == 0], src.y[mask == 0]) and (f.y[mask == 255] == FILL_Y).all()
