@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
 import zmq
 
 from privacy_filter import protocol as P

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import zmq
@@ -286,10 +286,10 @@ class ZmqSource:
             self._ctx.term()
             self._ctx = None
 
-    def __enter__(self) -> "ZmqSource":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -411,8 +411,8 @@ class ZmqSink:
             self._sock.close()
             self._ctx.term()
 
-    def __enter__(self) -> "ZmqSink":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

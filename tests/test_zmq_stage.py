@@ -218,7 +218,7 @@ def test_service_stream_zmq_to_zmq(frames: list[YuvFrame], tmp_path: Path) -> No
     proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "run", str(tmp_path / "svc.yaml")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     produce(ep_in, frames)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     got.join(10)
     assert proc.returncode == 0, err[-3000:]
     check_filtered(frames, got, "lobby", audio=False)
