@@ -451,5 +451,5 @@ def make_source(
     if is_zmq_url(url):
         return ZmqSource(url, stream_id=stream_id, audio=audio, live=live, counters=counters, should_stop=should_stop, hwm=hwm)
     if is_peer_url(url):
-        return PeerSource(url, stream_id=stream_id, counters=counters, should_stop=should_stop, hwm=min(hwm, 2))
+        return PeerSource(url, stream_id=stream_id, counters=counters, should_stop=should_stop, hwm=hwm)
     return Decoder(url, stream_id=stream_id, audio=audio, live=live, reconnect=reconnect)
