@@ -264,3 +264,20 @@ def test_area_resize_equals_opencv_inter_area(shared_data: Path, size, target) -
         want = cv2.resize(plane, target, interpolation=cv2.INTER_AREA)
         diff = np.abs(got.astype(int) - want)
         assert got.shape == want.shape and diff.max() <= 1 and (diff > 0).mean() < 1e-4
+
+
+def test_resize_policy_two_stage_for_big_shrinks_exact_area_otherwise(shared_data: Path) -> None:
+    img = cv2.imread(str(shared_data / "images/people_pseudo/images/1.jpg"), cv2.IMREAD_GRAYSCALE)
+    y = cv2.resize(img, (1920, 1080), interpolation=cv2.INTER_CUBIC)
+    # 7.5x / 4.2x shrink: mean of four bilinear taps = bilinear to 2x, then (a+b+c+d+2) >> 2
+    got = preprocess._resize(y, 256, 256)
+    up2 = cv2.resize(y, (512, 512), interpolation=cv2.INTER_LINEAR).astype(np.int32)
+    want = (up2.reshape(256, 2, 256, 2).sum(axis=(1, 3)) + 2) >> 2
+    assert np.array_equal(got, want)
+    # and it stays close to true area averaging (what it stands in for)
+    area = cv2.resize(y, (256, 256), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(got.astype(int) - area).mean() < 1.5
+    # a 2.3x / 2.7x shrink (600x700 → 256x256) is exact area
+    small = cv2.resize(img, (600, 700))
+    diff = np.abs(preprocess._resize(small, 256, 256).astype(int) - cv2.resize(small, (256, 256), interpolation=cv2.INTER_AREA))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3

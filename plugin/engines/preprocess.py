@@ -20,12 +20,19 @@ import numpy as np
 from privacy_filter.frames import YuvFrame
 from privacy_filter.models.specs import ModelSpec
 
-#: Downscale filter: area averaging (OpenCV's INTER_AREA semantics: every source pixel weighted by
-#: its coverage), so thin limbs survive a 1080p → 256 shrink without aliasing.  OpenCV's own
-#: INTER_AREA takes its slow generic path for non-integer factors (~6 ms on a 1080p luma plane on
-#: this machine), so large shrinks use ``area_resize`` below — the same numbers from an integral
-#: image (~2 ms).  "opencv" forces cv2 INTER_AREA; an int forces that cv2 flag (bench baselines).
-DOWNSCALE: str | int = "area"
+#: Downscale policy.  Shrinking averages (no aliasing of thin limbs):
+#:
+#: * by 3x or more in either axis ("two-stage"): OpenCV bilinear to twice the target, then an
+#:   exact 2:1 box, ``(a+b+c+d+2) >> 2`` (OpenCV's INTER_AREA fast path) — the mean of four
+#:   bilinear taps per output pixel, about 0.3 ms for a 1080p luma plane;
+#: * otherwise exact area averaging (INTER_AREA semantics, ``area_resize``).
+#:
+#: Exact area for the big shrinks costs 11.7 ms per 1080p frame end to end against 7.1 ms for
+#: two-stage (benchmarks/bench_segmentation.py, same run, load < 1), with the same mIoU on
+#: portrait_dev / people_pseudo / cihp_multi (0.9376 / 0.9358 / 0.6354 vs 0.9376 / 0.9360 /
+#: 0.6350).  "area" forces exact area everywhere, "opencv" cv2 INTER_AREA, an int that cv2 flag
+#: (the benchmark's baselines).  kernels/preprocess.cu mirrors ``_resize``.
+DOWNSCALE: str | int = "two-stage"
 UPSCALE = cv2.INTER_LINEAR
 
 # YUV → RGB matrices (rows R, G, B applied to [Y, Cb-128, Cr-128]) before range scaling.
@@ -119,8 +126,8 @@ def area_resize(plane: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def _resize(plane: np.ndarray, w: int, h: int) -> np.ndarray:
-    """The one resize of model-input planes (the CUDA preprocessing kernel mirrors it):
-    area averaging when shrinking both axes, bilinear (half-pixel centres) otherwise."""
+    """The one resize of model-input planes (the CUDA preprocessing kernel mirrors it): averaging
+    when shrinking both axes (see DOWNSCALE), bilinear (half-pixel centres) otherwise."""
     ph, pw = plane.shape[:2]
     if (pw, ph) == (w, h):
         return plane
@@ -128,6 +135,9 @@ def _resize(plane: np.ndarray, w: int, h: int) -> np.ndarray:
         return cv2.resize(plane, (w, h), interpolation=UPSCALE)
     if isinstance(DOWNSCALE, int):
         return cv2.resize(plane, (w, h), interpolation=DOWNSCALE)
+    if DOWNSCALE == "two-stage" and (pw >= 3 * w or ph >= 3 * h):
+        plane = cv2.resize(plane, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(plane, (w, h), interpolation=cv2.INTER_AREA)
     integer = pw % w == 0 and ph % h == 0  # OpenCV's own fast path
     if DOWNSCALE == "opencv" or integer:
         return cv2.resize(plane, (w, h), interpolation=cv2.INTER_AREA)
