@@ -27,10 +27,10 @@ from privacy_filter.models.specs import ModelSpec
 #:   bilinear taps per output pixel, about 0.3 ms for a 1080p luma plane;
 #: * otherwise exact area averaging (INTER_AREA semantics, ``area_resize``).
 #:
-#: Exact area for the big shrinks costs 11.7 ms per 1080p frame end to end against 7.1 ms for
-#: two-stage (benchmarks/bench_segmentation.py, same run, load < 1), with the same mIoU on
-#: portrait_dev / people_pseudo / cihp_multi (0.9376 / 0.9358 / 0.6354 vs 0.9376 / 0.9360 /
-#: 0.6350).  "area" forces exact area everywhere, "opencv" cv2 INTER_AREA, an int that cv2 flag
+#: Exact area for the big shrinks costs 11.8 ms per 1080p frame end to end against 7.6 ms for
+#: two-stage (benchmarks/bench_segmentation.py, same run, load < 0.4), with the same pooled
+#: mIoU on portrait_dev / people_pseudo / cihp_multi (0.9376 / 0.9359 / 0.6350 vs 0.9376 /
+#: 0.9360 / 0.6350).  "area" forces exact area everywhere, "opencv" cv2 INTER_AREA, an int that cv2 flag
 #: (the benchmark's baselines).  kernels/preprocess.cu mirrors ``_resize``.
 DOWNSCALE: str | int = "two-stage"
 UPSCALE = cv2.INTER_LINEAR
