@@ -2,8 +2,12 @@
 // pitch, one frame per batch item, frames may differ in size) -> resized, normalised RGB or BGR
 // float batch (NCHW planar, or NHWC), mirroring privacy_filter.engines.preprocess.yuv_into:
 //   1. each plane is resized to the content size on its own, as engines.preprocess._resize:
-//      area averaging (INTER_AREA) when shrinking in both axes, otherwise OpenCV's fixed-point
-//      bilinear with half-pixel centres; 8-bit results, within one level of OpenCV's;
+//      upscaling in either axis -> OpenCV's 8-bit fixed-point bilinear (half-pixel centres);
+//      shrinking both axes by 3x or more in either -> "two-stage": that bilinear to twice the
+//      target, then OpenCV's exact 2:1 box (a + b + c + d + 2) >> 2, i.e. the rounded mean of
+//      four bilinear samples per output pixel (computed directly, no intermediate plane);
+//      other shrinks -> exact area averaging (INTER_AREA, round half to even; the 2:1 fast path
+//      as above).  8-bit results, within one level of the CPU path's on a few samples in 10^4;
 //   2. one 3x4 affine map (YUV -> RGB with the frame's matrix/range, rows already in model
 //      colour order) and a clip to 0..255;
 //   3. y = (x - offset) * scale per channel; letterbox padding gets (0 - offset) * scale.
@@ -14,9 +18,13 @@
 //                                        (px, py, pw, ph: content rectangle in model pixels)
 //   coef:   N x 12 float              -- the 3x4 affine map, row-major
 //   norm:   6 float                   -- offset[3], scale[3] in model colour order
-// Launch: block 32x8, grid (ceil(MW/32), ceil(MH/8), N).
-// Bytes per 1080p frame -> 256x256 model: read Y+U+V 3.11 MB (every source pixel is averaged
-// once), write 3x256x256x4 = 0.79 MB -> 3.9 MB.
+// Launch: block 32x8, grid (ceil(MW/32), ceil(MH/8), N); one thread per model pixel, all three
+// planes.  Loads per model pixel and plane: two-stage 4 bilinear samples x 4 taps = 16; area up
+// to (ceil(SW/DW) + 1) x (ceil(SH/DH) + 1); bilinear 4.
+// Bytes per 1080p frame -> 256x256 model (two-stage for Y 7.5x4.2 and U/V 3.75x2.1): the
+// taps of a 512x512 bilinear grid touch 1024 of 1080 Y rows and every U/V row; in 32-byte
+// sectors that is every sector of those rows -> read ~3.0 MB (of 3.11 MB Y+U+V), write
+// 3x256x256x4 = 0.79 MB -> 3.8 MB.
 #include "common.cuh"
 
 // One axis of OpenCV's 8-bit INTER_LINEAR: source index and 11-bit fixed-point weights.
@@ -74,12 +82,36 @@ __device__ float area_sample(const u8* __restrict__ p, int pitch, int step, int 
     return acc / ((fx2 - fx1) * (fy2 - fy1));
 }
 
-// One plane resampled to DW x DH as engines.preprocess._resize does it: same size -> copy;
-// shrinking in both axes -> area averaging (INTER_AREA); otherwise OpenCV's 8-bit bilinear.
+// "Two-stage" shrink: OpenCV's 8-bit bilinear to 2DW x 2DH, then its exact 2:1 box
+// (a + b + c + d + 2) >> 2 -- the four bilinear samples (2dx + i, 2dy + j), i, j in {0, 1}.
+// Taps are computed once per axis; each sample is linear_sample's arithmetic.
+__device__ int two_stage_sample(const u8* __restrict__ p, int pitch, int step, int SW, int SH, int dx, int dy,
+                                int DW, int DH) {
+    int x0[2], x1[2], a0[2], a1[2];
+    for (int i = 0; i < 2; ++i) linear_tap(2 * dx + i, SW, 2 * DW, &x0[i], &x1[i], &a0[i], &a1[i]);
+    int sum = 0;
+    for (int j = 0; j < 2; ++j) {
+        int y0, y1, b0, b1;
+        linear_tap(2 * dy + j, SH, 2 * DH, &y0, &y1, &b0, &b1);
+        const u8* r0 = p + (long long)y0 * pitch;
+        const u8* r1 = p + (long long)y1 * pitch;
+        for (int i = 0; i < 2; ++i) {
+            int h0 = r0[(long long)x0[i] * step] * a0[i] + r0[(long long)x1[i] * step] * a1[i];
+            int h1 = r1[(long long)x0[i] * step] * a0[i] + r1[(long long)x1[i] * step] * a1[i];
+            sum += clampi(((((h0 >> 4) * b0) >> 16) + (((h1 >> 4) * b1) >> 16) + 2) >> 2, 0, 255);
+        }
+    }
+    return (sum + 2) >> 2;
+}
+
+// One plane resampled to DW x DH as engines.preprocess._resize does it (DOWNSCALE "two-stage"):
+// same size -> copy; upscaling in either axis -> OpenCV's 8-bit bilinear; shrinking both axes,
+// by 3x or more in either -> two-stage; otherwise area averaging (INTER_AREA).
 __device__ __forceinline__ float resample_u8(const u8* __restrict__ p, int pitch, int step, int SW, int SH,
                                              int dx, int dy, int DW, int DH) {
     if (DW == SW && DH == SH) return (float)p[(long long)dy * pitch + (long long)dx * step];
     if (!(DW <= SW && DH <= SH)) return (float)linear_sample(p, pitch, step, SW, SH, dx, dy, DW, DH);
+    if (SW >= 3 * DW || SH >= 3 * DH) return (float)two_stage_sample(p, pitch, step, SW, SH, dx, dy, DW, DH);
     float v = area_sample(p, pitch, step, SW, SH, dx, dy, DW, DH);
     // Area means round half to even (OpenCV, engines.preprocess.area_resize), except OpenCV's
     // exact 2:1 fast path, which computes (a + b + c + d + 2) >> 2.

@@ -59,7 +59,7 @@ BYTES_1080P = {
     "mask_temporal_quantize": 1.9e6, "mask_upsample_threshold": 2.2e6, "dilate_rows": 4.1e6,
     "dilate_cols": 4.1e6, "feather_rows": 6.2e6, "feather_cols_alpha": 6.2e6, "chroma_alpha": 2.6e6,
     "composite_const": 8.3e6, "composite_planes": 11.4e6, "pixelate_composite": 8.3e6,
-    "cell_means": 1.04e6, "box_mean": 0.02e6, "composite_blur": 8.4e6, "preprocess_yuv": 3.9e6,
+    "cell_means": 1.04e6, "box_mean": 0.02e6, "composite_blur": 8.4e6, "preprocess_yuv": 3.8e6,
     "decode_channel_f32": 0.52e6, "decode_logits_f32": 0.79e6,
 }
 
