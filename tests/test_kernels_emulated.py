@@ -331,6 +331,40 @@ def test_preprocess_batch_matches_cpu(shared_data: Path, spec_name: str) -> None
         assert (diff > TOL).mean() <= 1e-3, f"item {i}: {(diff > TOL).mean():.2%} of values beyond ±{TOL}"
 
 
+def test_preprocessor_reuses_tables_and_fills_a_max_batch_buffer(shared_data: Path) -> None:
+    """One CudaPreprocessor per engine: rows per geometry computed once, device tables re-uploaded
+    only when the planes change, the first N items of a larger (engine max-batch) buffer written,
+    the rest untouched; a buffer of the wrong shape is refused by name."""
+    spec = SPECS["pssn-bgr-letterbox"]
+    rt = EmulatedRuntime()
+    pre = CudaPreprocessor(spec, rt)
+    W, H = SMALL
+    f = G.frame(shared_data, W, H, 0)
+    ring = []
+    for layout in ("nv12", "nv12"):
+        d = DevicePlanes.allocate(np, W, H, layout)
+        d.upload(rt, f.y, f.u, f.v)
+        ring.append(d)
+    buf = np.full((3, *pre.item_shape), -7.0, np.float32)
+    got, places = pre(ring[:1], out=buf)
+    assert got.shape == (1, *pre.item_shape) and np.shares_memory(got, buf)
+    assert (buf[1:] == -7.0).all(), "items past the batch must be left alone"
+    tables = pre._last[1]
+    want = np.zeros(pre.item_shape, np.float32)
+    assert yuv_into(f.y, f.u, f.v, spec, want) == places[0]
+    assert np.abs(got[0] - want).max() / 0.007843 <= 4.0
+    pre(ring[:1], out=buf)  # same surface again: the uploaded tables are reused
+    assert all(a is b for a, b in zip(pre._last[1], tables))
+    pre(ring[1:], out=buf)  # another surface of the same geometry: new plane addresses, same rows
+    assert pre._last[1][0] is not tables[0] and len(pre._rows) == 1
+    assert np.array_equal(buf[0], got[0])
+    assert rt.launches.count("preprocess_yuv") == 3
+    with pytest.raises(ValueError, match=r"float32 \[>=1, 3, 544, 960\]"):
+        pre(ring[:1], out=np.zeros((1, 3, 544, 961), np.float32))
+    with pytest.raises(ValueError, match="1 frames but 2 colorimetry"):
+        pre(ring[:1], [("bt601", False)] * 2)
+
+
 @pytest.mark.parametrize("size,model", [((641, 361), (320, 320)), ((1918, 1078), (960, 544)), ((768, 432), (513, 513)),
                                         ((1918, 1078), (256, 144)), ((1024, 576), (512, 288))])
 def test_preprocess_resampling_within_one_level(shared_data: Path, size, model) -> None:
@@ -403,6 +437,16 @@ def test_output_decoding_matches_cpu(sinet_output: np.ndarray, variant: str) -> 
     assert got.shape == want.shape == (2, 320, 320)
     assert np.abs(got - want).max() * 255 <= TOL
     assert 0.02 < (want > 0.5).mean() < 0.98, "real output should contain person and background"
+
+
+def test_output_decoding_refuses_what_it_cannot_decode() -> None:
+    raw = np.zeros((1, 2, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="person index 2 out of range for a 2-channel softmax"):
+        decode_output(raw, _spec(output_kind="softmax", person_index=2), EmulatedRuntime())
+    with pytest.raises(ValueError, match="argmax output of dtype float32 has no decoder"):
+        decode_output(raw, _spec(output_kind="argmax"), EmulatedRuntime())
+    with pytest.raises(ValueError, match="must be C-contiguous"):
+        decode_output(raw.transpose(0, 1, 3, 2), _spec(output_kind="softmax", person_index=1), EmulatedRuntime())
 
 
 # -------------------------------------------------------------- the 1080p effect chain

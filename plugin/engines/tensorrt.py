@@ -498,6 +498,7 @@ class TensorRTSegmenter(Segmenter):
         self.stream = cp.cuda.Stream(non_blocking=True)
         self._set_batch(self.max_batch)
         self._dev: dict[str, Any] = {}
+        self._preprocessor: Any = None  # engines.cuda_io.CudaPreprocessor of the last infer_device runtime
         for t in self.io:
             shape = (self.max_batch, *self.item_shape) if t.is_input else tuple(self._context.get_tensor_shape(t.name))
             if any(d < 0 for d in shape):
@@ -548,24 +549,25 @@ class TensorRTSegmenter(Segmenter):
         input buffer, the engine runs, the decoding kernel writes the maps.  Nothing is copied to the
         host.  Maps are (h, w) float32 device arrays at model resolution (letterbox content only).
         """
-        from privacy_filter.engines.gpu import launch_decode, launch_preprocess
+        from privacy_filter.engines.cuda_io import (
+            DEFAULT_COLORIMETRY,
+            CudaPreprocessor,
+            decode_output,
+        )
 
+        pre = self._preprocessor
+        if pre is None or pre.rt is not rt:  # one per runtime: it caches tables per frame geometry
+            pre = self._preprocessor = CudaPreprocessor(self.spec, rt)
         stream = getattr(rt, "stream", None)
-        colorimetry = list(colorimetry) if colorimetry is not None else [("bt601", False)] * len(frames)
+        colorimetry = list(colorimetry) if colorimetry is not None else [DEFAULT_COLORIMETRY] * len(frames)
         maps: list[Any] = []
         for start in range(0, len(frames), self.max_batch):
             chunk = list(frames[start : start + self.max_batch])
-            places = launch_preprocess(rt, chunk, self.spec, self.input_buffer, colorimetry[start : start + len(chunk)])
+            _, places = pre(chunk, colorimetry[start : start + len(chunk)], out=self.input_buffer)
             raw = self.run_device(len(chunk), stream)
-            prob = rt.xp.empty((len(chunk), *self._map_hw(raw)), dtype=np.float32)
-            launch_decode(rt, raw, self.spec, prob)
+            prob = decode_output(raw, self.spec, rt)
             maps.extend(place.crop(prob[i]) for i, place in enumerate(places))
         return maps
-
-    def _map_hw(self, raw: Any) -> tuple[int, int]:
-        if raw.ndim == 3 or self.spec.output_layout == "NHWC":
-            return int(raw.shape[1]), int(raw.shape[2])
-        return int(raw.shape[2]), int(raw.shape[3])
 
     # -- Segmenter --------------------------------------------------------------------------
     def run(self, batch: np.ndarray) -> np.ndarray:
