@@ -78,18 +78,19 @@ class ProcessReport:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when a CUDA device is usable, else ``cpu`` with one log line saying why."""
+    """``auto`` → ``cuda`` when the CUDA backend can run here, else ``cpu`` with one log line saying why.
+
+    Asks the same question ``effects.cuda.create_stream_effect`` does (device, driver *and* NVRTC),
+    so ``auto`` never picks a CUDA path that would then refuse to start.
+    """
     if device != "auto":
         return device
-    try:
-        import cupy  # type: ignore[import-not-found]
+    from privacy_filter.effects.cuda import cuda_unavailable_reason
 
-        if cupy.cuda.is_available():
-            return "cuda"
-        reason = "CuPy found no CUDA device/driver"
-    except Exception as exc:  # ImportError, driver errors
-        reason = f"CuPy unavailable ({type(exc).__name__})"
-    log.warning("--device auto: %s; using the CPU", reason)
+    reason = cuda_unavailable_reason()
+    if reason is None:
+        return "cuda"
+    log.warning("--device auto: CUDA unavailable: %s; using the CPU", reason)
     return "cpu"
 
 

@@ -191,13 +191,27 @@ def test_cli_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_device_auto_falls_back_to_cpu_with_a_reason(caplog: pytest.LogCaptureFixture) -> None:
-    try:
-        import cupy
+    """On this machine (no usable GPU) the one log line names the real reason, e.g. the driver error."""
+    from privacy_filter.effects.cuda import cuda_unavailable_reason
 
-        if cupy.cuda.is_available():
-            pytest.skip("a CUDA device is present here")
-    except ImportError:
-        pass
+    reason = cuda_unavailable_reason()
+    if reason is None:
+        pytest.skip("CUDA can run here, so --device auto does not fall back")
     with caplog.at_level(logging.WARNING, logger="privacy_filter.pipeline"):
         assert resolve_device("auto") == "cpu"
-    assert any("using the CPU" in r.message for r in caplog.records)
+    lines = [r.getMessage() for r in caplog.records if r.name == "privacy_filter.pipeline"]
+    assert lines == [f"--device auto: CUDA unavailable: {reason}; using the CPU"]
+
+
+def test_device_auto_follows_the_cuda_backends_verdict(monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """auto asks effects.cuda.cuda_unavailable_reason (device, driver and NVRTC), nothing else."""
+    from privacy_filter.effects import cuda
+
+    monkeypatch.setattr(cuda, "cuda_unavailable_reason", lambda: "cudaErrorNoDevice")
+    with caplog.at_level(logging.WARNING, logger="privacy_filter.pipeline"):
+        assert resolve_device("auto") == "cpu"
+    assert "CUDA unavailable: cudaErrorNoDevice; using the CPU" in caplog.text
+    monkeypatch.setattr(cuda, "cuda_unavailable_reason", lambda: None)
+    assert resolve_device("auto") == "cuda"
+    assert resolve_device("cpu") == "cpu" and resolve_device("cuda") == "cuda"
