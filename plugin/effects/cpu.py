@@ -140,8 +140,13 @@ def _tiles(plane: np.ndarray, th: int, tw: int) -> np.ndarray:
     return plane[: th * TILE, : tw * TILE].reshape(th, TILE, tw, TILE)
 
 
-def blend_plan(a: np.ndarray) -> BlendPlan:
+def blend_plan(a: np.ndarray, hard: bool = False) -> BlendPlan:
+    """``hard``: the caller knows ``a`` holds only 0 and 255 (no feather), so there is nothing to
+    blend and ``a`` itself is the copy mask; this skips three passes over the box."""
     h, w = a.shape
+    if hard:
+        none = np.empty(0, np.intp)
+        return BlendPlan(a, 0, 0, none, none, np.empty((0, TILE, TILE), np.uint16), none, none, np.empty(0, np.uint16))
     th, tw = h // TILE, w // TILE
     partial = cv2.inRange(a, 1, 254)
     ty = tx = np.empty(0, np.intp)
@@ -261,7 +266,9 @@ class CpuStreamEffect:
     def _render(self, frame: YuvFrame, ma: MaskAlpha, geo: Geometry, kind: str) -> None:
         if kind == "none":
             return
-        luma_plan = blend_plan(ma.a) if ma.a is not None else None
+        # without feather the luma alpha is 0/255 (threshold, dilation, inversion); chroma
+        # alpha is a 2x2 mean and has partial values along the edges
+        luma_plan = blend_plan(ma.a, hard=geo.feather == 0) if ma.a is not None else None
         chroma_plan = blend_plan(ma.ac) if ma.ac is not None else None
         regions = ((ma.box, luma_plan), (ma.cbox, chroma_plan), (ma.cbox, chroma_plan))
         if kind == "overlay":

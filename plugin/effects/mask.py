@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -112,6 +113,22 @@ def upsample_u8(q: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(q, (width, height), interpolation=cv2.INTER_LINEAR_EXACT)
 
 
+@lru_cache(maxsize=32)
+def _taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+    i0, i1, _ = bilinear_taps(src, dst)
+    return i0, i1
+
+
+def reachable_span(src_lo: int, src_hi: int, src: int, dst: int) -> tuple[int, int]:
+    """Output indices [d0, d1) of a ``src``→``dst`` bilinear resize that read any input in [src_lo, src_hi].
+
+    An output pixel is a convex combination of its taps, so it can reach a threshold only
+    if one of its taps does: outside this span the upsampled mask is below threshold.
+    """
+    i0, i1 = _taps(src, dst)  # both non-decreasing
+    return int(np.searchsorted(i1, src_lo, "left")), int(np.searchsorted(i0, src_hi, "right"))
+
+
 @dataclass
 class MaskAlpha:
     """Frame alpha stored sparsely: explicit inside ``box``, ``outside`` everywhere else.
@@ -185,17 +202,28 @@ def cpu_mask_alpha(m: np.ndarray, geo: Geometry) -> MaskAlpha:
     width, height = geo.width, geo.height
     outside = 255 if geo.invert else 0
     q = quantize(m)
-    if int(q.max()) < geo.threshold8:  # nobody: nothing above threshold anywhere
+    t8 = int(geo.threshold8)
+    sx, sy, sw, sh = cv2.boundingRect((q >= t8).view(np.uint8))
+    if sw == 0 or sh == 0:  # nobody: nothing above threshold anywhere
         return MaskAlpha(width, height, outside)
     u = upsample_u8(q, width, height)
-    b = cv2.compare(u, geo.threshold8, cv2.CMP_GE)
-    x, y, w, h = cv2.boundingRect(b)
+    # Threshold and bound only the part of the frame that a source pixel at/above threshold
+    # reaches; everything else is below threshold (saves two full-frame passes).
+    ry0, ry1 = reachable_span(sy, sy + sh - 1, q.shape[0], height)
+    rx0, rx1 = reachable_span(sx, sx + sw - 1, q.shape[1], width)
+    if ry1 <= ry0 or rx1 <= rx0:  # a shrink that samples none of those pixels
+        return MaskAlpha(width, height, outside)
+    reach = u[ry0:ry1, rx0:rx1]
+    # 0/255; OpenCV would take a tiny array for a scalar operand, so NumPy does those
+    hit = cv2.compare(reach, t8, cv2.CMP_GE) if reach.size >= 16 else np.where(reach >= t8, 255, 0).astype(np.uint8)
+    x, y, w, h = cv2.boundingRect(hit)
     if w == 0 or h == 0:
         return MaskAlpha(width, height, outside)
     r, f = geo.dilate, geo.feather
-    box = _grow_box(x, y, w, h, r + f, width, height)
+    box = _grow_box(x + rx0, y + ry0, w, h, r + f, width, height)
     y0, y1, x0, x1 = box
-    a = b[y0:y1, x0:x1]
+    a = np.zeros((y1 - y0, x1 - x0), np.uint8)  # the thresholded mask over the box
+    a[y + ry0 - y0 : y + ry0 - y0 + h, x + rx0 - x0 : x + rx0 - x0 + w] = hit[y : y + h, x : x + w]
     if r > 0:
         a = cv2.dilate(a, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1)))
     if f > 0:

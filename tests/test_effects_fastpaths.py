@@ -1,0 +1,72 @@
+"""The CPU effect's shortcuts stay bit-exact: thresholding only where the mask can reach, and
+the no-blend plan for hard (feather 0) masks such as the cctv preset's.
+
+Both are checked against the NumPy references (tests/reference.py) on real masks, and the
+reachable-span bound against a brute-force full-frame threshold on random maps, including
+shrinks (which sample only some source pixels) and tiny frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import effects_data as D
+import reference as R
+from privacy_filter.config import EffectConfig, MaskConfig
+from privacy_filter.effects import create_stream_effect, resolve_geometry
+from privacy_filter.effects.mask import cpu_mask_alpha, quantize, reachable_span, upsample_u8
+
+HARD = MaskConfig(threshold=0.3, dilate_frac=0.02, feather_px=0)  # the cctv preset's mask
+
+
+@pytest.mark.parametrize("size", [(641, 361), (1918, 1078)])
+@pytest.mark.parametrize("target", ["person", "background"])
+@pytest.mark.parametrize("kind", ["pixelate", "fill", "blur", "overlay"])
+def test_hard_mask_effects_match_reference(shared_data: Path, kind: str, target: str, size: tuple[int, int]) -> None:
+    effect = EffectConfig(kind=kind, target=target, color=(200, 30, 60))  # type: ignore[arg-type]
+    for prob in (D.real_prob(shared_data, "00001"), D.shrink_prob(D.real_prob(shared_data, "00003"), 0.3, (0.15, 0.8))):
+        frame = D.real_frame(shared_data, *size)
+        orig = frame.copy()
+        alpha = create_stream_effect(effect, HARD).apply(frame, prob)
+        planes, ref_alpha = R.apply_ref(orig.planes, prob, effect, HARD)
+        assert np.array_equal(alpha, ref_alpha)
+        assert set(np.unique(alpha).tolist()) <= {0, 255}
+        assert 0 < int((alpha == 255).sum()) < alpha.size
+        diff = max(int(np.abs(a.astype(np.int32) - b).max()) for a, b in zip(frame.planes, planes))
+        assert diff <= 2
+
+
+def test_reachable_span_bounds_the_threshold_exactly() -> None:
+    """Outside the span nothing reaches threshold; inside, the CPU alpha equals the reference."""
+    rng = np.random.default_rng(7)
+    boxes = 0
+    for trial in range(240):
+        sh, sw = [(144, 256), (256, 256), (3, 5), (1, 1), (17, 33), (2, 1)][trial % 6]
+        width, height = [(1920, 1080), (641, 361), (2, 2), (1, 3), (5, 3), (7, 1)][trial % 6 - (trial // 6) % 2]
+        m = rng.random((sh, sw)).astype(np.float32)
+        if trial % 3 == 0:
+            m = cv2.GaussianBlur(m, (0, 0), 3) ** 4
+        elif trial % 3 == 1:
+            m[:] = 0
+            m[rng.integers(0, sh), rng.integers(0, sw)] = rng.random()
+        t8 = int(rng.integers(1, 256))
+        q = quantize(m)
+        full = upsample_u8(q, width, height) >= t8
+        ys, xs = np.nonzero(q >= t8)
+        if ys.size:
+            y0, y1 = reachable_span(int(ys.min()), int(ys.max()), sh, height)
+            x0, x1 = reachable_span(int(xs.min()), int(xs.max()), sw, width)
+            inside = np.zeros_like(full)
+            inside[y0:y1, x0:x1] = True
+            assert not (full & ~inside).any(), trial
+        mask = MaskConfig(threshold=t8 / 255, dilate_px=int(rng.choice([0, 2])), feather_px=int(rng.choice([0, 2])))
+        effect = EffectConfig(target=str(rng.choice(["person", "background"])))  # type: ignore[arg-type]
+        ma = cpu_mask_alpha(m, resolve_geometry(effect, mask, width, height))
+        a, ac = R.mask_alpha_ref(m, width, height, R.geometry_ref(effect, mask, width, height))
+        assert np.array_equal(ma.full(), a) and np.array_equal(ma.full_chroma(), ac), trial
+        boxes += ma.box is not None
+    assert boxes > 60  # the comparison covered real boxes, not only empty masks
