@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--soft", action="store_true", help="write probability x 255 instead of 0/255")
     p.add_argument("--tiles", default=None, help="tiling: 'auto', 'off', or COLSxROWS (e.g. 2x1)")
+    p.add_argument("--refine", choices=("guided", "off"), default=None,
+                   help="edge refinement of the upsampled mask: 'guided' (default, colour guided filter) or 'off'")
     p.set_defaults(handler="privacy_filter.evaluate:cmd_segment")
 
     # --- eval ------------------------------------------------------------------------------
@@ -63,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", required=True, metavar="DIR")
     _add_model_args(p)
     p.add_argument("--tiles", default=None, help="tiling: 'auto', 'off', or COLSxROWS")
+    p.add_argument("--refine", choices=("guided", "off"), default=None,
+                   help="edge refinement of the upsampled mask: 'guided' (default) or 'off' (the video pipeline's plain bilinear)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler="privacy_filter.evaluate:cmd_eval")

@@ -5,8 +5,9 @@ background IoU, each computed from **pixel totals pooled over the whole dataset*
 matrix for all images, as TAO's evaluation accumulates it) — not an average of per-image IoUs,
 which would let tiny masks dominate.  The per-image average is reported too, labelled as such.
 
-Predictions are made the way the product makes them: probability at model resolution →
-bilinear upsample to the image size → threshold 0.5.  Ground truth: any nonzero pixel is person;
+Predictions: probability at model resolution → to the image size, by default with the colour
+guided filter of ``engines.refine`` (edge-aware; ``--refine off`` = the plain bilinear upsample
+the video pipeline uses) → threshold 0.5.  Ground truth: any nonzero pixel is person;
 a mask whose size differs from its image is resized with nearest-neighbour.
 """
 
@@ -26,6 +27,7 @@ import cv2
 import numpy as np
 
 from privacy_filter.engines import Segmenter, create_segmenter, upsample_probability
+from privacy_filter.engines.refine import Refine, refine_guided
 from privacy_filter.errors import SourceError, UserError
 
 log = logging.getLogger(__name__)
@@ -76,9 +78,17 @@ def read_mask(path: Path, width: int, height: int) -> np.ndarray:
     return m > 0
 
 
-def person_probability(seg: Segmenter, image_bgr: np.ndarray) -> np.ndarray:
-    """Probability at the image's size: model → bilinear upsample (what the product does)."""
+DEFAULT_REFINE: Refine = "guided"
+
+
+def person_probability(seg: Segmenter, image_bgr: np.ndarray, refine: Refine = DEFAULT_REFINE) -> np.ndarray:
+    """Probability at the image's size: model → guided-filter refinement (default) or plain
+    bilinear upsample (``refine='off'``, what the video pipeline does)."""
     prob = seg.infer_rgb([image_bgr], order="bgr")[0]
+    if refine == "guided":
+        return refine_guided(prob, image_bgr)
+    if refine != "off":
+        raise UserError(f"unknown --refine {refine!r}: expected 'guided' or 'off'")
     return upsample_probability(prob, image_bgr.shape[1], image_bgr.shape[0])
 
 
@@ -102,6 +112,10 @@ def mask_png(prob: np.ndarray, soft: bool) -> np.ndarray:
     return np.where(prob >= THRESHOLD, 255, 0).astype(np.uint8)
 
 
+def _refine_arg(args: argparse.Namespace) -> Refine:
+    return getattr(args, "refine", None) or DEFAULT_REFINE
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     images = collect_images(args.inputs)
     if not images:
@@ -122,7 +136,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             print(f"privacy-filter segment: {exc}", file=sys.stderr)
             failed.append(str(path))
             continue
-        mask = mask_png(person_probability(seg, img), bool(args.soft))
+        mask = mask_png(person_probability(seg, img, _refine_arg(args)), bool(args.soft))
         if not cv2.imwrite(str(out / f"{path.stem}.png"), mask):
             raise UserError(f"cannot write {out / (path.stem + '.png')}")
     if failed:
@@ -177,13 +191,14 @@ class Confusion:
 class EvalResult:
     model: str
     tiles: str
+    refine: str
     images: int
     miou: float  # pooled over the dataset's pixel totals (the KPI)
     person_iou: float
     background_iou: float
     person_recall: float
     miou_per_image_mean: float  # average of per-image mIoUs, for reference only
-    median_ms: float  # preprocessing + inference + upsample + threshold, per image (decode excluded)
+    median_ms: float  # preprocessing + inference + upsample/refine + threshold, per image (decode excluded)
     pooling: str = "dataset pixel totals"
     per_image: list[dict] = field(default_factory=list)
 
@@ -200,7 +215,8 @@ def pair_masks(images: list[Path], masks_dir: Path) -> list[tuple[Path, Path]]:
     return [(p, by_stem[p.stem]) for p in images]
 
 
-def evaluate(seg: Segmenter, pairs: list[tuple[Path, Path]], progress: bool = True, tiles: str = "off") -> EvalResult:
+def evaluate(seg: Segmenter, pairs: list[tuple[Path, Path]], progress: bool = True, tiles: str = "off",
+             refine: Refine = DEFAULT_REFINE) -> EvalResult:
     total = Confusion()
     per_image: list[dict] = []
     times: list[float] = []
@@ -208,12 +224,12 @@ def evaluate(seg: Segmenter, pairs: list[tuple[Path, Path]], progress: bool = Tr
         img = read_image(img_path)
         gt = read_mask(mask_path, img.shape[1], img.shape[0])
         t0 = time.perf_counter()
-        pred = person_probability(seg, img) >= THRESHOLD
+        pred = person_probability(seg, img, refine) >= THRESHOLD
         times.append((time.perf_counter() - t0) * 1000)
         c = total.add(pred, gt)
         per_image.append({"image": img_path.name, "miou": round(c.miou, 5), "person_iou": round(c.person_iou, 5)})
     return EvalResult(
-        model=seg.spec.name, tiles=tiles, images=len(pairs), miou=total.miou, person_iou=total.person_iou,
+        model=seg.spec.name, tiles=tiles, refine=refine, images=len(pairs), miou=total.miou, person_iou=total.person_iou,
         background_iou=total.background_iou, person_recall=total.recall,
         miou_per_image_mean=float(np.mean([r["miou"] for r in per_image])) if per_image else float("nan"),
         median_ms=statistics.median(times) if times else float("nan"), per_image=per_image,
@@ -222,7 +238,7 @@ def evaluate(seg: Segmenter, pairs: list[tuple[Path, Path]], progress: bool = Tr
 
 def format_table(r: EvalResult) -> str:
     rows = [
-        ("model", r.model), ("tiles", r.tiles), ("images", r.images),
+        ("model", r.model), ("tiles", r.tiles), ("refine", r.refine), ("images", r.images),
         ("mIoU (2-class, pooled)", f"{r.miou:.4f}"), ("person IoU", f"{r.person_iou:.4f}"),
         ("background IoU", f"{r.background_iou:.4f}"), ("person recall", f"{r.person_recall:.4f}"),
         ("mIoU per-image mean", f"{r.miou_per_image_mean:.4f}"), ("median ms/image", f"{r.median_ms:.2f}"),
@@ -243,7 +259,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     pairs = pair_masks(images, Path(args.masks))
     tiles = getattr(args, "tiles", None)
     seg = create_segmenter(args.model, device=args.device, tiles=tiles)
-    result = evaluate(seg, pairs, progress=True, tiles=str(tiles or "off"))
+    result = evaluate(seg, pairs, progress=True, tiles=str(tiles or "off"), refine=_refine_arg(args))
     if args.json:
         print(json.dumps(asdict(result), indent=2))
     else:
