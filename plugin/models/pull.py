@@ -38,7 +38,7 @@ from pathlib import Path
 import platformdirs
 
 from privacy_filter.errors import ModelError
-from privacy_filter.models.tflite2onnx import CONVERTER_VERSION, convert_tflite
+from privacy_filter.models.converter_version import CONVERTER_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -366,6 +366,8 @@ def _install(directory: Path, manifest: dict, m: DefaultModel, data: bytes, orig
         _say(f"warning: {origin} differs from the mediapipe {MEDIAPIPE_VERSION} {m.tflite_file} "
              f"(sha256 {digest[:12]}…); converting it anyway", progress)
     t0 = time.perf_counter()
+    from privacy_filter.models.tflite2onnx import convert_tflite  # onnx + tflite: only when converting
+
     model = convert_tflite(data)
     blob = model.SerializeToString()
     out = directory / m.onnx_file

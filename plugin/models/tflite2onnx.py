@@ -31,8 +31,7 @@ try:  # the flatbuffer schema package; a hard dependency, but fail with a clear 
 except ImportError as exc:  # pragma: no cover - exercised only on broken installs
     raise ModelError("the 'tflite' package is required to convert TFLite models (pip install tflite)") from exc
 
-#: Bumped whenever the produced graph changes; part of the model cache manifest.
-CONVERTER_VERSION = "1"
+from privacy_filter.models.converter_version import CONVERTER_VERSION  # kept importable from here
 OPSET = 17
 
 _BUILTIN_NAMES: dict[int, str] = {
