@@ -18,7 +18,7 @@ import effects_data as D
 import reference as R
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects import create_stream_effect, resolve_geometry
-from privacy_filter.effects.mask import cpu_mask_alpha, quantize, reachable_span, upsample_u8
+from privacy_filter.effects.mask import cpu_mask_alpha, quantize, reachable_span, upsample_part, upsample_u8
 
 HARD = MaskConfig(threshold=0.3, dilate_frac=0.02, feather_px=0)  # the cctv preset's mask
 
@@ -70,3 +70,19 @@ def test_reachable_span_bounds_the_threshold_exactly() -> None:
         assert np.array_equal(ma.full(), a) and np.array_equal(ma.full_chroma(), ac), trial
         boxes += ma.box is not None
     assert boxes > 60  # the comparison covered real boxes, not only empty masks
+
+
+@pytest.mark.parametrize(("src", "dst"), [((144, 256), (1920, 1080)), ((256, 256), (1920, 1080)), ((256, 256), (1280, 720)),
+                                          ((144, 256), (641, 361)), ((144, 256), (3840, 2160)), ((256, 256), (128, 96))])
+def test_upsample_part_equals_the_full_resize(src: tuple[int, int], dst: tuple[int, int]) -> None:
+    """Cropped resizes (used where the tap pattern repeats) give the full resize's pixels."""
+    rng = np.random.default_rng(11)
+    q = rng.integers(0, 256, src, dtype=np.uint8)
+    width, height = dst
+    full = upsample_u8(q, width, height)
+    assert np.array_equal(full, R.resize_bilinear_ref(q, width, height))
+    for _ in range(40):
+        r0, r1 = sorted(rng.integers(0, height + 1, 2).tolist())
+        c0, c1 = sorted(rng.integers(0, width + 1, 2).tolist())
+        r1, c1 = max(r1, r0 + 1), max(c1, c0 + 1)
+        assert np.array_equal(upsample_part(q, width, height, (r0, r1), (c0, c1)), full[r0:r1, c0:c1])

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
+from math import gcd
 
 import cv2
 import numpy as np
@@ -113,10 +114,42 @@ def upsample_u8(q: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(q, (width, height), interpolation=cv2.INTER_LINEAR_EXACT)
 
 
-@lru_cache(maxsize=32)
-def _taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
-    i0, i1, _ = bilinear_taps(src, dst)
-    return i0, i1
+@lru_cache(maxsize=256)
+def _taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """bilinear_taps, cached: the frame size is fixed and crop sizes repeat."""
+    return bilinear_taps(src, dst)
+
+
+def _crop_axis(src: int, dst: int, d0: int, d1: int) -> tuple[int, int, int, int] | None:
+    """(s0, s1, e0, e1): a source crop [s0, s1) whose own resize to [e0, e1) reproduces outputs [d0, d1).
+
+    The tap pattern of a ``src``→``dst`` resize repeats every ``src/g`` inputs (``dst/g``
+    outputs, g = gcd): a crop cut on that period, one period wider than needed on each side
+    so that its edge clamping never reaches [d0, d1), has the same scale and the same taps.
+    The tap tables are compared to make sure (the same float64 rounding as OpenCV's); None
+    when no smaller crop exists or they differ.
+    """
+    g = gcd(src, dst)
+    ps, pd = src // g, dst // g
+    b0, b1 = max(0, d0 // pd - 1), min(g, -(-d1 // pd) + 1)
+    if b1 - b0 >= g:
+        return None
+    s0, e0 = b0 * ps, b0 * pd
+    i0, i1, w = _taps(src, dst)
+    c0, c1, cw = _taps((b1 - b0) * ps, (b1 - b0) * pd)
+    j0, j1 = d0 - e0, d1 - e0
+    same = (np.array_equal(c0[j0:j1] + s0, i0[d0:d1]) and np.array_equal(c1[j0:j1] + s0, i1[d0:d1])
+            and np.array_equal(cw[j0:j1], w[d0:d1]))
+    return (s0, b1 * ps, e0, b1 * pd) if same else None
+
+
+def upsample_part(q: np.ndarray, width: int, height: int, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    """``upsample_u8(q, width, height)[r0:r1, c0:c1]``, bit for bit, resizing only a crop where possible."""
+    (r0, r1), (c0, c1) = rows, cols
+    ys = _crop_axis(q.shape[0], height, r0, r1) or (0, q.shape[0], 0, height)
+    xs = _crop_axis(q.shape[1], width, c0, c1) or (0, q.shape[1], 0, width)
+    u = cv2.resize(q[ys[0] : ys[1], xs[0] : xs[1]], (xs[3] - xs[2], ys[3] - ys[2]), interpolation=cv2.INTER_LINEAR_EXACT)
+    return u[r0 - ys[2] : r1 - ys[2], c0 - xs[2] : c1 - xs[2]]
 
 
 def reachable_span(src_lo: int, src_hi: int, src: int, dst: int) -> tuple[int, int]:
@@ -125,7 +158,7 @@ def reachable_span(src_lo: int, src_hi: int, src: int, dst: int) -> tuple[int, i
     An output pixel is a convex combination of its taps, so it can reach a threshold only
     if one of its taps does: outside this span the upsampled mask is below threshold.
     """
-    i0, i1 = _taps(src, dst)  # both non-decreasing
+    i0, i1, _ = _taps(src, dst)  # both non-decreasing
     return int(np.searchsorted(i1, src_lo, "left")), int(np.searchsorted(i0, src_hi, "right"))
 
 
@@ -206,14 +239,13 @@ def cpu_mask_alpha(m: np.ndarray, geo: Geometry) -> MaskAlpha:
     sx, sy, sw, sh = cv2.boundingRect((q >= t8).view(np.uint8))
     if sw == 0 or sh == 0:  # nobody: nothing above threshold anywhere
         return MaskAlpha(width, height, outside)
-    u = upsample_u8(q, width, height)
-    # Threshold and bound only the part of the frame that a source pixel at/above threshold
-    # reaches; everything else is below threshold (saves two full-frame passes).
+    # Upsample, threshold and bound only the part of the frame that a source pixel at/above
+    # threshold reaches; everything else is below threshold.
     ry0, ry1 = reachable_span(sy, sy + sh - 1, q.shape[0], height)
     rx0, rx1 = reachable_span(sx, sx + sw - 1, q.shape[1], width)
     if ry1 <= ry0 or rx1 <= rx0:  # a shrink that samples none of those pixels
         return MaskAlpha(width, height, outside)
-    reach = u[ry0:ry1, rx0:rx1]
+    reach = upsample_part(q, width, height, (ry0, ry1), (rx0, rx1))
     # 0/255; OpenCV would take a tiny array for a scalar operand, so NumPy does those
     hit = cv2.compare(reach, t8, cv2.CMP_GE) if reach.size >= 16 else np.where(reach >= t8, 255, 0).astype(np.uint8)
     x, y, w, h = cv2.boundingRect(hit)
