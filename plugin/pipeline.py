@@ -11,6 +11,7 @@ the newest frames and counts the stale ones it drops.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import queue
@@ -424,6 +425,10 @@ def cmd_process(args: argparse.Namespace) -> int:
     # worker pool on top only adds hand-offs and spinning (measured: -17 % CPU, -15 % wall at 1080p).
     cv2.setNumThreads(1)
     plan = build_plan(args)
+    # Everything imported so far (NumPy, PyAV, pydantic, ...) lives until exit: keep it out of
+    # the cyclic GC, whose passes over it (and the final one at exit) cost ~0.2 s per run
+    # (measured 1.21 → 1.01 s for a 3-frame clip; a sizeable part of a short file's run).
+    gc.freeze()
     report = run_process(args.input, args.output, plan, mask_out=args.mask_out, progress=not getattr(args, "no_progress", False))
     print(
         f"{args.output}: {report.frames_out} frames out of {report.frames_in} in "
