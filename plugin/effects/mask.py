@@ -186,7 +186,9 @@ class MaskAlpha:
 
     def full(self) -> np.ndarray:
         """Frame-size luma alpha (uint8, 255 = covered)."""
-        out = np.full((self.height, self.width), self.outside, np.uint8)
+        # zeros: fresh zero pages, touched only where the box is written (file outputs never read it)
+        shape = (self.height, self.width)
+        out = np.zeros(shape, np.uint8) if self.outside == 0 else np.full(shape, self.outside, np.uint8)
         if self.box is not None and self.a is not None:
             y0, y1, x0, x1 = self.box
             out[y0:y1, x0:x1] = self.a
