@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:  # prometheus_client is imported only when metrics are served or exposed (~50 ms at start-up)
+    from prometheus_client.core import CounterMetricFamily
+    from prometheus_client.registry import Collector, CollectorRegistry
 
 from privacy_filter.protocol import BAD_KINDS
 
@@ -127,24 +128,36 @@ class Board:
         return _BoardCollector(self)
 
     def registry(self) -> CollectorRegistry:
+        from prometheus_client import CollectorRegistry
+
         reg = CollectorRegistry(auto_describe=True)
         reg.register(self.collector())
         return reg
 
     def exposition(self) -> str:
         """The Prometheus text format, as ``/metrics`` serves it."""
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry()).decode()
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
         """Start the ``/metrics`` HTTP endpoint in a daemon thread of this process."""
+        from prometheus_client import start_http_server
+
         return start_http_server(port, addr=addr, registry=self.registry())
 
 
-class _BoardCollector(Collector):
+class _BoardCollector:
+    """A Prometheus custom collector; duck-typed (``collect``) rather than subclassing
+    ``prometheus_client.registry.Collector`` so that importing this module does not import
+    prometheus_client, which a plain ``process`` run never uses."""
+
     def __init__(self, board: Board) -> None:
         self.board = board
 
     def collect(self) -> Iterator[CounterMetricFamily]:
+        from prometheus_client.core import CounterMetricFamily
+
         snap = self.board.snapshot()
         for name in PLAIN_COUNTERS:
             fam = CounterMetricFamily(f"privacy_filter_{name}", _HELP[name], labels=["stream"])
