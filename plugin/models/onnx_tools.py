@@ -70,7 +70,77 @@ def _tensor_info(vi) -> TensorInfo:
 
 
 def read_io(path: Path) -> OnnxIO:
-    """Graph inputs (initializers excluded), outputs, and which op produces each output."""
+    """Graph inputs (initializers excluded), outputs, and which op produces each output.
+
+    Served from a small JSON cache keyed by the file's resolved path, size and mtime when the
+    same file was read before: parsing needs the ``onnx`` package (~50 ms to import, plus the
+    protobuf parse), which every ``process`` start would otherwise pay for an unchanged model.
+    """
+    path = Path(path)
+    key = _io_cache_key(path)
+    if key is not None:
+        cached = _io_cache_get(key)
+        if cached is not None:
+            return cached
+    io = _read_io_uncached(path)
+    if key is not None:
+        _io_cache_put(key, io)
+    return io
+
+
+def _io_cache_key(path: Path) -> tuple[Path, str] | None:
+    """(cache file, identity of the model file) or None when the file cannot be stat'ed."""
+    try:
+        real = path.resolve()
+        st = real.stat()
+    except OSError:
+        return None
+    from privacy_filter.models.pull import cache_dir
+
+    ident = f"{real}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    name = hashlib.sha256(ident.encode()).hexdigest()[:32] + ".json"
+    return cache_dir() / "io" / name, ident
+
+
+def _io_cache_get(key: tuple[Path, str]) -> OnnxIO | None:
+    import json
+
+    file, ident = key
+    try:
+        d = json.loads(file.read_text())
+        if d.get("ident") != ident:
+            return None
+
+        def ti(t: list) -> TensorInfo:
+            return TensorInfo(t[0], tuple(t[1]), np.dtype(t[2]))
+
+        return OnnxIO(tuple(ti(t) for t in d["inputs"]), tuple(ti(t) for t in d["outputs"]),
+                      dict(d["producers"]), int(d["opset"]))
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None  # absent or unreadable cache entry: parse the model
+
+
+def _io_cache_put(key: tuple[Path, str], io: OnnxIO) -> None:
+    import json
+    import os
+
+    file, ident = key
+
+    def tl(t: TensorInfo) -> list:
+        return [t.name, list(t.shape), t.dtype.str]
+
+    d = {"ident": ident, "inputs": [tl(t) for t in io.inputs], "outputs": [tl(t) for t in io.outputs],
+         "producers": io.producers, "opset": io.opset}
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(d))
+        os.replace(tmp, file)
+    except OSError:
+        pass  # a read-only cache only costs the parse next time
+
+
+def _read_io_uncached(path: Path) -> OnnxIO:
     model = _load(Path(path))
     inits = {i.name for i in model.graph.initializer}
     inputs = tuple(_tensor_info(i) for i in model.graph.input if i.name not in inits)
