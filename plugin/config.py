@@ -11,13 +11,14 @@ This module is shared by the CPU and GPU backends: both read the same
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from privacy_filter.errors import ConfigError
 
@@ -254,21 +255,37 @@ SERVICE_KEYS = ("zmq", "metrics", "supervisor", "stage")
 PRESETS = ("cctv", "video-call")
 
 
-class _EnvLayer(BaseSettings):
-    """Overrides from the environment, parsed by pydantic-settings into nested dicts.
+_ENV_LAYER: type | None = None
 
-    ``PRIVACY_FILTER_DEFAULTS__EFFECT__KIND=fill`` → ``{"defaults": {"effect": {"kind": "fill"}}}``;
-    ``PRIVACY_FILTER_STREAMS__LOBBY__ON_FAILURE=drop`` → stream ``lobby`` (ids match case-insensitively);
-    ``PRIVACY_FILTER_METRICS__PORT=9100``.  JSON values (``[255,0,0]``) are decoded.
+
+def _env_layer_class() -> type:
+    """The pydantic-settings model of the environment layer, built on first use.
+
+    Deferred because importing pydantic-settings costs ~50 ms at every start, and ``_env``
+    needs it only when some ``PRIVACY_FILTER_*`` variable is set.
     """
+    global _ENV_LAYER
+    if _ENV_LAYER is None:
+        from pydantic_settings import BaseSettings, SettingsConfigDict
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", case_sensitive=False)
-    defaults: dict[str, Any] = {}
-    streams: dict[str, Any] = {}
-    zmq: dict[str, Any] = {}
-    metrics: dict[str, Any] = {}
-    supervisor: dict[str, Any] = {}
-    stage: dict[str, Any] = {}
+        class _EnvLayer(BaseSettings):
+            """Overrides from the environment, parsed by pydantic-settings into nested dicts.
+
+            ``PRIVACY_FILTER_DEFAULTS__EFFECT__KIND=fill`` → ``{"defaults": {"effect": {"kind": "fill"}}}``;
+            ``PRIVACY_FILTER_STREAMS__LOBBY__ON_FAILURE=drop`` → stream ``lobby`` (ids match case-insensitively);
+            ``PRIVACY_FILTER_METRICS__PORT=9100``.  JSON values (``[255,0,0]``) are decoded.
+            """
+
+            model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", case_sensitive=False)
+            defaults: dict[str, Any] = {}
+            streams: dict[str, Any] = {}
+            zmq: dict[str, Any] = {}
+            metrics: dict[str, Any] = {}
+            supervisor: dict[str, Any] = {}
+            stage: dict[str, Any] = {}
+
+        _ENV_LAYER = _EnvLayer
+    return _ENV_LAYER
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -323,9 +340,13 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
 
 
-def _env() -> _EnvLayer:
+def _env() -> Any:
+    """The environment layer: attributes ``defaults``, ``streams`` and the SERVICE_KEYS, each a dict."""
+    if not any(k.upper().startswith(ENV_PREFIX) for k in os.environ):
+        # What pydantic-settings yields when no variable carries the prefix (no env_file, no secrets_dir).
+        return SimpleNamespace(defaults={}, streams={}, **{k: {} for k in SERVICE_KEYS})
     try:
-        return _EnvLayer()
+        return _env_layer_class()()
     except Exception as exc:  # a malformed JSON value in an env var
         raise ConfigError(f"environment variables {ENV_PREFIX}*: {exc}") from None
 
@@ -352,7 +373,7 @@ def _streams_mapping(raw: Any, where: str) -> list[dict[str, Any]]:
 def _layer_stream(
     stream: Mapping[str, Any],
     defaults: Mapping[str, Any],
-    env: _EnvLayer,
+    env: Any,
     cli: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     sid = str(stream.get("id", ""))
