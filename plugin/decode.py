@@ -10,9 +10,14 @@ Why it is shaped this way:
 * Audio is never decoded: compressed packets are forwarded as plain bytes with
   their timing (``AudioPacket``), so they can be muxed bit-identical in this
   process or sent over ZeroMQ to an encoder elsewhere.
-* Live sources (network, devices) reconnect with backoff; timestamps are kept
-  monotonic across a reconnect so the muxer never sees time go backwards.  A
-  source that stays dead raises one ``SourceError`` naming the URL.
+* Live sources (network, devices) reconnect with backoff; video and audio timestamps
+  are kept monotonic across a reconnect so the muxer never sees time go backwards:
+  the new session continues one frame after the last video frame, and the same
+  offset (held in seconds) is rescaled into the audio packets' time base.  Audio that
+  arrives after a reconnect but before its first video frame (offset not known yet),
+  or that would still overlap the previous session's audio, is dropped and counted
+  in ``audio_dropped``.  A source that stays dead raises one ``SourceError`` naming
+  the URL.
 """
 
 from __future__ import annotations
@@ -259,6 +264,9 @@ class Decoder:
         self._pts_offset = 0  # added to source pts after a reconnect, keeps time monotonic
         self._last_pts: int | None = None
         self._frame_step = 1  # one frame's duration in time_base units, for reconnect/pts repair
+        self._offset_s = Fraction(0)  # the same reconnect offset in seconds, for the audio stream
+        self._last_audio_s: Fraction | None = None  # dts (or pts) of the last audio packet yielded
+        self.audio_dropped = 0
 
     # -- opening ---------------------------------------------------------------------
     def _check_local(self) -> None:
@@ -383,10 +391,9 @@ class Decoder:
         for packet in container.demux(*streams):
             if packet.stream is astream:
                 if packet.size:
-                    yield AudioPacket(
-                        bytes(packet), packet.pts, packet.dts, int(packet.duration or 0),
-                        Fraction(packet.time_base or astream.time_base), bool(packet.is_keyframe), self.stream_id,
-                    )
+                    ap = self._audio(packet, Fraction(packet.time_base or astream.time_base))
+                    if ap is not None:
+                        yield ap
                 continue
             for frame in packet.decode():
                 yield self._wrap(frame, tb)
@@ -398,12 +405,29 @@ class Decoder:
             if self._pts_offset is None:  # first frame after a reconnect
                 base = (self._last_pts + self._frame_step) if self._last_pts is not None else pts
                 self._pts_offset = base - pts
+                self._offset_s = self._pts_offset * tb
             pts = pts + self._pts_offset
         yf = to_yuv_frame(frame, self.frames_decoded, self.stream_id, pts, tb)
         if pts is not None:
             self._last_pts = pts
         self.frames_decoded += 1
         return yf
+
+    def _audio(self, packet: Any, tb: Fraction) -> AudioPacket | None:
+        """The packet shifted by the reconnect offset, or None when it cannot be placed in time."""
+        if self._pts_offset is None:  # reconnected, but no video frame yet: the offset is unknown
+            self.audio_dropped += 1
+            return None
+        shift = offset_in(self._offset_s, tb)
+        pts = packet.pts + shift if packet.pts is not None else None
+        dts = packet.dts + shift if packet.dts is not None else None
+        t = dts if dts is not None else pts
+        if t is not None and self.live:
+            if self._last_audio_s is not None and t * tb <= self._last_audio_s:
+                self.audio_dropped += 1  # overlaps the audio of the session before the reconnect
+                return None
+            self._last_audio_s = t * tb
+        return AudioPacket(bytes(packet), pts, dts, int(packet.duration or 0), tb, bool(packet.is_keyframe), self.stream_id)
 
     def close(self) -> None:
         if self._container is not None:
@@ -417,6 +441,11 @@ class Decoder:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def offset_in(offset_s: Fraction, time_base: Fraction) -> int:
+    """A timestamp offset given in seconds, in ``time_base`` units (rounded to the nearest tick)."""
+    return round(Fraction(offset_s) / Fraction(time_base))
 
 
 def _reason(exc: BaseException) -> str:

@@ -202,7 +202,7 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     """
     import zmq
 
-    from privacy_filter.decode import AudioPacket, ReconnectPolicy, make_source
+    from privacy_filter.decode import AudioPacket, ReconnectPolicy, make_source, offset_in
     from privacy_filter.errors import UserError
     from privacy_filter.protocol import audio_parts, eos_parts, frame_parts, send, socket, stream_start_parts
 
@@ -236,6 +236,12 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
                 counters.inc(sid, "reconnects", dec.reconnects - reconnects)
                 reconnects = dec.reconnects
             if isinstance(item, AudioPacket):
+                if pts_shift is None:
+                    continue  # a live restart: the shift is known from the first video frame on
+                if pts_shift and v.time_base:
+                    a_shift = offset_in(pts_shift * v.time_base, item.time_base)
+                    item.pts = item.pts + a_shift if item.pts is not None else None
+                    item.dts = item.dts + a_shift if item.dts is not None else None
                 audio_seq += 1
                 if live:
                     send(sock, audio_parts(sid, audio_seq, item.data, pts=item.pts, dts=item.dts, time_base=item.time_base, duration=item.duration, keyframe=item.is_keyframe, gen=gen), block=False)
@@ -427,6 +433,9 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
     settings = EncodeSettings.from_config(sc.output)
     enc: Any = None  # an Encoder, or a ZmqSink for zmq+push/pub outputs
     last_audio = -1
+    last_audio_s: Fraction | None = None
+    audio_gen = -1  # live streams: the decoder generation whose audio is being written
+    live = sc.is_live()
     rc = EXIT_OK
     try:
         while not flag["stop"]:
@@ -438,6 +447,10 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
                     counters.inc(sid, "duplicates_discarded")
                 continue
             if m.kind == "stream-start":
+                if live and m.gen > audio_gen:
+                    # a restarted live decoder numbers its audio from 0 again (its timestamps
+                    # continue after the last written frame): stop discarding it as resent
+                    audio_gen, last_audio = m.gen, -1
                 if enc is None:
                     enc = make_sink(url, video_info_from(m.header["video"]), settings,
                                     audio=audio_info_from(m.header.get("audio")) if sc.output.audio == "copy" else None,
@@ -455,10 +468,16 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
                     shared.last_pts[slot] = m.frame.pts
                 counters.inc(sid, "frames_out")
             elif m.kind == "audio":
-                if enc is None or m.seq <= last_audio:
+                if enc is None or m.seq <= last_audio or (live and m.gen < audio_gen):
                     continue
                 last_audio = m.seq
                 h = m.header
+                t = h.get("dts") if h.get("dts") is not None else h.get("pts")
+                if t is not None:
+                    t_s = t * Fraction(*h["time_base"])
+                    if last_audio_s is not None and t_s <= last_audio_s:
+                        continue  # overlaps audio written before a live decoder restart: the muxer would fail
+                    last_audio_s = t_s
                 enc.write_audio(AudioPacket(bytes(m.payload), h.get("pts"), h.get("dts"), int(h.get("duration") or 0),
                                             Fraction(*h["time_base"]), bool(h.get("keyframe", True)), sid))
             elif m.kind == "eos":

@@ -214,8 +214,8 @@ def test_dead_live_source_gives_one_error_naming_the_url() -> None:
         dec.open()
 
 
-def _ts_bytes(n: int, rate: int = 25) -> bytes:
-    """An H.264 MPEG-TS stream in memory, as a camera would send it."""
+def _ts_bytes(n: int, rate: int = 25, audio: bool = False) -> bytes:
+    """An H.264 (+ MP2 audio) MPEG-TS stream in memory, as a camera would send it."""
     import io
 
     buf = io.BytesIO()
@@ -223,24 +223,38 @@ def _ts_bytes(n: int, rate: int = 25) -> bytes:
         v = out.add_stream("libx264", rate=rate)
         v.width, v.height, v.pix_fmt = 160, 96, "yuv420p"
         v.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "5"}
+        a = out.add_stream("mp2", rate=48000, layout="mono") if audio else None
+        samples = 0
         for i in range(n):
             f = av.VideoFrame.from_ndarray(np.full((144, 160), (i * 8) % 256, np.uint8), format="yuv420p")
             f.pts, f.time_base = i, Fraction(1, rate)
             for p in v.encode(f):
                 out.mux(p)
+            while a is not None and samples < (i + 1) * 48000 // rate:
+                af = av.AudioFrame.from_ndarray(np.zeros((1, 1152), np.int16), format="s16", layout="mono")
+                af.sample_rate, af.pts, af.time_base = 48000, samples, Fraction(1, 48000)
+                samples += 1152
+                for p in a.encode(af):
+                    out.mux(p)
         for p in v.encode(None):
+            out.mux(p)
+        for p in a.encode(None) if a is not None else []:
             out.mux(p)
     return buf.getvalue()
 
 
-def test_live_udp_source_reconnects_keeps_time_monotonic_then_fails_clearly() -> None:
-    """A camera sends, goes silent (restarting its clock), sends again, then dies."""
+def test_live_udp_source_reconnects_keeps_time_monotonic_then_fails_clearly(tmp_path: Path) -> None:
+    """A camera sends, goes silent (restarting its clock), sends again, then dies.
+
+    Video and audio are muxed as they arrive: audio time going backwards after the
+    reconnect would make the muxer fail (SinkError) instead of the source's own error.
+    """
     import threading
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    bursts = [_ts_bytes(50), _ts_bytes(50)]  # both start at pts 0, like a restarted encoder
+    bursts = [_ts_bytes(50, audio=True), _ts_bytes(50, audio=True)]  # both start at pts 0, like a restarted encoder
 
     def camera() -> None:
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -256,14 +270,27 @@ def test_live_udp_source_reconnects_keeps_time_monotonic_then_fails_clearly() ->
     url = f"udp://127.0.0.1:{port}"
     dec = Decoder(url, reconnect=ReconnectPolicy(initial_s=0.05, max_s=0.1, max_attempts=2, open_timeout_s=1.0, read_timeout_s=0.7))
     pts: list[int] = []
+    audio_s: list[Fraction] = []
+    enc: Encoder | None = None
     with pytest.raises(SourceError, match=f"{url} unreachable after 2 attempts.*timeout"):
-        dec.open()
+        info = dec.open()
+        assert info.audio is not None
+        enc = Encoder(str(tmp_path / "out.mkv"), info.video, EncodeSettings(preset="ultrafast"), audio=info.audio)
         for f in dec:
             if isinstance(f, YuvFrame):
                 pts.append(f.pts)
+                enc.write(f)
+            else:
+                audio_s.append(f.dts * f.time_base)
+                enc.write_audio(f)
+    assert enc is not None
+    enc.close()
     assert dec.reconnects == 1
     assert len(pts) >= 80  # UDP may lose the first packets before the socket is bound
     assert all(a < b for a, b in zip(pts, pts[1:])), "time keeps increasing across the reconnect"
+    assert len(audio_s) >= 60 and enc.audio_packets_out == len(audio_s)
+    assert all(a < b for a, b in zip(audio_s, audio_s[1:])), "audio time keeps increasing across the reconnect"
+    assert audio_s[-1] > 3, "the second session's audio was shifted after the first (2 s each), not dropped"
 
 
 def test_udp_mpegts_sink_sends_transport_stream_packets(av_clip: Path) -> None:

@@ -304,8 +304,10 @@ def test_live_stream_drops_stale_frames_counts_them_and_survives_a_decoder_kill(
     and after a SIGKILLed decoder the restarted one continues time instead of starting it again."""
     cfg = {
         "defaults": {"preset": "cctv", "output": {"preset": "ultrafast"}, "deadline_ms": 60000},
-        "streams": [{"id": "room", "source": "lavfi:testsrc2=size=320x240:rate=25:duration=2,realtime", "policy": "live",
-                     "output": str(tmp_path / "live.mkv")}],
+        "streams": [{"id": "room", "policy": "live",
+                     "source": "lavfi:testsrc2=size=320x240:rate=25:duration=2,realtime[out0];"
+                               "sine=f=440:d=2:samples_per_frame=1764,arealtime[out1]",
+                     "output": {"url": str(tmp_path / "live.mkv"), "audio": "copy"}}],
         "supervisor": {"state_file": str(tmp_path / "state.json"), "backoff_s": 0.05},
         "metrics": {"dump": str(tmp_path / "metrics.json")},
     }
@@ -319,6 +321,11 @@ def test_live_stream_drops_stale_frames_counts_them_and_survives_a_decoder_kill(
     assert len(times) == r["frames_out"] > info["at"] + 10  # frames after the restart were written too
     assert all(b > a for a, b in zip(times, times[1:])), "time must keep increasing across the restart"
     assert times[-1] > Fraction(2)  # the second decoder's frames were shifted after the first one's
+    # its audio too: shifted after the first decoder's (not discarded as resent, not time going back)
+    with av.open(str(tmp_path / "live.mkv")) as c:
+        audio = [p.pts * p.time_base for p in c.demux(c.streams.audio[0]) if p.size]
+    assert all(b > a for a, b in zip(audio, audio[1:])), "audio time must keep increasing across the restart"
+    assert audio[-1] > Fraction(2), "the restarted decoder's audio was written after the first one's"
 
 
 @pytest.mark.slow
