@@ -314,9 +314,12 @@ def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, 
     rx = Receiver(pull, counters=counters, fallback_stream=UNKNOWN_STREAM, known_streams=list(streams))
 
     # one engine per (model, device, tiles); streams sharing one are batched together
+    from privacy_filter.pipeline import resolve_device
+
+    resolved = {d: resolve_device(d) for d in {s.device for s in cfg.streams}}  # "auto" -> cuda | cpu, once
     groups: dict[tuple[str, str, str | None], list[str]] = {}
     for s in cfg.streams:
-        groups.setdefault((s.model, s.device, s.tiles), []).append(s.id)
+        groups.setdefault((s.model, resolved[s.device], s.tiles), []).append(s.id)
     stage_of: dict[str, FilterStage] = {}
     for (model, device, tiles), ids in groups.items():
         seg = _load_segmenter(model, device, tiles, ids)
