@@ -10,7 +10,7 @@ Prometheus exposure is a custom collector over the array, so the supervisor serv
 ``/metrics`` without prometheus-client's multiprocess mode:
 
 * ``privacy_filter_frames_in_total{stream}`` and likewise ``frames_out``,
-  ``frames_covered_whole``, ``frames_dropped``, ``reconnects``, ``worker_restarts``,
+  ``frames_covered_whole``, ``frames_passed_unfiltered``, ``frames_dropped``, ``reconnects``, ``worker_restarts``,
   ``duplicates_discarded``;
 * ``privacy_filter_bad_messages_total{stream,kind}`` with ``kind`` from
   ``privacy_filter.protocol.BAD_KINDS``.
@@ -34,6 +34,7 @@ PLAIN_COUNTERS = (
     "frames_in",
     "frames_out",
     "frames_covered_whole",
+    "frames_passed_unfiltered",
     "frames_dropped",
     "reconnects",
     "worker_restarts",
@@ -47,6 +48,7 @@ _HELP = {
     "frames_in": "frames received from the source",
     "frames_out": "frames written or published",
     "frames_covered_whole": "frames covered whole because segmentation failed, timed out or was not ready (fail closed)",
+    "frames_passed_unfiltered": "frames published unfiltered because segmentation failed and the stream has on_failure: pass",
     "frames_dropped": "frames dropped (live staleness, on_failure: drop, or lost to a crash)",
     "reconnects": "source reconnects of live streams",
     "worker_restarts": "worker processes restarted by the supervisor",

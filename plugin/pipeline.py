@@ -59,6 +59,7 @@ class ProcessReport:
     frames_in: int = 0
     frames_out: int = 0
     frames_covered_whole: int = 0
+    frames_passed_unfiltered: int = 0  # on_failure: pass published these without privacy filtering
     frames_dropped: int = 0
     stale_dropped: int = 0
     audio_packets: int = 0
@@ -358,6 +359,7 @@ def run_process(
     report.frames_in = snap["frames_in"]
     report.frames_out = encoder.frames_out
     report.frames_covered_whole = snap["frames_covered_whole"]
+    report.frames_passed_unfiltered = snap["frames_passed_unfiltered"]
     report.frames_dropped = snap["frames_dropped"]
     report.stale_dropped = reader.stale_dropped
     report.reconnects = decoder.reconnects
@@ -432,7 +434,9 @@ def cmd_process(args: argparse.Namespace) -> int:
     report = run_process(args.input, args.output, plan, mask_out=args.mask_out, progress=not getattr(args, "no_progress", False))
     print(
         f"{args.output}: {report.frames_out} frames out of {report.frames_in} in "
-        f"({report.frames_covered_whole} covered whole, {report.frames_dropped} dropped), "
+        f"({report.frames_covered_whole} covered whole, {report.frames_dropped} dropped"
+        + (f", {report.frames_passed_unfiltered} passed UNFILTERED" if report.frames_passed_unfiltered else "")
+        + "), "
         f"{report.audio_packets} audio packets, {report.seconds:.1f} s, {report.fps:.1f} fps"
         + (f"; masks in {args.mask_out}" if args.mask_out else "")
         + (f"; {report.bad_messages} malformed messages dropped" if report.bad_messages else "")

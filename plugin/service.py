@@ -793,7 +793,7 @@ class Supervisor:
         snap = self.board.snapshot()
         for sid in self.streams:
             r = snap[sid]
-            log.info("stream %s: in %d, out %d, covered whole %d, dropped %d, restarts %d", sid, r["frames_in"], r["frames_out"], r["frames_covered_whole"], r["frames_dropped"], r["worker_restarts"])
+            log.info("stream %s: in %d, out %d, covered whole %d, passed unfiltered %d, dropped %d, restarts %d", sid, r["frames_in"], r["frames_out"], r["frames_covered_whole"], r["frames_passed_unfiltered"], r["frames_dropped"], r["worker_restarts"])
 
 
 def _mp_context() -> Any:

@@ -114,7 +114,6 @@ class FilterStage:
         else:
             self.board = None
         self.counters = counters
-        self.passed_unfiltered: dict[str, int] = {s: 0 for s in self.streams}
         self._effects: dict[str, Any] = dict(effects or {})
         for sid, spec in self.streams.items():
             if sid not in self._effects:
@@ -208,7 +207,7 @@ class FilterStage:
             self.counters.inc(sid, "frames_dropped")
             return StageResult(None, None, "dropped", reason)
         if policy == "pass":
-            self.passed_unfiltered[sid] += 1
+            self.counters.inc(sid, "frames_passed_unfiltered")
             return StageResult(frame, None, "passed", reason)
         mask = self._cover(frame)
         self.counters.inc(sid, "frames_covered_whole")

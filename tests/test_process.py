@@ -141,7 +141,7 @@ def test_failing_engine_with_explicit_pass_publishes_the_input(people_clip: Path
     out = tmp_path / "pass.mp4"
     plan = plan_for("cctv", on_failure="pass")
     rep = run_process(str(people_clip), str(out), plan, segmenter=Raising(), progress=False)
-    assert rep.frames_out == 30 and rep.frames_covered_whole == 0
+    assert rep.frames_out == 30 and rep.frames_covered_whole == 0 and rep.frames_passed_unfiltered == 30
     _, a = read_video(people_clip)
     _, b = read_video(out)
     assert max(np.abs(x.astype(int) - y).mean() for x, y in zip(a, b)) < 2.0

@@ -173,7 +173,7 @@ def test_on_failure_pass_publishes_unfiltered_only_when_explicit(people_frames) 
     assert [r.status for r in results] == ["passed"] * 4
     for r, y in zip(results, before):
         np.testing.assert_array_equal(r.frame.y, y)
-    assert stage.passed_unfiltered["a"] == 4
+    assert stage.counters.get("a", "frames_passed_unfiltered") == 4  # exported as a metric
     # the default (no on_failure written) is cover, never pass
     assert StageStream().on_failure == "cover"
     (rb,) = stage.process(fresh(people_frames[:1], "b"))
