@@ -375,6 +375,8 @@ def _layer_stream(
     defaults: Mapping[str, Any],
     env: Any,
     cli: Mapping[str, Any] | None,
+    *,
+    defaults_are_the_stream: bool = False,
 ) -> dict[str, Any]:
     sid = str(stream.get("id", ""))
     env_stream: Mapping[str, Any] = {}
@@ -387,11 +389,33 @@ def _layer_stream(
         if preset not in PRESETS:
             raise ConfigError(f"stream {sid!r}: preset: must be one of {', '.join(PRESETS)}, got {preset!r}")
         merged = load_preset(str(preset))
-    for layer in (defaults, stream, env.defaults, env_stream, cli or {}):
+    layers = {"defaults": defaults, "stream": stream, "env defaults": env.defaults, "env stream": env_stream, "cli": cli or {}}
+    for layer in layers.values():
         merged = deep_merge(merged, _url_shorthand(layer))
     if preset:
         merged["preset"] = preset
+    _check_pass_is_explicit(sid, merged, layers, defaults_are_the_stream)
     return merged
+
+
+def _check_pass_is_explicit(sid: str, merged: Mapping[str, Any], layers: Mapping[str, Mapping[str, Any]], defaults_are_the_stream: bool) -> None:
+    """Publishing unfiltered frames must be chosen for one stream (DESIGN §5.1), never inherited.
+
+    Allowed sources of ``on_failure: pass``: the stream's own fields, its
+    ``PRIVACY_FILTER_STREAMS__<ID>__ON_FAILURE``, and for ``process --config`` the file's
+    ``defaults:`` (there they are the one stream's config).  Refused: a service file's
+    ``defaults:`` and ``PRIVACY_FILTER_DEFAULTS__ON_FAILURE``, which would apply it to every stream.
+    """
+    if merged.get("on_failure") != "pass":
+        return
+    origin = [name for name, layer in layers.items() if "on_failure" in layer][-1:]  # the layer that won
+    if origin == ["env defaults"] or (origin == ["defaults"] and not defaults_are_the_stream):
+        where = f"{ENV_PREFIX}DEFAULTS__ON_FAILURE" if origin == ["env defaults"] else "defaults:"
+        raise ConfigError(
+            f"stream {sid!r}: on_failure: pass (publish frames unfiltered) comes from {where}; "
+            f"it must be set on that stream itself (streams: {sid}: on_failure: pass, "
+            f"or {ENV_PREFIX}STREAMS__{sid.upper()}__ON_FAILURE=pass)"
+        )
 
 
 def _url_shorthand(layer: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -423,7 +447,7 @@ def stream_config(
     cli = dict(overrides or {})
     if preset:
         cli["preset"] = preset
-    raw = _layer_stream({"id": stream_id, "source": source, "output": output}, defaults, _env(), cli)
+    raw = _layer_stream({"id": stream_id, "source": source, "output": output}, defaults, _env(), cli, defaults_are_the_stream=True)
     return _validate_stream(raw)
 
 

@@ -191,3 +191,24 @@ def test_output_helpers() -> None:
     sc = StreamConfig.model_validate({"id": "a", "source": "rtsp://cam/1", "output": {"url": "o.ts", "bitrate": "2.5M"}, "policy": "file"})
     assert sc.output.bitrate_bps() == 2_500_000
     assert sc.is_live() is False  # an explicit policy beats the url
+
+
+def test_on_failure_pass_only_when_explicit_on_that_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DESIGN §5.1: publishing unfiltered frames is chosen per stream, never inherited from defaults."""
+    streams = "streams:\n  - {id: lobby, source: a.mp4, output: l.mkv}\n  - {id: desk, source: b.mp4, output: d.mkv, on_failure: pass}\n"
+    with pytest.raises(ConfigError, match=r"stream 'lobby': on_failure: pass .* from defaults:.*streams: lobby: on_failure: pass"):
+        load_service(_write(tmp_path, "defaults: {on_failure: pass}\n" + streams))
+    ok = load_service(_write(tmp_path, streams, "ok.yaml"))  # the stream's own field
+    assert [s.on_failure for s in ok.streams] == ["cover", "pass"]
+    monkeypatch.setenv("PRIVACY_FILTER_STREAMS__LOBBY__ON_FAILURE", "pass")  # that stream's env variable
+    assert load_service(_write(tmp_path, streams, "ok.yaml")).streams[0].on_failure == "pass"
+    monkeypatch.delenv("PRIVACY_FILTER_STREAMS__LOBBY__ON_FAILURE")
+    monkeypatch.setenv("PRIVACY_FILTER_DEFAULTS__ON_FAILURE", "pass")
+    with pytest.raises(ConfigError, match="stream 'lobby': on_failure: pass .* from PRIVACY_FILTER_DEFAULTS__ON_FAILURE"):
+        load_service(_write(tmp_path, streams, "ok.yaml"))
+    with pytest.raises(ConfigError, match="PRIVACY_FILTER_DEFAULTS__ON_FAILURE"):
+        stream_config("in.mp4", "out.mp4")
+    monkeypatch.delenv("PRIVACY_FILTER_DEFAULTS__ON_FAILURE")
+    # process --config FILE: the file's defaults: are the one stream's own config
+    one = _write(tmp_path, "defaults: {on_failure: pass}\n", "one.yaml")
+    assert stream_config("in.mp4", "out.mp4", config_path=one).on_failure == "pass"
