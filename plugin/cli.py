@@ -19,9 +19,12 @@ from privacy_filter.errors import UserError
 log = logging.getLogger("privacy_filter")
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser, device_default: str | None = "cpu") -> None:
+    """``device_default=None`` (process): an unset flag leaves --config / env / preset's device alone."""
     p.add_argument("--model", default=None, help="built-in model name or path to an ONNX / spec YAML / DeepStream config (default: selfie)")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="inference and effects backend (default: cpu)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=device_default,
+                   help="inference and effects backend (default: " + ("cpu" if device_default is None else device_default)
+                   + (", unless --config or the environment sets one)" if device_default is None else ")"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["cctv", "video-call"], default=None)
     p.add_argument("--target", choices=["person", "background"], default=None)
     p.add_argument("--effect", choices=["pixelate", "fill", "blur", "replace", "overlay", "none"], default=None)
-    _add_model_args(p)
+    _add_model_args(p, device_default=None)
     p.add_argument("--config", default=None, help="YAML config; its defaults apply to this stream")
     p.add_argument("--mask-out", default=None, metavar="DIR", help="write each frame's mask as DIR/000000.png ...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -398,7 +398,7 @@ def build_plan(args: argparse.Namespace) -> ProcessPlan:
         overrides["effect"] = effect
     if getattr(args, "model", None):
         overrides["model"] = args.model
-    if getattr(args, "device", None) and args.device != "cpu":  # "cpu" is the flag's default
+    if getattr(args, "device", None):  # None: the flag was not given (config/env/default decide)
         overrides["device"] = args.device
     cfg = stream_config(
         args.input, args.output, preset=getattr(args, "preset", None), config_path=getattr(args, "config", None), overrides=overrides

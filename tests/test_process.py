@@ -215,3 +215,20 @@ def test_device_auto_follows_the_cuda_backends_verdict(monkeypatch: pytest.Monke
     monkeypatch.setattr(cuda, "cuda_unavailable_reason", lambda: None)
     assert resolve_device("auto") == "cuda"
     assert resolve_device("cpu") == "cpu" and resolve_device("cuda") == "cuda"
+
+
+def test_device_flag_beats_config_and_env_even_when_it_is_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from privacy_filter.cli import build_parser
+    from privacy_filter.pipeline import build_plan
+
+    cfg = tmp_path / "gpu.yaml"
+    cfg.write_text("defaults: {device: cuda}\n")
+
+    def device(*flags: str) -> str:
+        return build_plan(build_parser().parse_args(["process", "in.mp4", "out.mp4", *flags])).device
+
+    assert device() == "cpu"  # the documented default
+    assert device("--config", str(cfg)) == "cuda"  # an unset flag leaves the config's device alone
+    assert device("--config", str(cfg), "--device", "cpu") == "cpu"
+    monkeypatch.setenv("PRIVACY_FILTER_DEFAULTS__DEVICE", "auto")
+    assert device() == "auto" and device("--device", "cpu") == "cpu"
