@@ -26,7 +26,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -250,8 +250,12 @@ class Decoder:
         live: bool | None = None,
         reconnect: ReconnectPolicy | None = None,
         threads: int = 0,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.url = str(url)
+        # asked between reconnect attempts and during their back-off, so a shutdown is not held
+        # up by a live source that stays dead (max_attempts=None retries forever)
+        self.should_stop = should_stop or (lambda: False)
         self.stream_id = stream_id
         self.want_audio = audio
         self.live = is_live_source(self.url) if live is None else live
@@ -298,7 +302,10 @@ class Decoder:
         """Open the source and describe it; raises ``SourceError`` naming the URL."""
         self._check_local()
         if self.live:
-            container = self._with_retries(self._open_container)
+            try:
+                container = self._with_retries(self._open_container)
+            except _Stopped:
+                raise SourceError(f"source {self.url}: stopped while connecting") from None
         else:
             container = self._open_container()
         self._container = container
@@ -345,6 +352,8 @@ class Decoder:
     def _with_retries(self, fn: Any) -> Any:
         attempt = 0
         while True:
+            if self.should_stop():
+                raise _Stopped(self.url)
             try:
                 return fn()
             except SourceError as exc:
@@ -353,7 +362,11 @@ class Decoder:
                     raise SourceError(f"source {self.url} unreachable after {attempt} attempts: {exc}") from exc
                 d = self.policy.delay(attempt)
                 log.warning("source %s: %s; retrying in %.1f s", self.url, exc, d)
-                time.sleep(d)
+                deadline = time.monotonic() + d
+                while (left := deadline - time.monotonic()) > 0:
+                    if self.should_stop():
+                        raise _Stopped(self.url) from exc
+                    time.sleep(min(left, 0.1))
 
     # -- iteration -------------------------------------------------------------------
     def __iter__(self) -> Iterator[YuvFrame | AudioPacket]:
@@ -367,7 +380,11 @@ class Decoder:
                 if not self.live:
                     raise SourceError(f"error decoding {self.url} at frame {self.frames_decoded}: {_reason(exc)}") from exc
                 log.warning("source %s dropped (%s); reconnecting", self.url, _reason(exc))
-            self._reopen()
+            try:
+                self._reopen()
+            except _Stopped:
+                log.info("source %s: stopped while reconnecting", self.url)
+                return
 
     def _reopen(self) -> None:
         try:
@@ -443,6 +460,10 @@ class Decoder:
         self.close()
 
 
+class _Stopped(Exception):
+    """``should_stop`` said yes while a live source was (re)connecting."""
+
+
 def offset_in(offset_s: Fraction, time_base: Fraction) -> int:
     """A timestamp offset given in seconds, in ``time_base`` units (rounded to the nearest tick)."""
     return round(Fraction(offset_s) / Fraction(time_base))
@@ -481,4 +502,4 @@ def make_source(
         return ZmqSource(url, stream_id=stream_id, audio=audio, live=live, counters=counters, should_stop=should_stop, hwm=hwm)
     if is_peer_url(url):
         return PeerSource(url, stream_id=stream_id, counters=counters, should_stop=should_stop, hwm=hwm)
-    return Decoder(url, stream_id=stream_id, audio=audio, live=live, reconnect=reconnect)
+    return Decoder(url, stream_id=stream_id, audio=audio, live=live, reconnect=reconnect, should_stop=should_stop)

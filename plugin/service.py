@@ -275,8 +275,11 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
         elif reason == "end" and getattr(dec, "end_reason", None) in ("stop", "error"):
             reason = dec.end_reason  # a ZeroMQ upstream's own eos reason is passed on
     except UserError as exc:
-        log.error("stream %s: %s", sid, exc)
-        rc, reason = EXIT_FATAL, "error"
+        if flag["stop"] or shared.stop.is_set():
+            reason = "stop"  # e.g. a live source still connecting when the shutdown came
+        else:
+            log.error("stream %s: %s", sid, exc)
+            rc, reason = EXIT_FATAL, "error"
     finally:
         dec.close()
     ok = _send_until(sock, eos_parts(sid, frames=max(sent, dec.frames_decoded) if reason == "end" else sent, reason=reason, gen=gen), flag, shared, give_up_s=give_up_s)

@@ -214,6 +214,23 @@ def test_dead_live_source_gives_one_error_naming_the_url() -> None:
         dec.open()
 
 
+@pytest.mark.timeout(20)
+def test_stop_request_ends_endless_reconnect_backoff() -> None:
+    """A live source that stays dead, retried forever with 30 s back-off: a stop request still ends it."""
+    import threading
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here: every connect is refused
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    dec = Decoder(f"tcp://127.0.0.1:{port}", live=True, should_stop=stop.is_set,
+                  reconnect=ReconnectPolicy(initial_s=30, max_s=30, max_attempts=None, open_timeout_s=1, read_timeout_s=1))
+    with pytest.raises(SourceError, match=f"tcp://127.0.0.1:{port}: stopped while connecting"):
+        dec.open()
+    assert stop.is_set()
+
+
 def _ts_bytes(n: int, rate: int = 25, audio: bool = False) -> bytes:
     """An H.264 (+ MP2 audio) MPEG-TS stream in memory, as a camera would send it."""
     import io
