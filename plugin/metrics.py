@@ -136,12 +136,6 @@ class Board:
         reg.register(self.collector())
         return reg
 
-    def exposition(self) -> str:
-        """The Prometheus text format, as ``/metrics`` serves it."""
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry()).decode()
-
     def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
         """Start the ``/metrics`` HTTP endpoint in a daemon thread of this process."""
         from prometheus_client import start_http_server

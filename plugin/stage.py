@@ -122,13 +122,8 @@ class FilterStage:
         self._pending: cf.Future | None = None  # an earlier inference still running (stalled)
         self._lock = threading.Lock()
         self._logged: set[tuple[str, str]] = set()
-        self.infer_ms: list[float] = []
 
     # -- public -----------------------------------------------------------------------
-    def set_segmenter(self, segmenter: Any) -> None:
-        """Install (or replace) the engine, e.g. once a background model load finishes."""
-        self.segmenter = segmenter
-
     def effect(self, stream_id: str) -> Any:
         return self._effects[stream_id]
 
@@ -187,7 +182,6 @@ class FilterStage:
                 raise EngineFailure(f"segmentation exceeded its deadline of {deadline_s * 1000:.0f} ms") from None
             except Exception as exc:  # the engine's own error: fail closed, keep running
                 raise EngineFailure(f"segmentation failed: {type(exc).__name__}: {exc}") from exc
-        self.infer_ms.append((time.perf_counter() - t0) * 1000)
         if not isinstance(probs, (list, tuple)) or len(probs) != len(frames):
             raise EngineFailure(f"segmentation returned {len(probs) if hasattr(probs, '__len__') else probs!r} maps for {len(frames)} frames")
         return list(probs)
@@ -236,7 +230,11 @@ class FilterStage:
 
 
 def _make_effect(spec: StageStream, device: str) -> Any:
-    """The stream's effect from the effects module; None (→ black cover) if it cannot be built."""
+    """The stream's effect from the effects module.
+
+    Raises (``ConfigError`` for an unknown device or effect) instead of returning a
+    placeholder: a stream whose effect cannot be built must not start at all.
+    """
     from privacy_filter.effects import create_stream_effect
 
     return create_stream_effect(spec.effect, spec.mask, device=device)

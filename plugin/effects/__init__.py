@@ -46,7 +46,7 @@ def create_stream_effect(effect: EffectConfig, mask: MaskConfig, device: str = "
 
         return CpuStreamEffect(effect, mask)
     if device == "cuda":
-        from privacy_filter.effects import cuda  # type: ignore[attr-defined]  # helper E's backend
+        from privacy_filter.effects import cuda  # type: ignore[attr-defined]  # imported lazily: CuPy/NVRTC only when asked for
 
         return cuda.create_stream_effect(effect, mask)
     raise ConfigError(f"device: unknown effects device {device!r}; allowed: cpu, cuda")
