@@ -119,19 +119,27 @@ class _Reader(threading.Thread):
                 except queue.Full:
                     continue
             return
-        while True:
+        while not self.stop.is_set():
+            if self._drop_oldest_frame():
+                self.stale_dropped += 1  # added to frames_dropped at the end (one writer per counter)
             try:
-                self.q.put_nowait(item)
+                # blocks only when the queue holds no frame to evict (all audio): the consumer frees a slot
+                self.q.put(item, timeout=0.2)
                 return
             except queue.Full:
-                try:
-                    old = self.q.get_nowait()
-                except queue.Empty:
-                    continue
+                continue
+
+    def _drop_oldest_frame(self) -> bool:
+        """Evict the oldest queued frame when the queue is full; audio and other items keep their order."""
+        with self.q.mutex:  # the consumer takes items under the same lock
+            if self.q.maxsize <= 0 or len(self.q.queue) < self.q.maxsize:
+                return False
+            for i, old in enumerate(self.q.queue):
                 if isinstance(old, YuvFrame):
-                    self.stale_dropped += 1  # added to frames_dropped at the end (one writer per counter)
-                else:  # keep audio and control items; requeue at the back
-                    self.q.put_nowait(old)
+                    del self.q.queue[i]
+                    self.q.not_full.notify()
+                    return True
+        return False
 
     def run(self) -> None:
         try:

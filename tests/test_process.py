@@ -232,3 +232,39 @@ def test_device_flag_beats_config_and_env_even_when_it_is_cpu(tmp_path: Path, mo
     assert device("--config", str(cfg), "--device", "cpu") == "cpu"
     monkeypatch.setenv("PRIVACY_FILTER_DEFAULTS__DEVICE", "auto")
     assert device() == "auto" and device("--device", "cpu") == "cpu"
+
+
+def test_live_reader_evicts_the_oldest_frame_keeps_audio_order_and_never_spins() -> None:
+    import queue
+    import threading
+    from fractions import Fraction
+
+    from privacy_filter.decode import AudioPacket
+    from privacy_filter.frames import YuvFrame
+    from privacy_filter.pipeline import _Reader
+
+    def audio(n: int) -> AudioPacket:
+        return AudioPacket(b"x", n, n, 1, Fraction(1, 48000))
+
+    def frame(n: int) -> YuvFrame:
+        y, u, v = np.zeros((4, 4), np.uint8), np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8)
+        return YuvFrame(y, u, v, index=n, stream_id="0", pts=n, time_base=Fraction(1, 25))
+
+    q: queue.Queue = queue.Queue(maxsize=3)
+    reader = _Reader(None, q, True, None, "0")  # type: ignore[arg-type]  # put() uses neither
+    for item in (audio(0), frame(0), audio(1)):
+        q.put(item)
+    reader.put(frame(1))  # full: the stale frame goes, the audio keeps its order
+    got = [q.get() for _ in range(3)]
+    assert [(type(x).__name__, x.pts) for x in got] == [("AudioPacket", 0), ("AudioPacket", 1), ("YuvFrame", 1)]
+    assert reader.stale_dropped == 1
+    # a queue of nothing but audio: the frame waits for room (no spinning) and a stop ends the wait
+    for n in range(3):
+        q.put(audio(n))
+    t = threading.Thread(target=reader.put, args=(frame(2),))
+    t.start()
+    time.sleep(0.3)
+    assert t.is_alive() and q.qsize() == 3
+    reader.stop.set()
+    t.join(timeout=5)
+    assert not t.is_alive() and [q.get().pts for _ in range(3)] == [0, 1, 2]
