@@ -246,8 +246,8 @@ def _plane_view(buf: memoryview, rows: int, cols: int, stride: int, what: str) -
     return np.lib.stride_tricks.as_strided(flat, shape=(rows, cols), strides=(stride, 1))
 
 
-def parse_header(raw: memoryview) -> dict[str, Any]:
-    """Bounded, validated JSON header (the common part of every kind)."""
+def _json_object(raw: memoryview) -> dict[str, Any]:
+    """A size-bounded JSON object: the first part of native, imagezmq and NetGear messages alike."""
     if raw.nbytes > MAX_HEADER_BYTES:
         raise ProtocolError("header-size", f"header is {raw.nbytes} bytes; the limit is {MAX_HEADER_BYTES}")
     try:
@@ -256,6 +256,12 @@ def parse_header(raw: memoryview) -> dict[str, Any]:
         raise ProtocolError("json", f"header is not UTF-8 JSON: {exc}") from None
     if not isinstance(h, dict):
         raise ProtocolError("json", f"header must be a JSON object, got {type(h).__name__}")
+    return h
+
+
+def parse_header(raw: memoryview) -> dict[str, Any]:
+    """Bounded, validated JSON header (the common part of every kind)."""
+    h = _json_object(raw)
     if h.get("v") != VERSION:
         raise ProtocolError("version", f"protocol version {h.get('v')!r} is not supported (this receiver speaks {VERSION})")
     if h.get("kind") not in KINDS:
@@ -530,14 +536,7 @@ def decode_foreign(parts: Sequence[Part], *, stream_id: str, seq: int, pts: int 
     if not parts:
         raise ProtocolError("parts", "empty message")
     raw = _buf(parts[0])
-    if raw.nbytes > MAX_HEADER_BYTES:
-        raise ProtocolError("header-size", f"header is {raw.nbytes} bytes; the limit is {MAX_HEADER_BYTES}")
-    try:
-        h = json.loads(bytes(raw).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError("json", f"header is not UTF-8 JSON: {exc}") from None
-    if not isinstance(h, dict):
-        raise ProtocolError("json", f"header must be a JSON object, got {type(h).__name__}")
+    h = _json_object(raw)
     netgear = "terminate_flag" in h
     if netgear and h.get("terminate_flag"):
         return Message("eos", stream_id, 0, {"v": VERSION, "kind": "eos", "stream": stream_id, "seq": 0, "frames": seq, "reason": "end"}, parts=parts)
