@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import importlib
 import json
 import logging
@@ -56,6 +55,12 @@ from privacy_filter.errors import ModelError, UserError
 from privacy_filter.models.specs import ModelSpec
 
 log = logging.getLogger(__name__)
+
+def _onnx_sha256(path: Path) -> str:
+    from privacy_filter.models.pull import sha256_file  # lazy: pull imports urllib, not needed to run engines
+
+    return sha256_file(path)
+
 
 SIDECAR_FORMAT = "privacy-filter/tensorrt-engine/1"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -324,14 +329,6 @@ def default_timing_cache(trt: ModuleType) -> Path:
     return cache_dir() / "tensorrt" / f"timing-{trt.__version__}.cache"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build_engine(spec: ModelSpec, onnx_path: Path, out: Path, options: BuildOptions = BuildOptions()) -> EngineInfo:
     """Parse ``onnx_path``, build a serialized engine for ``spec`` into ``out`` and write its sidecar."""
     trt = import_tensorrt()
@@ -396,7 +393,7 @@ def build_engine(spec: ModelSpec, onnx_path: Path, out: Path, options: BuildOpti
         timing_path.write_bytes(bytes(cache.serialize()))
     info = EngineInfo(
         spec=spec, tensorrt_version=str(trt.__version__), gpu=gpu_name(), precision=precision, max_batch=max_batch,
-        onnx=str(onnx_path.resolve()), onnx_sha256=_sha256(onnx_path),
+        onnx=str(onnx_path.resolve()), onnx_sha256=_onnx_sha256(onnx_path),
         built_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     sidecar_path(out).write_text(info.to_json())
