@@ -1,5 +1,6 @@
-"""The CPU effect's shortcuts stay bit-exact: thresholding only where the mask can reach, and
-the no-blend plan for hard (feather 0) masks such as the cctv preset's.
+"""The CPU effect's shortcuts stay bit-exact: thresholding only where the mask can reach, the
+no-blend plan for hard (feather 0) masks such as the cctv preset's, and the tiled evaluation
+(tiles proven 0/255 at model resolution, only the edge tiles computed, each from its halo).
 
 Both are checked against the NumPy references (tests/reference.py) on real masks, and the
 reachable-span bound against a brute-force full-frame threshold on random maps, including
@@ -18,7 +19,8 @@ import effects_data as D
 import reference as R
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects import create_stream_effect, resolve_geometry
-from privacy_filter.effects.mask import cpu_mask_alpha, dilate_binary, quantize, reachable_span, upsample_part, upsample_u8
+from privacy_filter.effects.cpu import blend_plan
+from privacy_filter.effects.mask import classify_tiles, cpu_mask_alpha, dilate_binary, quantize, reachable_span, upsample_part, upsample_u8
 
 HARD = MaskConfig(threshold=0.3, dilate_frac=0.02, feather_px=0)  # the cctv preset's mask
 
@@ -96,3 +98,81 @@ def test_dilate_binary_equals_the_reference_dilation() -> None:
         b = np.where(rng.random((h, w)) < rng.choice([0.002, 0.02, 0.3]), 255, 0).astype(np.uint8)
         r = int(rng.choice([1, 3, 22, 60]))
         assert np.array_equal(dilate_binary(b, r), R.dilate_ref(b, r)), trial
+
+
+def _blob_prob(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """A smooth random 0..1 map: blobs with soft edges, like a segmentation output."""
+    m = cv2.GaussianBlur(rng.random(shape).astype(np.float32), (0, 0), float(rng.choice([1.5, 3.0, 6.0])))
+    return (m - m.min()) / (m.max() - m.min() + 1e-6)
+
+
+def test_tiled_and_dense_alpha_equal_the_reference_at_frame_edges() -> None:
+    """Both evaluations == mask_alpha_ref, for masks that touch every frame edge, ragged frame
+    sizes (tiles cut by the edge), radii larger than a tile, and both targets."""
+    rng = np.random.default_rng(23)
+    edge_pieces = 0
+    for trial in range(90):
+        sh, sw = [(144, 256), (256, 256), (40, 30)][trial % 3]
+        width, height = [(1920, 1080), (641, 361), (97, 53), (1280, 720), (33, 17)][trial % 5]
+        m = _blob_prob(rng, (sh, sw))
+        side = trial % 4  # a person cut by the top, bottom, left or right edge of the frame
+        if side == 0:
+            m[:3, :] = 1
+        elif side == 1:
+            m[-3:, :] = 1
+        elif side == 2:
+            m[:, :3] = 1
+        else:
+            m[:, -3:] = 1
+        mask = MaskConfig(threshold=float(rng.integers(20, 240)) / 255,
+                          dilate_px=int(rng.choice([0, 1, 2, 5, 22, 40])), feather_px=int(rng.choice([0, 1, 6, 20])))
+        effect = EffectConfig(target=str(rng.choice(["person", "background"])))  # type: ignore[arg-type]
+        geo = resolve_geometry(effect, mask, width, height)
+        a, ac = R.mask_alpha_ref(m, width, height, R.geometry_ref(effect, mask, width, height))
+        for method in ("tiled", "dense", "auto"):
+            ma = cpu_mask_alpha(m, geo, method)
+            assert np.array_equal(ma.full(), a), (trial, method)
+            assert np.array_equal(ma.full_chroma(), ac), (trial, method)
+        tiled = cpu_mask_alpha(m, geo, "tiled")
+        if tiled.edge_tiles is not None:
+            t = tiled.tile
+            gy, gx = tiled.edge_tiles[0] + tiled.box[0] // t, tiled.edge_tiles[1] + tiled.box[2] // t
+            reach = geo.dilate + geo.feather
+            edge_pieces += int(((gy * t < reach) | ((gy + 1) * t + reach > height) | (gx * t < reach) | ((gx + 1) * t + reach > width)).sum())
+    assert edge_pieces > 200  # the halo replication at the frame's edges was exercised
+
+
+@pytest.mark.parametrize("name", ["00001", "00003", "00007"])
+@pytest.mark.parametrize("preset", ["video-call", "cctv"])
+def test_tiled_alpha_on_real_masks_proves_most_tiles(shared_data: Path, name: str, preset: str) -> None:
+    """On a real person at 1080p the tiled evaluation equals the reference, and most of the box
+    is proven at model resolution (only the edge is computed at frame resolution)."""
+    from privacy_filter.config import load_preset
+
+    mask = MaskConfig(**load_preset(preset)["mask"])
+    prob = D.real_prob(shared_data, name)
+    geo = resolve_geometry(EffectConfig(), mask, 1920, 1080)
+    a, ac = R.mask_alpha_ref(prob, 1920, 1080, R.geometry_ref(EffectConfig(), mask, 1920, 1080))
+    ma = cpu_mask_alpha(prob, geo, "tiled")
+    assert np.array_equal(ma.full(), a) and np.array_equal(ma.full_chroma(), ac)
+    assert ma.edge_tiles is not None and ma.box is not None
+    y0, y1, x0, x1 = ma.box
+    edge_area = ma.edge_tiles[0].size * ma.tile**2
+    assert 0 < edge_area < 0.5 * (y1 - y0) * (x1 - x0)
+
+
+def test_blend_plan_from_edge_tiles_equals_the_full_scan(shared_data: Path) -> None:
+    """Scanning only the mask's edge tiles finds exactly the partial tiles and pixels a full scan finds."""
+    mask = MaskConfig(threshold=0.5, dilate_px=2, feather_px=6)
+    for name, (width, height) in (("00001", (1920, 1080)), ("00003", (641, 361)), ("00007", (1918, 1078))):
+        for target in ("person", "background"):
+            geo = resolve_geometry(EffectConfig(target=target), mask, width, height)  # type: ignore[arg-type]
+            ma = cpu_mask_alpha(D.real_prob(shared_data, name), geo, "tiled")
+            assert ma.a is not None and ma.ac is not None
+            for alpha, ctile in ((ma.a, ma.tile), (ma.ac, ma.tile // 2)):
+                fast, full = blend_plan(alpha, False, ma.edge_tiles, ctile), blend_plan(alpha)
+                assert fast.ty.size > 0
+                assert sorted(zip(fast.ty.tolist(), fast.tx.tolist())) == sorted(zip(full.ty.tolist(), full.tx.tolist()))
+                order_f, order_s = np.lexsort((fast.tx, fast.ty)), np.lexsort((full.tx, full.ty))
+                assert np.array_equal(fast.ta[order_f], full.ta[order_s])
+                assert np.array_equal(fast.ys, full.ys) and np.array_equal(fast.xs, full.xs) and np.array_equal(fast.full, full.full)

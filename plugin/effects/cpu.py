@@ -76,8 +76,8 @@ def pixelate_region(plane: np.ndarray, cell: int, box: Box | None = None) -> np.
     cy0, cx0 = (y0 // cell) * cell, (x0 // cell) * cell
     cy1, cx1 = min(h, -(-y1 // cell) * cell), min(w, -(-x1 // cell) * cell)
     means = cell_means(plane[cy0:cy1, cx0:cx1], cell)
-    if cell >= 8:  # NumPy's repeat beats OpenCV's nearest resize for large cells
-        big = np.repeat(np.repeat(means, cell, axis=0), cell, axis=1)
+    if cell >= 8:  # NumPy's repeat beats OpenCV's nearest resize for large cells; columns first
+        big = np.repeat(np.repeat(means, cell, axis=1), cell, axis=0)  # (then whole rows are copied)
     else:
         big = cv2.resize(means, (means.shape[1] * cell, means.shape[0] * cell), interpolation=cv2.INTER_NEAREST_EXACT)
     return big[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
@@ -140,27 +140,51 @@ def _tiles(plane: np.ndarray, th: int, tw: int) -> np.ndarray:
     return plane[: th * TILE, : tw * TILE].reshape(th, TILE, tw, TILE)
 
 
-def blend_plan(a: np.ndarray, hard: bool = False) -> BlendPlan:
-    """``hard``: the caller knows ``a`` holds only 0 and 255 (no feather), so there is nothing to
-    blend and ``a`` itself is the copy mask; this skips three passes over the box."""
+def blend_plan(a: np.ndarray, hard: bool = False, candidates: tuple[np.ndarray, np.ndarray] | None = None, ctile: int = 0) -> BlendPlan:
+    """Plan the composite of alpha ``a`` (see :class:`BlendPlan`).
+
+    ``hard``: the caller knows ``a`` holds only 0 and 255 (no feather), so there is nothing to
+    blend and ``a`` itself is the copy mask; this skips three passes over the box.
+    ``candidates``: tiles of ``ctile`` px (a multiple of TILE, counted from a's origin) outside
+    which ``a`` is known to be 0 or 255 (MaskAlpha.edge_tiles); only they are scanned.
+    """
     h, w = a.shape
     if hard:
         none = np.empty(0, np.intp)
         return BlendPlan(a, 0, 0, none, none, np.empty((0, TILE, TILE), np.uint16), none, none, np.empty(0, np.uint16))
     th, tw = h // TILE, w // TILE
-    partial = cv2.inRange(a, 1, 254)
     ty = tx = np.empty(0, np.intp)
     ta = np.empty((0, TILE, TILE), np.uint16)
-    if th and tw and cv2.countNonZero(partial[: th * TILE, : tw * TILE]):
-        # tile flags: an INTER_AREA mean of 0/255 over 256 pixels is >= 1 iff any is set
-        grid = cv2.resize(partial[: th * TILE, : tw * TILE], (tw, th), interpolation=cv2.INTER_AREA)
-        ty, tx = _nonzero_points(grid)
-        ta = _tiles(a, th, tw)[ty, :, tx, :].astype(np.uint16)
-    ys_b, xs_b = _nonzero_points(partial[th * TILE :, :])  # bottom strip, full width
-    ys_r, xs_r = _nonzero_points(partial[: th * TILE, tw * TILE :])  # right strip
+    if candidates is not None:
+        ty, tx = _candidate_tiles(candidates, ctile // TILE, th, tw)
+        if ty.size:
+            stack = _tiles(a, th, tw)[ty, :, tx, :]  # (n, TILE, TILE)
+            part = cv2.inRange(stack.reshape(-1, TILE), 1, 254).reshape(-1, TILE * TILE)
+            keep = part.any(axis=1)
+            ty, tx, ta = ty[keep], tx[keep], stack[keep].astype(np.uint16)
+    elif th and tw:
+        partial = cv2.inRange(a[: th * TILE, : tw * TILE], 1, 254)
+        if cv2.countNonZero(partial):
+            # tile flags: an INTER_AREA mean of 0/255 over 256 pixels is >= 1 iff any is set
+            grid = cv2.resize(partial, (tw, th), interpolation=cv2.INTER_AREA)
+            ty, tx = _nonzero_points(grid)
+            ta = _tiles(a, th, tw)[ty, :, tx, :].astype(np.uint16)
+    # the ragged bottom and right strips that do not fill a tile: pixel by pixel
+    ys_b, xs_b = _nonzero_points(cv2.inRange(a[th * TILE :, :], 1, 254) if h > th * TILE else a[:0])
+    ys_r, xs_r = _nonzero_points(cv2.inRange(a[: th * TILE, tw * TILE :], 1, 254) if th and w > tw * TILE else a[:0])
     ys = np.concatenate([ys_b + th * TILE, ys_r])
     xs = np.concatenate([xs_b, xs_r + tw * TILE])
     return BlendPlan(cv2.compare(a, 255, cv2.CMP_EQ), th, tw, ty, tx, ta, ys, xs, a[ys, xs].astype(np.uint16))
+
+
+def _candidate_tiles(candidates: tuple[np.ndarray, np.ndarray], k: int, th: int, tw: int) -> tuple[np.ndarray, np.ndarray]:
+    """The TILE-sized sub-tiles (k×k per candidate) that lie inside the th×tw tiled area."""
+    cy, cx = candidates
+    sub = np.arange(k)
+    ty = (cy[:, None, None] * k + sub[None, :, None]).repeat(k, axis=2).ravel()
+    tx = (cx[:, None, None] * k + sub[None, None, :]).repeat(k, axis=1).ravel()
+    inside = (ty < th) & (tx < tw)
+    return ty[inside].astype(np.intp), tx[inside].astype(np.intp)
 
 
 def _div255(x: np.ndarray) -> np.ndarray:
@@ -268,8 +292,9 @@ class CpuStreamEffect:
             return
         # without feather the luma alpha is 0/255 (threshold, dilation, inversion); chroma
         # alpha is a 2x2 mean and has partial values along the edges
-        luma_plan = blend_plan(ma.a, hard=geo.feather == 0) if ma.a is not None else None
-        chroma_plan = blend_plan(ma.ac) if ma.ac is not None else None
+        edges = ma.edge_tiles
+        luma_plan = blend_plan(ma.a, geo.feather == 0, edges, ma.tile) if ma.a is not None else None
+        chroma_plan = blend_plan(ma.ac, False, edges, ma.tile // 2) if ma.ac is not None else None
         regions = ((ma.box, luma_plan), (ma.cbox, chroma_plan), (ma.cbox, chroma_plan))
         if kind == "overlay":
             for dst, (box, plan), color in zip(frame.planes, regions, geo.color_yuv):
