@@ -288,3 +288,39 @@ def test_bad_replacement_names_field_and_file(tmp_path: Path) -> None:
         create_stream_effect(EffectConfig(kind="replace", replace_video=str(tmp_path / "clip.mp4")), MaskConfig())
     with pytest.raises(ConfigError, match="device"):
         create_stream_effect(EffectConfig(), MaskConfig(), device="tpu")
+
+
+@pytest.mark.parametrize("target", ["person", "background"])
+def test_blur_on_the_helper_thread_equals_the_single_thread_result(shared_data: Path, target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The blur pictures computed beside the mask give the same frame and alpha as computing
+    them afterwards on the calling thread, frame after frame (temporal state included)."""
+    from privacy_filter.effects import cpu
+
+    effect = EffectConfig(kind="blur", target=target)  # type: ignore[arg-type]
+    mask = MaskConfig(threshold=0.5, dilate_px=2, feather_px=6, temporal="smooth")
+    outputs = []
+    for helper in (True, False):
+        monkeypatch.setattr(cpu, "HELPER_THREAD", helper)
+        fx = create_stream_effect(effect, mask)
+        run = []
+        for name in ("00001", "00003", "00001"):
+            frame = D.real_frame(shared_data, 641, 361)
+            alpha = fx.apply(frame, D.real_prob(shared_data, name))
+            run.append((alpha, *frame.planes))
+        outputs.append(run)
+    for with_helper, without in zip(*outputs):
+        assert all(np.array_equal(a, b) for a, b in zip(with_helper, without))
+    assert 0 < int((outputs[0][0][0] == 255).sum()) < outputs[0][0][0].size
+
+
+def test_a_failing_mask_leaves_the_frame_untouched_while_the_blur_runs_beside_it(shared_data: Path) -> None:
+    """The mask raises while the blur pictures are being computed: the error reaches the caller
+    (the stage then covers the frame), the frame is not written, and the next frame works."""
+    fx = create_stream_effect(EffectConfig(kind="blur"), MaskConfig())
+    frame = D.real_frame(shared_data, 641, 361)
+    before = frame.copy()
+    with pytest.raises(ValueError, match="2-D"):
+        fx.apply(frame, np.ones((2, 8, 8), np.float32))
+    assert all(np.array_equal(a, b) for a, b in zip(frame.planes, before.planes))
+    alpha = fx.apply(frame, D.real_prob(shared_data, "00001"))
+    assert int((alpha == 255).sum()) > 0 and not np.array_equal(frame.y, before.y)

@@ -48,6 +48,20 @@ def test_quantize_and_sanitize() -> None:
     assert np.array_equal(q, R.quantize_ref(m))
 
 
+def test_quantize_rounds_half_up_at_every_level_boundary() -> None:
+    """The fast rounding (to nearest) equals floor(255·M + 0.5) on the float32 values closest to
+    every k + 1/2 boundary, where the two roundings could only ever differ."""
+    levels = (np.arange(255, dtype=np.float64) + 0.5) / 255.0
+    up = down = levels.astype(np.float32)
+    near = [up]
+    for _ in range(4):  # four float32 steps either side of each boundary
+        up, down = np.nextafter(up, np.float32(2)), np.nextafter(down, np.float32(-1))
+        near += [up, down]
+    m = np.concatenate(near + [np.array([0.0, 1.0], np.float32)]).astype(np.float32).reshape(1, -1)
+    assert np.array_equal(quantize(m), R.quantize_ref(m))
+    assert np.array_equal(quantize(m, sanitized=True), R.quantize_ref(m))
+
+
 @pytest.mark.parametrize(("t", "t8"), [(0.0, 0), (0.2, 51), (0.5, 128), (0.7, 179), (1.0, 255)])
 def test_threshold8(t: float, t8: int) -> None:
     assert threshold8(t) == t8 == R.threshold8_ref(t)

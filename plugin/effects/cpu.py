@@ -10,7 +10,9 @@ arithmetic.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -19,7 +21,7 @@ import numpy as np
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects.geometry import Geometry, resolve_geometry
 from privacy_filter.effects.mask import Box, MaskAlpha, TemporalFilter, cpu_mask_alpha, full_alpha
-from privacy_filter.effects.replace import Planes, open_replacement
+from privacy_filter.effects.replace import Planes, VideoReplacement, open_replacement
 from privacy_filter.frames import YuvFrame
 
 Picture = np.ndarray | int  # an effect picture (region-shaped) or a constant
@@ -240,6 +242,30 @@ def _bands(dst: np.ndarray, box: Box) -> list[tuple[slice, slice]]:
     ]
 
 
+def _blur_pictures(planes: Planes, geo: Geometry) -> Planes:
+    """The blurred Y, U and V planes (whole planes)."""
+    y, u, v = planes
+    return (
+        blur_plane(y, geo.blur_factor, geo.blur_box, geo.blur_passes),
+        blur_plane(u, geo.blur_factor_c, geo.blur_box, geo.blur_passes),
+        blur_plane(v, geo.blur_factor_c, geo.blur_box, geo.blur_passes),
+    )
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+HELPER_THREAD = True  # False: everything on the calling thread (benchmarks compare the two)
+
+
+def _picture_pool() -> ThreadPoolExecutor:
+    """One helper thread per process, shared by every stream (the stage applies effects one at a time)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="privacy-filter-picture")
+        return _pool
+
+
 # ---------------------------------------------------------------------------- stream
 
 
@@ -263,12 +289,38 @@ class CpuStreamEffect:
         self.temporal.reset()
 
     def apply(self, frame: YuvFrame, prob: np.ndarray) -> np.ndarray:
-        """Filter ``frame`` in place with the person probability computed from it; return the alpha."""
+        """Filter ``frame`` in place with the person probability computed from it; return the alpha.
+
+        Whole-plane effect pictures depend on the frame alone, not on the mask, so they are
+        computed on a helper thread while this one works out the mask (OpenCV releases the
+        GIL): on two cores the wall time is the longer of the two instead of their sum.  The
+        frame is only written after both are done.
+        """
         frame.validate()
         geo = self.geometry(frame.width, frame.height)
-        ma = cpu_mask_alpha(self.temporal(prob), geo)
-        self._render(frame, ma, geo, self.effect.kind)
+        kind = self.effect.kind
+        early = self._early_pictures(frame, geo)
+        try:
+            ma = cpu_mask_alpha(self.temporal(prob), geo, sanitized=True)
+        except BaseException:
+            if early is not None:
+                early.cancel() or early.exception()  # never leave it reading a frame we hand back
+            raise
+        self._render(frame, ma, geo, kind, early)
         return ma.full()
+
+    def _early_pictures(self, frame: YuvFrame, geo: Geometry) -> Future[Planes] | None:
+        """Start the whole-plane pictures that cost the most and do not depend on the mask: a
+        blur's (about a third of the effect's time at 1080p) and the next picture of a
+        replacement video (a decode).  Cheaper pictures are not worth the hand-over between
+        threads (measured with benchmarks/bench_effects.py --compare-threads)."""
+        if not HELPER_THREAD:
+            return None
+        if self.effect.kind == "blur":
+            return _picture_pool().submit(_blur_pictures, frame.planes, geo)
+        if self.effect.kind == "replace" and isinstance(self.replacement, VideoReplacement):
+            return _picture_pool().submit(self.replacement.planes, frame.width, frame.height)
+        return None
 
     def cover_whole(self, frame: YuvFrame) -> np.ndarray:
         """Fail closed: the effect over the whole frame (overlay/none → solid colour).
@@ -287,23 +339,24 @@ class CpuStreamEffect:
 
     # -- internals
 
-    def _render(self, frame: YuvFrame, ma: MaskAlpha, geo: Geometry, kind: str) -> None:
+    def _render(self, frame: YuvFrame, ma: MaskAlpha, geo: Geometry, kind: str, early: Future[Planes] | None = None) -> None:
         if kind == "none":
             return
+        replacement: Planes | None = None
+        if early is not None:  # whole-plane pictures, computed from the untouched frame:
+            kind, replacement = "replace", early.result()  # composited like a replacement
+        elif kind == "replace" and self.replacement is not None:
+            replacement = self.replacement.planes(frame.width, frame.height)
         # without feather the luma alpha is 0/255 (threshold, dilation, inversion); chroma
         # alpha is a 2x2 mean and has partial values along the edges
         edges = ma.edge_tiles
         luma_plan = blend_plan(ma.a, geo.feather == 0, edges, ma.tile) if ma.a is not None else None
         chroma_plan = blend_plan(ma.ac, False, edges, ma.tile // 2) if ma.ac is not None else None
         regions = ((ma.box, luma_plan), (ma.cbox, chroma_plan), (ma.cbox, chroma_plan))
-        if kind == "overlay":
-            for dst, (box, plan), color in zip(frame.planes, regions, geo.color_yuv):
-                self._overlay_plane(dst, ma.outside, box, plan, color, geo.opacity8)
-            return
-        replacement: Planes | None = None
-        if kind == "replace" and self.replacement is not None:
-            replacement = self.replacement.planes(frame.width, frame.height)
         for i, (dst, (box, plan)) in enumerate(zip(frame.planes, regions)):
+            if kind == "overlay":
+                self._overlay_plane(dst, ma.outside, box, plan, geo.color_yuv[i], geo.opacity8)
+                continue
 
             def picture(region: Box | None, i: int = i, dst: np.ndarray = dst) -> Picture:
                 return self._picture(kind, i, dst, region, geo, replacement)

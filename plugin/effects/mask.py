@@ -79,9 +79,17 @@ class TemporalFilter:
         return self._ema.copy()
 
 
-def quantize(m: np.ndarray) -> np.ndarray:
-    """Q = floor(255·M + 0.5) as uint8 (exact: float64 holds 255·float32 exactly); sanitizes first."""
-    return np.floor(sanitize_prob(m).astype(np.float64) * 255.0 + 0.5).astype(np.uint8)
+def quantize(m: np.ndarray, sanitized: bool = False) -> np.ndarray:
+    """Q = floor(255·M + 0.5) as uint8; sanitizes first unless the caller already did.
+
+    255·M is exact in float64 for a float32 M, and never exactly k + ½ (M would have to be
+    (2k+1)/510, which has no binary representation), so rounding to nearest even gives the
+    same Q in three cheap passes.
+    """
+    x = (m if sanitized else sanitize_prob(m)).astype(np.float64)
+    x *= 255.0
+    np.rint(x, out=x)
+    return x.astype(np.uint8)
 
 
 def bilinear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,6 +128,7 @@ def _taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return bilinear_taps(src, dst)
 
 
+@lru_cache(maxsize=4096)
 def _crop_axis(src: int, dst: int, d0: int, d1: int) -> tuple[int, int, int, int] | None:
     """(s0, s1, e0, e1): a source crop [s0, s1) whose own resize to [e0, e1) reproduces outputs [d0, d1).
 
@@ -143,11 +152,16 @@ def _crop_axis(src: int, dst: int, d0: int, d1: int) -> tuple[int, int, int, int
     return (s0, b1 * ps, e0, b1 * pd) if same else None
 
 
+def _resize_span(src: int, dst: int, d0: int, d1: int) -> tuple[int, int, int, int]:
+    """(s0, s1, e0, e1): resizing source [s0, s1) to outputs [e0, e1) ⊇ [d0, d1) reproduces the full resize there."""
+    return _crop_axis(src, dst, d0, d1) or (0, src, 0, dst)
+
+
 def upsample_part(q: np.ndarray, width: int, height: int, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
     """``upsample_u8(q, width, height)[r0:r1, c0:c1]``, bit for bit, resizing only a crop where possible."""
     (r0, r1), (c0, c1) = rows, cols
-    ys = _crop_axis(q.shape[0], height, r0, r1) or (0, q.shape[0], 0, height)
-    xs = _crop_axis(q.shape[1], width, c0, c1) or (0, q.shape[1], 0, width)
+    ys = _resize_span(q.shape[0], height, r0, r1)
+    xs = _resize_span(q.shape[1], width, c0, c1)
     u = cv2.resize(q[ys[0] : ys[1], xs[0] : xs[1]], (xs[3] - xs[2], ys[3] - ys[2]), interpolation=cv2.INTER_LINEAR_EXACT)
     return u[r0 - ys[2] : r1 - ys[2], c0 - xs[2] : c1 - xs[2]]
 
@@ -245,7 +259,7 @@ def _grow_box(x: int, y: int, w: int, h: int, margin: int, width: int, height: i
     return y0, y1, x0, x1
 
 
-def cpu_mask_alpha(m: np.ndarray, geo: Geometry, method: str = "auto") -> MaskAlpha:
+def cpu_mask_alpha(m: np.ndarray, geo: Geometry, method: str = "auto", sanitized: bool = False) -> MaskAlpha:
     """Temporal output M (model resolution) → frame alpha, OpenCV implementation.
 
     quantize → INTER_LINEAR_EXACT upsample → threshold → dilate (rect kernel; cv2's default
@@ -258,11 +272,12 @@ def cpu_mask_alpha(m: np.ndarray, geo: Geometry, method: str = "auto") -> MaskAl
       each from its own halo (:func:`_edge_tiles_alpha`).  A person filling the frame has a
       large box but a thin edge, so this is what keeps a video call's cost down.
 
-    ``auto`` picks by the pixel count each would process.
+    ``auto`` picks by the pixel count each would process.  ``sanitized``: M is already
+    float32, finite and in [0, 1] (TemporalFilter's output).
     """
     if method not in ("auto", "dense", "tiled"):
         raise ValueError(f"cpu_mask_alpha method must be auto, dense or tiled, got {method!r}")
-    q = quantize(m)
+    q = quantize(m, sanitized)
     if method == "dense":
         return _dense_alpha(q, geo)
     reach = geo.dilate + geo.feather
@@ -356,76 +371,72 @@ def _tiled_alpha(q: np.ndarray, geo: Geometry, tc: TileClasses) -> MaskAlpha:
     return MaskAlpha(geo.width, geo.height, 255 if geo.invert else 0, tc.box, a, chroma_alpha(a), t, (ey, ex))
 
 
-MOSAIC_WIDTH = 1536  # pixels per row of the piece mosaic: wide rows keep OpenCV's filters efficient
-
-
 def _edge_tiles_alpha(q: np.ndarray, geo: Geometry, t: int, gy: np.ndarray, gx: np.ndarray) -> np.ndarray:
     """Exact feathered alpha (n, T, T) of the tiles at grid positions (gy, gx), before inversion.
 
     Each tile is computed from a piece of the thresholded upsample: the tile plus a halo of
-    R = r + f on every side, which is all its alpha depends on.  The pieces are laid out
-    side by side in one mosaic, so the dilation and the feather run as one OpenCV call
-    each; a piece's neighbours in the mosaic only ever touch its halo.  Parts of a piece
-    outside the frame are zeros for the dilation (outside pixels are ignored) and are
-    overwritten with the nearest frame row/column of the dilated mask before the feather
-    (its BORDER_REPLICATE), so pieces at the frame's edges are exact as well.
+    R = r + f on every side, which is all its alpha depends on.  The n pieces are gathered
+    side by side into one P × n·P strip (P = T + 2R), so the dilation and the feather run as
+    one OpenCV call each on long rows; a piece's neighbours in the strip only ever touch its
+    halo.  Parts of a piece outside the frame are zeros for the dilation (outside pixels are
+    ignored) and are overwritten with the nearest frame row/column of the dilated mask before
+    the feather (its BORDER_REPLICATE), so pieces at the frame's edges are exact as well.
     """
     width, height = geo.width, geo.height
     r, f = geo.dilate, geo.feather
     big = r + f
     p = t + 2 * big
     n = gy.size
-    # Upsample once over the edge tiles' bounding box plus halo, clamped to the frame,
-    # into a zero-padded canvas whose origin is frame pixel (cy0 − R, cx0 − R).
+    # One resize over the edge tiles' bounding box plus halo (clamped to the frame, widened
+    # to the tap period by _resize_span), written straight into a zeroed canvas: frame
+    # pixel (y, x) is canvas[y − oy, x − ox], and everything outside the frame stays 0.
     cy0, cx0 = int(gy.min()) * t, int(gx.min()) * t
     cy1, cx1 = (int(gy.max()) + 1) * t, (int(gx.max()) + 1) * t
-    ry0, ry1 = max(0, cy0 - big), min(height, cy1 + big)
-    rx0, rx1 = max(0, cx0 - big), min(width, cx1 + big)
-    canvas = np.zeros((cy1 - cy0 + 2 * big, cx1 - cx0 + 2 * big), np.uint8)
-    canvas[ry0 - cy0 + big : ry1 - cy0 + big, rx0 - cx0 + big : rx1 - cx0 + big] = upsample_part(q, width, height, (ry0, ry1), (rx0, rx1))
-    windows = np.lib.stride_tricks.sliding_window_view(canvas, (p, p))[::t, ::t]
-    # mosaic: `per_row` pieces per row; piece i at mosaic cell (i // per_row, i % per_row)
-    per_row = max(1, min(n, MOSAIC_WIDTH // p))
-    rows = -(-n // per_row)
-    iy, ix = gy - cy0 // t, gx - cx0 // t
-    if rows * per_row > n:  # pad with copies of the last piece; their results are dropped
-        iy = np.concatenate([iy, np.full(rows * per_row - n, iy[-1])])
-        ix = np.concatenate([ix, np.full(rows * per_row - n, ix[-1])])
-    pieces = windows[iy.reshape(rows, per_row), ix.reshape(rows, per_row)]  # (rows, per_row, P, P)
-    mosaic = np.ascontiguousarray(pieces.transpose(0, 2, 1, 3)).reshape(rows * p, per_row * p)
+    ys = _resize_span(q.shape[0], height, max(0, cy0 - big), min(height, cy1 + big))
+    xs = _resize_span(q.shape[1], width, max(0, cx0 - big), min(width, cx1 + big))
+    oy, ox = min(ys[2], cy0 - big), min(xs[2], cx0 - big)
+    canvas = np.zeros((max(ys[3], cy1 + big) - oy, max(xs[3], cx1 + big) - ox), np.uint8)
+    into = canvas[ys[2] - oy : ys[3] - oy, xs[2] - ox : xs[3] - ox]
+    out = cv2.resize(q[ys[0] : ys[1], xs[0] : xs[1]], (xs[3] - xs[2], ys[3] - ys[2]), dst=into, interpolation=cv2.INTER_LINEAR_EXACT)
+    if not np.shares_memory(out, canvas):  # OpenCV reallocated instead of writing into the view
+        into[...] = out
+    # windows[ly, i, j, lx] = canvas pixel at (row i, column j of the tile grid) + (ly, lx) − R
+    base = canvas[cy0 - big - oy :, cx0 - big - ox :]
+    s0, s1 = base.strides
+    windows = np.lib.stride_tricks.as_strided(
+        base, shape=(p, (cy1 - cy0) // t, (cx1 - cx0) // t, p), strides=(s0, t * s0, t * s1, s1), writeable=False
+    )
+    strip = windows[:, gy - cy0 // t, gx - cx0 // t, :].reshape(p, n * p)  # piece i: columns [i·P, (i+1)·P)
     # T8 >= 1 here (at T8 = 0 every tile is full), so the zero padding thresholds to "outside"
-    d = cv2.compare(mosaic, int(geo.threshold8), cv2.CMP_GE)
+    d = cv2.compare(strip, int(geo.threshold8), cv2.CMP_GE)
     if r > 0:
         d = dilate_binary(d, r)
     if f > 0:
-        d4 = d.reshape(rows, p, per_row, p)
-        cell = np.arange(n)
-        _replicate_into_halo(d4, cell // per_row, cell % per_row, gy, t, big, height, axis=1)
-        _replicate_into_halo(d4, cell // per_row, cell % per_row, gx, t, big, width, axis=3)
+        d3 = d.reshape(p, n, p)
+        _replicate_into_halo(d3, gy, t, big, height, axis=0)
+        _replicate_into_halo(d3, gx, t, big, width, axis=2)
         d = cv2.blur(d, (2 * f + 1, 2 * f + 1), borderType=cv2.BORDER_REPLICATE)
-    centres = d.reshape(rows, p, per_row, p)[:, big : big + t, :, big : big + t]
-    return centres.transpose(0, 2, 1, 3).reshape(rows * per_row, t, t)[:n]
+    return d.reshape(p, n, p)[big : big + t, :, big : big + t].transpose(1, 0, 2)
 
 
-def _replicate_into_halo(d4: np.ndarray, mr: np.ndarray, mc: np.ndarray, g: np.ndarray, t: int, big: int, size: int, axis: int) -> None:
-    """BORDER_REPLICATE along one axis (1: rows, 3: columns of the (rows, P, per_row, P) mosaic view)
-    for the pieces that reach past the frame, in place; piece i sits at mosaic cell (mr[i], mc[i])
-    and at grid index g[i] along that axis, so its local index k is frame index g·T − R + k."""
+def _replicate_into_halo(d3: np.ndarray, g: np.ndarray, t: int, big: int, size: int, axis: int) -> None:
+    """BORDER_REPLICATE along one axis (0: rows, 2: columns of the (P, n, P) strip view) for the
+    pieces that reach past the frame, in place; piece i has grid index g[i] along that axis,
+    so its local index k is frame index g·T − R + k."""
     p = t + 2 * big
     for gi in np.unique(g[(g * t - big < 0) | (g * t + t + big > size)]).tolist():
         sel = np.flatnonzero(g == gi)
-        r_, c_ = mr[sel], mc[sel]
         lo, hi = max(0, big - gi * t), min(p, size - gi * t + big)  # local indices inside the frame
-        if axis == 1:
+        if axis == 0:
             if lo > 0:
-                d4[r_, :lo, c_, :] = d4[r_, lo : lo + 1, c_, :]
+                d3[:lo, sel, :] = d3[lo : lo + 1, sel, :]
             if hi < p:
-                d4[r_, hi:, c_, :] = d4[r_, hi - 1 : hi, c_, :]
+                d3[hi:, sel, :] = d3[hi - 1 : hi, sel, :]
         else:
             if lo > 0:
-                d4[r_, :, c_, :lo] = d4[r_, :, c_, lo : lo + 1]
+                d3[:, sel, :lo] = d3[:, sel, lo : lo + 1]
             if hi < p:
-                d4[r_, :, c_, hi:] = d4[r_, :, c_, hi - 1 : hi]
+                d3[:, sel, hi:] = d3[:, sel, hi - 1 : hi]
 
 
 def _dense_alpha(q: np.ndarray, geo: Geometry) -> MaskAlpha:
