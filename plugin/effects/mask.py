@@ -33,8 +33,10 @@ def sanitize_prob(prob: np.ndarray) -> np.ndarray:
     p = np.array(prob, dtype=np.float32, copy=True)
     if p.ndim != 2:
         raise ValueError(f"person probability must be a 2-D (h, w) map, got shape {p.shape}")
-    np.nan_to_num(p, copy=False, nan=1.0, posinf=1.0, neginf=0.0)
-    np.clip(p, 0.0, 1.0, out=p)
+    if not np.isfinite(p).all():  # only garbage takes the slower path
+        np.nan_to_num(p, copy=False, nan=1.0, posinf=1.0, neginf=0.0)
+    np.maximum(p, 0.0, out=p)
+    np.minimum(p, 1.0, out=p)
     return p
 
 
@@ -197,6 +199,14 @@ class MaskAlpha:
     edge_tiles: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
+    def box_fraction(self) -> float:
+        """Share of the frame inside ``box`` (0 when there is none)."""
+        if self.box is None:
+            return 0.0
+        y0, y1, x0, x1 = self.box
+        return (y1 - y0) * (x1 - x0) / float(self.width * self.height)
+
+    @property
     def cbox(self) -> Box | None:
         if self.box is None:
             return None
@@ -339,7 +349,8 @@ def classify_tiles(q: np.ndarray, geo: Geometry, tile: int) -> TileClasses | Non
     def counts(grow: int) -> tuple[np.ndarray, np.ndarray]:
         ylo, yhi = _tile_spans(q.shape[0], height, tile, grow)
         xlo, xhi = _tile_spans(q.shape[1], width, tile, grow)
-        c = s[np.ix_(yhi + 1, xhi + 1)] - s[np.ix_(ylo, xhi + 1)] - s[np.ix_(yhi + 1, xlo)] + s[np.ix_(ylo, xlo)]
+        top, bottom = s[ylo], s[yhi + 1]  # integral rows, then columns (cheaper than np.ix_)
+        c = bottom[:, xhi + 1] - top[:, xhi + 1] - bottom[:, xlo] + top[:, xlo]
         return c, np.outer(yhi - ylo + 1, xhi - xlo + 1)
 
     near, _ = counts(geo.dilate + geo.feather)
