@@ -366,20 +366,38 @@ def classify_tiles(q: np.ndarray, geo: Geometry, tile: int) -> TileClasses | Non
 
 
 def _tiled_alpha(q: np.ndarray, geo: Geometry, tc: TileClasses) -> MaskAlpha:
-    """Alpha over ``tc.box``: proven tiles filled, edge tiles computed exactly."""
+    """Alpha over ``tc.box``: proven tiles filled, edge tiles computed exactly.
+
+    Inversion is applied to the tile values and the edge tiles before they are spread to
+    pixels, and when the box has even sides the chroma alpha is assembled the same way
+    (a uniform tile's 2×2 means are that value; an edge tile's are computed from its own
+    pixels), so neither costs a pass over the whole box.
+    """
     t = tc.tile
     y0, y1, x0, x1 = tc.box
     ty0, ty1, tx0, tx1 = y0 // t, -(-y1 // t), x0 // t, -(-x1 // t)
-    full = tc.full[ty0:ty1, tx0:tx1].view(np.uint8) * np.uint8(255)
-    nty, ntx = full.shape
-    apad = np.repeat(np.repeat(full, t, axis=1), t, axis=0)  # the tile grid at pixel resolution (rows copied whole)
+    grid = np.where(tc.full[ty0:ty1, tx0:tx1] != geo.invert, np.uint8(255), np.uint8(0))
+    nty, ntx = grid.shape
     ey, ex = np.nonzero(tc.edge[ty0:ty1, tx0:tx1])
+    edge = np.empty((0, t, t), np.uint8)
     if ey.size:
-        apad.reshape(nty, t, ntx, t)[ey, :, ex, :] = _edge_tiles_alpha(q, geo, t, ey + ty0, ex + tx0)
+        edge = np.ascontiguousarray(_edge_tiles_alpha(q, geo, t, ey + ty0, ex + tx0))
+        if geo.invert:
+            cv2.bitwise_not(edge, dst=edge)
+    apad = np.repeat(np.repeat(grid, t, axis=1), t, axis=0)  # the tile grid at pixel resolution (rows copied whole)
+    if ey.size:
+        apad.reshape(nty, t, ntx, t)[ey, :, ex, :] = edge
     a = apad[: y1 - y0, : x1 - x0]  # a view when the box is ragged at the frame edge: OpenCV takes strides
-    if geo.invert:
-        a = cv2.bitwise_not(a)
-    return MaskAlpha(geo.width, geo.height, 255 if geo.invert else 0, tc.box, a, chroma_alpha(a), t, (ey, ex))
+    if (y1 - y0) % 2 or (x1 - x0) % 2:  # an odd frame edge: its last row/column is replicated
+        ac = chroma_alpha(a)
+    else:
+        h = t // 2
+        cpad = np.repeat(np.repeat(grid, h, axis=1), h, axis=0)
+        if ey.size:
+            cpad.reshape(nty, h, ntx, h)[ey, :, ex, :] = chroma_alpha(edge.reshape(-1, t)).reshape(-1, h, h)
+        ac = cpad[: (y1 - y0) // 2, : (x1 - x0) // 2]
+    outside = 255 if geo.invert else 0
+    return MaskAlpha(geo.width, geo.height, outside, tc.box, a, ac, t, (ey, ex))
 
 
 def _edge_tiles_alpha(q: np.ndarray, geo: Geometry, t: int, gy: np.ndarray, gx: np.ndarray) -> np.ndarray:
