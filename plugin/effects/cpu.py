@@ -284,7 +284,6 @@ class CpuStreamEffect:
         self.temporal = TemporalFilter(mask)
         self.replacement = open_replacement(effect)
         self._geo: Geometry | None = None
-        self._last_box_fraction = 0.0  # share of the frame inside the previous mask box
 
     def geometry(self, width: int, height: int) -> Geometry:
         if self._geo is None or (self._geo.width, self._geo.height) != (width, height):
@@ -314,22 +313,19 @@ class CpuStreamEffect:
                 early.cancel() or early.exception()  # never leave it reading a frame we hand back
             raise
         self._render(frame, ma, geo, kind, early)
-        self._last_box_fraction = ma.box_fraction
         return ma.full()
 
     def _early_pictures(self, frame: YuvFrame, geo: Geometry) -> Future[Planes] | None:
         """Start the whole-plane pictures that cost the most and do not depend on the mask: a
         blur's (about a third of the effect's time at 1080p), the next picture of a
-        replacement video (a decode), and a pixelate's when people filled much of the last
-        frame.  Cheaper pictures are not worth the hand-over between threads (an A/B of each
-        choice in one run: 0.77-0.91x the time where it is used, 1.1-1.2x where it is not)."""
+        replacement video (a decode), and a background pixelation's.  Elsewhere the hand-over
+        between threads costs about what it saves (A/B in one run: blur 0.77x, background
+        pixelate 0.95x; person pixelate 1.01x, fill/overlay/image 1.0-1.2x)."""
         if not HELPER_THREAD:
             return None
         if self.effect.kind == "blur":
             return _picture_pool().submit(_blur_pictures, frame.planes, geo)
-        if self.effect.kind == "pixelate" and self._last_box_fraction >= 0.25:
-            # the last frame's mask box covered much of it: the whole-plane picture costs
-            # little more than the box's, and it can be made while the mask is worked out
+        if self.effect.kind == "pixelate" and geo.invert:  # the background: whole planes are needed anyway
             return _picture_pool().submit(_pixelate_pictures, frame.planes, geo)
         if self.effect.kind == "replace" and isinstance(self.replacement, VideoReplacement):
             return _picture_pool().submit(self.replacement.planes, frame.width, frame.height)

@@ -199,14 +199,6 @@ class MaskAlpha:
     edge_tiles: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
-    def box_fraction(self) -> float:
-        """Share of the frame inside ``box`` (0 when there is none)."""
-        if self.box is None:
-            return 0.0
-        y0, y1, x0, x1 = self.box
-        return (y1 - y0) * (x1 - x0) / float(self.width * self.height)
-
-    @property
     def cbox(self) -> Box | None:
         if self.box is None:
             return None
