@@ -293,12 +293,17 @@ def test_bad_replacement_names_field_and_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("target", ["person", "background"])
 @pytest.mark.parametrize("kind", ["blur", "pixelate"])
 def test_pictures_on_the_helper_thread_equal_the_single_thread_result(shared_data: Path, kind: str, target: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whole-plane pictures computed beside the mask (blur; pixelate of the background) give the
-    same frame and alpha as computing them afterwards on the calling thread, frame after frame."""
+    """Pictures computed beside the mask (a blur's whole planes; a person pixelation's box, the
+    portrait's covering over a quarter of the frame) give the same frame and alpha as computing
+    them afterwards on the calling thread, frame after frame."""
     from privacy_filter.effects import cpu
 
     effect = EffectConfig(kind=kind, target=target)  # type: ignore[arg-type]
     mask = MaskConfig(threshold=0.5, dilate_px=2, feather_px=6, temporal="smooth")
+    calls: list[str] = []
+    for name in ("_blur_pictures", "_pixelate_box_pictures"):
+        original = getattr(cpu, name)
+        monkeypatch.setattr(cpu, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
     outputs = []
     for helper in (True, False):
         monkeypatch.setattr(cpu, "HELPER_THREAD", helper)
@@ -312,6 +317,9 @@ def test_pictures_on_the_helper_thread_equal_the_single_thread_result(shared_dat
     for with_helper, without in zip(*outputs):
         assert all(np.array_equal(a, b) for a, b in zip(with_helper, without))
     assert 0 < int((outputs[0][0][0] == 255).sum()) < outputs[0][0][0].size
+    # the helper really ran: every blur frame; a person pixelation when its box is large (all three)
+    expected = {"blur": 3, "pixelate": 3 if target == "person" else 0}[kind]
+    assert len(calls) == expected, calls
 
 
 def test_a_failing_mask_leaves_the_frame_untouched_while_the_blur_runs_beside_it(shared_data: Path) -> None:

@@ -205,7 +205,7 @@ def composite_into(dst: np.ndarray, eff: Picture, plan: BlendPlan) -> None:
     a = 255 is copied (``cv2.copyTo``), partial tiles blended densely, a = 0 left alone.
     """
     is_array = isinstance(eff, np.ndarray)
-    cv2.copyTo(eff if is_array else np.full(dst.shape, eff, np.uint8), plan.full, dst)
+    cv2.copyTo(eff if is_array else _constant_plane(dst.shape, int(eff)), plan.full, dst)
     if plan.ty.size:
         d4 = _tiles(dst, plan.th, plan.tw)
         e = _tiles(eff, plan.th, plan.tw)[plan.ty, :, plan.tx, :] if is_array else eff
@@ -213,6 +213,26 @@ def composite_into(dst: np.ndarray, eff: Picture, plan: BlendPlan) -> None:
     if plan.ys.size:
         e = eff[plan.ys, plan.xs] if is_array else eff
         dst[plan.ys, plan.xs] = _blend(dst[plan.ys, plan.xs], e, plan.a)
+
+
+_constants: dict[int, np.ndarray] = {}
+_constants_lock = threading.Lock()
+
+
+def _constant_plane(shape: tuple[int, ...], value: int) -> np.ndarray:
+    """A read-only ``shape`` view of a cached plane filled with ``value`` (cv2.copyTo wants an
+    array source; allocating and filling a box-sized one per plane per frame was a full pass)."""
+    h, w = shape
+    with _constants_lock:
+        plane = _constants.get(value)
+        if plane is None or plane.shape[0] < h or plane.shape[1] < w:
+            if len(_constants) >= 16:  # a handful of colours in practice; never grow without bound
+                _constants.clear()
+            ph, pw = (max(h, plane.shape[0]), max(w, plane.shape[1])) if plane is not None else (h, w)
+            plane = np.full((ph, pw), value, np.uint8)
+            plane.flags.writeable = False
+            _constants[value] = plane
+    return plane[:h, :w]
 
 
 def overlay_into(dst: np.ndarray, color: int, plan: BlendPlan, opacity8: int) -> None:
@@ -252,10 +272,12 @@ def _blur_pictures(planes: Planes, geo: Geometry) -> Planes:
     )
 
 
-def _pixelate_pictures(planes: Planes, geo: Geometry) -> Planes:
-    """The pixelated Y, U and V planes (whole planes)."""
+def _pixelate_box_pictures(planes: Planes, geo: Geometry, box: Box) -> Planes:
+    """The pixelated Y, U and V pictures over the luma ``box`` and its chroma box."""
     y, u, v = planes
-    return pixelate_region(y, geo.block), pixelate_region(u, geo.block_c), pixelate_region(v, geo.block_c)
+    y0, y1, x0, x1 = box
+    cbox = (y0 // 2, (y1 + 1) // 2, x0 // 2, (x1 + 1) // 2)
+    return pixelate_region(y, geo.block, box), pixelate_region(u, geo.block_c, cbox), pixelate_region(v, geo.block_c, cbox)
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -297,36 +319,44 @@ class CpuStreamEffect:
     def apply(self, frame: YuvFrame, prob: np.ndarray) -> np.ndarray:
         """Filter ``frame`` in place with the person probability computed from it; return the alpha.
 
-        Whole-plane effect pictures depend on the frame alone, not on the mask, so they are
-        computed on a helper thread while this one works out the mask (OpenCV releases the
-        GIL): on two cores the wall time is the longer of the two instead of their sum.  The
-        frame is only written after both are done.
+        Effect pictures depend on the frame, not on the mask, so they are computed on a helper
+        thread while this one works out the mask (OpenCV releases the GIL): whole planes are
+        started at once (see :meth:`_early_pictures`), a person pixelation's box as soon as
+        the mask's box is known, if it covers a quarter of the frame or more.  Handing work
+        to the thread costs a few tenths of a millisecond, so smaller pictures stay here.
+        The frame is only written after both are done.
         """
         frame.validate()
         geo = self.geometry(frame.width, frame.height)
         kind = self.effect.kind
         early = self._early_pictures(frame, geo)
+        boxed: list[Future[Planes]] = []
+
+        def on_box(box: Box) -> None:
+            y0, y1, x0, x1 = box
+            if HELPER_THREAD and kind == "pixelate" and not geo.invert and (y1 - y0) * (x1 - x0) * 4 >= frame.width * frame.height:
+                boxed.append(_picture_pool().submit(_pixelate_box_pictures, frame.planes, geo, box))
+
         try:
-            ma = cpu_mask_alpha(self.temporal(prob), geo, sanitized=True)
+            ma = cpu_mask_alpha(self.temporal(prob), geo, sanitized=True, on_box=on_box)
         except BaseException:
-            if early is not None:
-                early.cancel() or early.exception()  # never leave it reading a frame we hand back
+            for fut in [early, *boxed]:
+                if fut is not None:
+                    fut.cancel() or fut.exception()  # never leave it reading a frame we hand back
             raise
-        self._render(frame, ma, geo, kind, early)
+        self._render(frame, ma, geo, kind, early, boxed[0] if boxed else None)
         return ma.full()
 
     def _early_pictures(self, frame: YuvFrame, geo: Geometry) -> Future[Planes] | None:
         """Start the whole-plane pictures that cost the most and do not depend on the mask: a
-        blur's (about a third of the effect's time at 1080p), the next picture of a
-        replacement video (a decode), and a background pixelation's.  Elsewhere the hand-over
-        between threads costs about what it saves (A/B in one run: blur 0.77x, background
-        pixelate 0.95x; person pixelate 1.01x, fill/overlay/image 1.0-1.2x)."""
+        blur's (about a third of the effect's time at 1080p) and the next picture of a
+        replacement video (a decode).  Elsewhere the hand-over between threads costs about
+        what it saves (A/B in one run at 1080p: blur 0.77x; whole-plane pixelation 0.97x for a
+        portrait's background but 1.1-1.2x for a small CCTV figure's)."""
         if not HELPER_THREAD:
             return None
         if self.effect.kind == "blur":
             return _picture_pool().submit(_blur_pictures, frame.planes, geo)
-        if self.effect.kind == "pixelate" and geo.invert:  # the background: whole planes are needed anyway
-            return _picture_pool().submit(_pixelate_pictures, frame.planes, geo)
         if self.effect.kind == "replace" and isinstance(self.replacement, VideoReplacement):
             return _picture_pool().submit(self.replacement.planes, frame.width, frame.height)
         return None
@@ -348,12 +378,17 @@ class CpuStreamEffect:
 
     # -- internals
 
-    def _render(self, frame: YuvFrame, ma: MaskAlpha, geo: Geometry, kind: str, early: Future[Planes] | None = None) -> None:
+    def _render(
+        self, frame: YuvFrame, ma: MaskAlpha, geo: Geometry, kind: str,
+        early: Future[Planes] | None = None, boxed: Future[Planes] | None = None,
+    ) -> None:
         if kind == "none":
             return
         replacement: Planes | None = None
         if early is not None:  # whole-plane pictures, computed from the untouched frame:
             kind, replacement = "replace", early.result()  # composited like a replacement
+        elif boxed is not None:  # the pictures of the mask's box (target person: all that is read)
+            kind, replacement = "boxed", boxed.result()
         elif kind == "replace" and self.replacement is not None:
             replacement = self.replacement.planes(frame.width, frame.height)
         # without feather the luma alpha is 0/255 (threshold, dilation, inversion); chroma
@@ -384,6 +419,8 @@ class CpuStreamEffect:
         if kind == "replace" and repl is not None:
             full = repl[i]
             return full if region is None else full[region[0] : region[1], region[2] : region[3]]
+        if kind == "boxed" and repl is not None:  # already cut to the plane's box
+            return repl[i]
         return int(geo.color_yuv[i])  # fill, or replace without image/video
 
     @staticmethod

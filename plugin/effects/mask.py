@@ -11,6 +11,7 @@ part of a frame, and per-frame cost should follow them, not the frame size.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from math import gcd
@@ -261,7 +262,9 @@ def _grow_box(x: int, y: int, w: int, h: int, margin: int, width: int, height: i
     return y0, y1, x0, x1
 
 
-def cpu_mask_alpha(m: np.ndarray, geo: Geometry, method: str = "auto", sanitized: bool = False) -> MaskAlpha:
+def cpu_mask_alpha(
+    m: np.ndarray, geo: Geometry, method: str = "auto", sanitized: bool = False, on_box: Callable[[Box], None] | None = None
+) -> MaskAlpha:
     """Temporal output M (model resolution) → frame alpha, OpenCV implementation.
 
     quantize → INTER_LINEAR_EXACT upsample → threshold → dilate (rect kernel; cv2's default
@@ -275,13 +278,15 @@ def cpu_mask_alpha(m: np.ndarray, geo: Geometry, method: str = "auto", sanitized
       large box but a thin edge, so this is what keeps a video call's cost down.
 
     ``auto`` picks by the pixel count each would process.  ``sanitized``: M is already
-    float32, finite and in [0, 1] (TemporalFilter's output).
+    float32, finite and in [0, 1] (TemporalFilter's output).  ``on_box`` is called with the
+    box as soon as it is known, before the frame-resolution work, so that a caller can start
+    work that needs only the box (the effect's picture) beside it.
     """
     if method not in ("auto", "dense", "tiled"):
         raise ValueError(f"cpu_mask_alpha method must be auto, dense or tiled, got {method!r}")
     q = quantize(m, sanitized)
     if method == "dense":
-        return _dense_alpha(q, geo)
+        return _dense_alpha(q, geo, on_box)
     reach = geo.dilate + geo.feather
     tc = classify_tiles(q, geo, _tile_size(reach))
     if tc is None:
@@ -290,7 +295,9 @@ def cpu_mask_alpha(m: np.ndarray, geo: Geometry, method: str = "auto", sanitized
         t, p = tc.tile, tc.tile + 2 * reach
         y0, y1, x0, x1 = tc.box
         if int(tc.edge.sum()) * p * p > (y1 - y0) * (x1 - x0) // 2:
-            return _dense_alpha(q, geo)
+            return _dense_alpha(q, geo, on_box)
+    if on_box is not None:
+        on_box(tc.box)
     return _tiled_alpha(q, geo, tc)
 
 
@@ -460,7 +467,7 @@ def _replicate_into_halo(d3: np.ndarray, g: np.ndarray, t: int, big: int, size: 
                 d3[:, sel, hi:] = d3[:, sel, hi - 1 : hi]
 
 
-def _dense_alpha(q: np.ndarray, geo: Geometry) -> MaskAlpha:
+def _dense_alpha(q: np.ndarray, geo: Geometry, on_box: Callable[[Box], None] | None = None) -> MaskAlpha:
     """Every step over the thresholded mask's bounding box grown by r + f (see cpu_mask_alpha)."""
     width, height = geo.width, geo.height
     outside = 255 if geo.invert else 0
@@ -482,6 +489,8 @@ def _dense_alpha(q: np.ndarray, geo: Geometry) -> MaskAlpha:
         return MaskAlpha(width, height, outside)
     r, f = geo.dilate, geo.feather
     box = _grow_box(x + rx0, y + ry0, w, h, r + f, width, height)
+    if on_box is not None:
+        on_box(box)
     y0, y1, x0, x1 = box
     a = np.zeros((y1 - y0, x1 - x0), np.uint8)  # the thresholded mask over the box
     a[y + ry0 - y0 : y + ry0 - y0 + h, x + rx0 - x0 : x + rx0 - x0 + w] = hit[y : y + h, x : x + w]
