@@ -162,17 +162,21 @@ def test_tiled_alpha_on_real_masks_proves_most_tiles(shared_data: Path, name: st
 
 
 def test_blend_plan_from_edge_tiles_equals_the_full_scan(shared_data: Path) -> None:
-    """Scanning only the mask's edge tiles finds exactly the partial tiles and pixels a full scan finds."""
+    """Scanning only the mask's edge tiles, or taking the partial tiles found while they were
+    computed, gives exactly the partial tiles and pixels a full scan finds."""
     mask = MaskConfig(threshold=0.5, dilate_px=2, feather_px=6)
     for name, (width, height) in (("00001", (1920, 1080)), ("00003", (641, 361)), ("00007", (1918, 1078))):
         for target in ("person", "background"):
             geo = resolve_geometry(EffectConfig(target=target), mask, width, height)  # type: ignore[arg-type]
             ma = cpu_mask_alpha(D.real_prob(shared_data, name), geo, "tiled")
             assert ma.a is not None and ma.ac is not None
-            for alpha, ctile in ((ma.a, ma.tile), (ma.ac, ma.tile // 2)):
-                fast, full = blend_plan(alpha, False, ma.edge_tiles, ctile), blend_plan(alpha)
-                assert fast.ty.size > 0
-                assert sorted(zip(fast.ty.tolist(), fast.tx.tolist())) == sorted(zip(full.ty.tolist(), full.tx.tolist()))
-                order_f, order_s = np.lexsort((fast.tx, fast.ty)), np.lexsort((full.tx, full.ty))
-                assert np.array_equal(fast.ta[order_f], full.ta[order_s])
-                assert np.array_equal(fast.ys, full.ys) and np.array_equal(fast.xs, full.xs) and np.array_equal(fast.full, full.full)
+            even = (ma.box[1] - ma.box[0]) % 2 == 0 and (ma.box[3] - ma.box[2]) % 2 == 0  # type: ignore[index]
+            assert ma.partial is not None and (ma.partial_c is not None) == even
+            for alpha, ctile, partial in ((ma.a, ma.tile, ma.partial), (ma.ac, ma.tile // 2, ma.partial_c)):
+                full = blend_plan(alpha)
+                for fast in (blend_plan(alpha, False, ma.edge_tiles, ctile), blend_plan(alpha, False, None, 0, partial)):
+                    assert fast.ty.size > 0
+                    assert sorted(zip(fast.ty.tolist(), fast.tx.tolist())) == sorted(zip(full.ty.tolist(), full.tx.tolist()))
+                    order_f, order_s = np.lexsort((fast.tx, fast.ty)), np.lexsort((full.tx, full.ty))
+                    assert np.array_equal(fast.ta[order_f], full.ta[order_s])
+                    assert np.array_equal(fast.ys, full.ys) and np.array_equal(fast.xs, full.xs) and np.array_equal(fast.full, full.full)

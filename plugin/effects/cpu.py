@@ -20,7 +20,7 @@ import numpy as np
 
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects.geometry import Geometry, resolve_geometry
-from privacy_filter.effects.mask import Box, MaskAlpha, TemporalFilter, cpu_mask_alpha, full_alpha
+from privacy_filter.effects.mask import BLEND_TILE, Box, MaskAlpha, TemporalFilter, cpu_mask_alpha, full_alpha
 from privacy_filter.effects.replace import Planes, VideoReplacement, open_replacement
 from privacy_filter.frames import YuvFrame
 
@@ -104,7 +104,7 @@ def _blend_lut(color: int, alpha: int) -> np.ndarray:
     return ((o * (255 - alpha) + color * alpha + 127) // 255).astype(np.uint8)
 
 
-TILE = 16  # blend tiles: a partial (feathered) edge is blended tile by tile, densely
+TILE = BLEND_TILE  # blend tiles: a partial (feathered) edge is blended tile by tile, densely
 
 
 @dataclass
@@ -142,13 +142,18 @@ def _tiles(plane: np.ndarray, th: int, tw: int) -> np.ndarray:
     return plane[: th * TILE, : tw * TILE].reshape(th, TILE, tw, TILE)
 
 
-def blend_plan(a: np.ndarray, hard: bool = False, candidates: tuple[np.ndarray, np.ndarray] | None = None, ctile: int = 0) -> BlendPlan:
+def blend_plan(
+    a: np.ndarray, hard: bool = False, candidates: tuple[np.ndarray, np.ndarray] | None = None, ctile: int = 0,
+    partial: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> BlendPlan:
     """Plan the composite of alpha ``a`` (see :class:`BlendPlan`).
 
     ``hard``: the caller knows ``a`` holds only 0 and 255 (no feather), so there is nothing to
     blend and ``a`` itself is the copy mask; this skips three passes over the box.
     ``candidates``: tiles of ``ctile`` px (a multiple of TILE, counted from a's origin) outside
     which ``a`` is known to be 0 or 255 (MaskAlpha.edge_tiles); only they are scanned.
+    ``partial``: the partial TILE tiles themselves, already found (MaskAlpha.partial); only
+    those inside the tiled area are kept (the ragged strips are scanned pixel by pixel).
     """
     h, w = a.shape
     if hard:
@@ -157,7 +162,10 @@ def blend_plan(a: np.ndarray, hard: bool = False, candidates: tuple[np.ndarray, 
     th, tw = h // TILE, w // TILE
     ty = tx = np.empty(0, np.intp)
     ta = np.empty((0, TILE, TILE), np.uint16)
-    if candidates is not None:
+    if partial is not None:
+        inside = (partial[0] < th) & (partial[1] < tw)
+        ty, tx, ta = partial[0][inside], partial[1][inside], partial[2][inside].astype(np.uint16)
+    elif candidates is not None:
         ty, tx = _candidate_tiles(candidates, ctile // TILE, th, tw)
         if ty.size:
             stack = _tiles(a, th, tw)[ty, :, tx, :]  # (n, TILE, TILE)
@@ -394,8 +402,8 @@ class CpuStreamEffect:
         # without feather the luma alpha is 0/255 (threshold, dilation, inversion); chroma
         # alpha is a 2x2 mean and has partial values along the edges
         edges = ma.edge_tiles
-        luma_plan = blend_plan(ma.a, geo.feather == 0, edges, ma.tile) if ma.a is not None else None
-        chroma_plan = blend_plan(ma.ac, False, edges, ma.tile // 2) if ma.ac is not None else None
+        luma_plan = blend_plan(ma.a, geo.feather == 0, edges, ma.tile, ma.partial) if ma.a is not None else None
+        chroma_plan = blend_plan(ma.ac, False, edges, ma.tile // 2, ma.partial_c) if ma.ac is not None else None
         regions = ((ma.box, luma_plan), (ma.cbox, chroma_plan), (ma.cbox, chroma_plan))
         for i, (dst, (box, plan)) in enumerate(zip(frame.planes, regions)):
             if kind == "overlay":

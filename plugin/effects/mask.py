@@ -23,6 +23,7 @@ from privacy_filter.config import MaskConfig
 from privacy_filter.effects.geometry import Geometry
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open), luma pixels
+BLEND_TILE = 16  # the compositor blends partial alpha in tiles of this many pixels
 
 
 def sanitize_prob(prob: np.ndarray) -> np.ndarray:
@@ -198,6 +199,10 @@ class MaskAlpha:
     # tile/2 px hold every partial chroma value).  None: anywhere.
     tile: int = 0
     edge_tiles: tuple[np.ndarray, np.ndarray] | None = None
+    # When known: the BLEND_TILE-sized tiles (from the box/cbox origin) that hold partial
+    # alpha, as (ty, tx, alpha stack), found while the edge tiles were computed.
+    partial: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    partial_c: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def cbox(self) -> Box | None:
@@ -387,16 +392,31 @@ def _tiled_alpha(q: np.ndarray, geo: Geometry, tc: TileClasses) -> MaskAlpha:
     if ey.size:
         apad.reshape(nty, t, ntx, t)[ey, :, ex, :] = edge
     a = apad[: y1 - y0, : x1 - x0]  # a view when the box is ragged at the frame edge: OpenCV takes strides
+    partial_c = None
     if (y1 - y0) % 2 or (x1 - x0) % 2:  # an odd frame edge: its last row/column is replicated
         ac = chroma_alpha(a)
     else:
         h = t // 2
         cpad = np.repeat(np.repeat(grid, h, axis=1), h, axis=0)
         if ey.size:
-            cpad.reshape(nty, h, ntx, h)[ey, :, ex, :] = chroma_alpha(edge.reshape(-1, t)).reshape(-1, h, h)
+            edge_c = chroma_alpha(edge.reshape(-1, t)).reshape(-1, h, h)
+            cpad.reshape(nty, h, ntx, h)[ey, :, ex, :] = edge_c
+            partial_c = _partial_blend_tiles(edge_c, ey, ex)
         ac = cpad[: (y1 - y0) // 2, : (x1 - x0) // 2]
     outside = 255 if geo.invert else 0
-    return MaskAlpha(geo.width, geo.height, outside, tc.box, a, ac, t, (ey, ex))
+    partial = _partial_blend_tiles(edge, ey, ex) if ey.size else None
+    return MaskAlpha(geo.width, geo.height, outside, tc.box, a, ac, t, (ey, ex), partial, partial_c)
+
+
+def _partial_blend_tiles(edge: np.ndarray, ey: np.ndarray, ex: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ty, tx, alpha) of the BLEND_TILE tiles of the edge tiles (n, s, s) at (ey, ex) that hold
+    a partial value (0 < a < 255), read from the contiguous edge stack rather than the box."""
+    n, s, _ = edge.shape
+    k = s // BLEND_TILE
+    part = cv2.inRange(edge.reshape(-1, s), 1, 254).reshape(n, k, BLEND_TILE, k, BLEND_TILE)
+    i, sy, sx = np.nonzero(part.max(axis=(2, 4)))
+    tiles = edge.reshape(n, k, BLEND_TILE, k, BLEND_TILE)[i, sy, :, sx, :]
+    return (ey[i] * k + sy).astype(np.intp), (ex[i] * k + sx).astype(np.intp), tiles
 
 
 def _edge_tiles_alpha(q: np.ndarray, geo: Geometry, t: int, gy: np.ndarray, gx: np.ndarray) -> np.ndarray:
