@@ -115,10 +115,13 @@ class BlendPlan:
     Partial pixels (0 < a < 255) are located at tile granularity: the T×T tiles that hold
     any are gathered as a stack and blended densely (exact at a = 0 and 255 as well), which
     is several times cheaper than listing pixel coordinates over a large box.  The ragged
-    right/bottom strips that do not fill a tile are listed pixel by pixel.
+    right/bottom strips that do not fill a tile are listed pixel by pixel.  The alpha itself
+    is the copy mask: everything with a > 0 is copied, then the partial tiles and pixels,
+    blended from the untouched picture beforehand, are written over it (a == 255 blends to
+    the copy exactly), which saves building an a == 255 mask over the whole box.
     """
 
-    full: np.ndarray  # uint8 0/255 OpenCV mask, a == 255
+    full: np.ndarray  # the copy mask: the alpha itself (copy where a > 0; partial pixels are then rewritten)
     th: int  # tiled area: th*TILE rows × tw*TILE columns from the box origin
     tw: int
     ty: np.ndarray  # tiles holding partial pixels
@@ -184,7 +187,7 @@ def blend_plan(
     ys_r, xs_r = _nonzero_points(cv2.inRange(a[: th * TILE, tw * TILE :], 1, 254) if th and w > tw * TILE else a[:0])
     ys = np.concatenate([ys_b + th * TILE, ys_r])
     xs = np.concatenate([xs_b, xs_r + tw * TILE])
-    return BlendPlan(cv2.compare(a, 255, cv2.CMP_EQ), th, tw, ty, tx, ta, ys, xs, a[ys, xs].astype(np.uint16))
+    return BlendPlan(a, th, tw, ty, tx, ta, ys, xs, a[ys, xs].astype(np.uint16))
 
 
 def _candidate_tiles(candidates: tuple[np.ndarray, np.ndarray], k: int, th: int, tw: int) -> tuple[np.ndarray, np.ndarray]:
@@ -210,17 +213,28 @@ def _blend(o: np.ndarray, e: np.ndarray | int, a: np.ndarray) -> np.ndarray:
 def composite_into(dst: np.ndarray, eff: Picture, plan: BlendPlan) -> None:
     """dst = (dst·(255−a) + eff·a + 127) // 255, in place; ``eff`` is an array or a constant.
 
-    a = 255 is copied (``cv2.copyTo``), partial tiles blended densely, a = 0 left alone.
+    Partial tiles and pixels are blended from the untouched picture first, then everything
+    with a > 0 is copied (``cv2.copyTo`` with the alpha as mask) and the blends written over
+    the partial places; a = 0 is left alone.
     """
     is_array = isinstance(eff, np.ndarray)
-    cv2.copyTo(eff if is_array else _constant_plane(dst.shape, int(eff)), plan.full, dst)
+    tiles = strip = None
     if plan.ty.size:
         d4 = _tiles(dst, plan.th, plan.tw)
         e = _tiles(eff, plan.th, plan.tw)[plan.ty, :, plan.tx, :] if is_array else eff
-        d4[plan.ty, :, plan.tx, :] = _blend(d4[plan.ty, :, plan.tx, :], e, plan.ta)
+        tiles = _blend(d4[plan.ty, :, plan.tx, :], e, plan.ta)
     if plan.ys.size:
         e = eff[plan.ys, plan.xs] if is_array else eff
-        dst[plan.ys, plan.xs] = _blend(dst[plan.ys, plan.xs], e, plan.a)
+        strip = _blend(dst[plan.ys, plan.xs], e, plan.a)
+    cv2.copyTo(eff if is_array else _constant_plane(dst.shape, int(eff)), plan.full, dst)
+    _write_blends(dst, plan, tiles, strip)
+
+
+def _write_blends(dst: np.ndarray, plan: BlendPlan, tiles: np.ndarray | None, strip: np.ndarray | None) -> None:
+    if tiles is not None:
+        _tiles(dst, plan.th, plan.tw)[plan.ty, :, plan.tx, :] = tiles
+    if strip is not None:
+        dst[plan.ys, plan.xs] = strip
 
 
 _constants: dict[int, np.ndarray] = {}
@@ -244,18 +258,23 @@ def _constant_plane(shape: tuple[int, ...], value: int) -> np.ndarray:
 
 
 def overlay_into(dst: np.ndarray, color: int, plan: BlendPlan, opacity8: int) -> None:
-    """Tint: composite ``color`` with a_o = (a·o8 + 127) // 255; the common a = 255 case via a LUT."""
+    """Tint: composite ``color`` with a_o = (a·o8 + 127) // 255; the common a = 255 case via a LUT.
+
+    As in :func:`composite_into`: partial places blended first, the tinted picture copied
+    wherever a > 0, then the blends written over the partial places.
+    """
     if opacity8 == 0:
         return
     tinted = cv2.LUT(dst, _blend_lut(color, opacity8))  # from the untouched picture
-    if plan.ty.size:  # tiles hold a = 255 pixels too: blended once here, rewritten identically below
-        d4 = _tiles(dst, plan.th, plan.tw)
+    tiles = strip = None
+    if plan.ty.size:
         ao = _div255(plan.ta * opacity8 + 127).astype(np.uint16)
-        d4[plan.ty, :, plan.tx, :] = _blend(d4[plan.ty, :, plan.tx, :], color, ao)
+        tiles = _blend(_tiles(dst, plan.th, plan.tw)[plan.ty, :, plan.tx, :], color, ao)
     if plan.ys.size:
         ao = _div255(plan.a * opacity8 + 127).astype(np.uint16)
-        dst[plan.ys, plan.xs] = _blend(dst[plan.ys, plan.xs], color, ao)
+        strip = _blend(dst[plan.ys, plan.xs], color, ao)
     cv2.copyTo(tinted, plan.full, dst)
+    _write_blends(dst, plan, tiles, strip)
 
 
 def _bands(dst: np.ndarray, box: Box) -> list[tuple[slice, slice]]:
