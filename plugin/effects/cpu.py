@@ -257,15 +257,17 @@ def _constant_plane(shape: tuple[int, ...], value: int) -> np.ndarray:
     return plane[:h, :w]
 
 
-def overlay_into(dst: np.ndarray, color: int, plan: BlendPlan, opacity8: int) -> None:
+def overlay_into(dst: np.ndarray, color: int, plan: BlendPlan, opacity8: int, tinted: np.ndarray | None = None) -> None:
     """Tint: composite ``color`` with a_o = (a·o8 + 127) // 255; the common a = 255 case via a LUT.
 
     As in :func:`composite_into`: partial places blended first, the tinted picture copied
-    wherever a > 0, then the blends written over the partial places.
+    wherever a > 0, then the blends written over the partial places.  ``tinted``: the LUT
+    of the untouched ``dst``, when it was made beforehand (on the helper thread).
     """
     if opacity8 == 0:
         return
-    tinted = cv2.LUT(dst, _blend_lut(color, opacity8))  # from the untouched picture
+    if tinted is None:
+        tinted = cv2.LUT(dst, _blend_lut(color, opacity8))  # from the untouched picture
     tiles = strip = None
     if plan.ty.size:
         ao = _div255(plan.ta * opacity8 + 127).astype(np.uint16)
@@ -299,11 +301,30 @@ def _blur_pictures(planes: Planes, geo: Geometry) -> Planes:
     )
 
 
+def _chroma_box(box: Box) -> Box:
+    y0, y1, x0, x1 = box
+    return y0 // 2, (y1 + 1) // 2, x0 // 2, (x1 + 1) // 2
+
+
+def _tinted_box_pictures(planes: Planes, geo: Geometry, box: Box) -> Planes:
+    """The overlay's tint (its a = 255 result) of each plane over the luma box / chroma box."""
+    out = []
+    for plane, region, color in zip(planes, (box, _chroma_box(box), _chroma_box(box)), geo.color_yuv):
+        y0, y1, x0, x1 = region
+        out.append(cv2.LUT(plane[y0:y1, x0:x1], _blend_lut(color, geo.opacity8)))
+    return out[0], out[1], out[2]
+
+
+def _pixelate_pictures(planes: Planes, geo: Geometry) -> Planes:
+    """The pixelated Y, U and V planes (whole planes)."""
+    y, u, v = planes
+    return pixelate_region(y, geo.block), pixelate_region(u, geo.block_c), pixelate_region(v, geo.block_c)
+
+
 def _pixelate_box_pictures(planes: Planes, geo: Geometry, box: Box) -> Planes:
     """The pixelated Y, U and V pictures over the luma ``box`` and its chroma box."""
     y, u, v = planes
-    y0, y1, x0, x1 = box
-    cbox = (y0 // 2, (y1 + 1) // 2, x0 // 2, (x1 + 1) // 2)
+    cbox = _chroma_box(box)
     return pixelate_region(y, geo.block, box), pixelate_region(u, geo.block_c, cbox), pixelate_region(v, geo.block_c, cbox)
 
 
@@ -348,31 +369,44 @@ class CpuStreamEffect:
 
         Effect pictures depend on the frame, not on the mask, so they are computed on a helper
         thread while this one works out the mask (OpenCV releases the GIL): whole planes are
-        started at once (see :meth:`_early_pictures`), a person pixelation's box as soon as
-        the mask's box is known, if it covers a quarter of the frame or more.  Handing work
-        to the thread costs a few tenths of a millisecond, so smaller pictures stay here.
-        The frame is only written after both are done.
+        started at once (see :meth:`_early_pictures`), pictures that need the mask's box as
+        soon as it is known (:meth:`_box_pictures`), if it covers a quarter of the frame or
+        more.  Handing work to the thread costs a few tenths of a millisecond, so smaller
+        pictures stay here.  The frame is only written after both are done.
         """
         frame.validate()
         geo = self.geometry(frame.width, frame.height)
         kind = self.effect.kind
         early = self._early_pictures(frame, geo)
-        boxed: list[Future[Planes]] = []
+        late: list[tuple[str, Future[Planes]]] = []
 
         def on_box(box: Box) -> None:
             y0, y1, x0, x1 = box
-            if HELPER_THREAD and kind == "pixelate" and not geo.invert and (y1 - y0) * (x1 - x0) * 4 >= frame.width * frame.height:
-                boxed.append(_picture_pool().submit(_pixelate_box_pictures, frame.planes, geo, box))
+            if early is None and HELPER_THREAD and (y1 - y0) * (x1 - x0) * 4 >= frame.width * frame.height:
+                late.extend(self._box_pictures(frame, geo, box))
 
         try:
             ma = cpu_mask_alpha(self.temporal(prob), geo, sanitized=True, on_box=on_box)
         except BaseException:
-            for fut in [early, *boxed]:
+            for fut in [early, *(f for _, f in late)]:
                 if fut is not None:
                     fut.cancel() or fut.exception()  # never leave it reading a frame we hand back
             raise
-        self._render(frame, ma, geo, kind, early, boxed[0] if boxed else None)
+        self._render(frame, ma, geo, kind, early, late[0] if late else None)
         return ma.full()
+
+    def _box_pictures(self, frame: YuvFrame, geo: Geometry, box: Box) -> list[tuple[str, Future[Planes]]]:
+        """Pictures that need only the frame and the mask's box, started on the helper thread:
+        a pixelation's (of the box for target person, of whole planes for the background) and
+        an overlay's tinted box."""
+        kind, pool = self.effect.kind, _picture_pool()
+        if kind == "pixelate":
+            if geo.invert:
+                return [("whole", pool.submit(_pixelate_pictures, frame.planes, geo))]
+            return [("boxed", pool.submit(_pixelate_box_pictures, frame.planes, geo, box))]
+        if kind == "overlay":
+            return [("tinted", pool.submit(_tinted_box_pictures, frame.planes, geo, box))]
+        return []
 
     def _early_pictures(self, frame: YuvFrame, geo: Geometry) -> Future[Planes] | None:
         """Start the whole-plane pictures that cost the most and do not depend on the mask: a
@@ -407,15 +441,20 @@ class CpuStreamEffect:
 
     def _render(
         self, frame: YuvFrame, ma: MaskAlpha, geo: Geometry, kind: str,
-        early: Future[Planes] | None = None, boxed: Future[Planes] | None = None,
+        early: Future[Planes] | None = None, late: tuple[str, Future[Planes]] | None = None,
     ) -> None:
         if kind == "none":
             return
         replacement: Planes | None = None
+        tinted: Planes | None = None
         if early is not None:  # whole-plane pictures, computed from the untouched frame:
             kind, replacement = "replace", early.result()  # composited like a replacement
-        elif boxed is not None:  # the pictures of the mask's box (target person: all that is read)
-            kind, replacement = "boxed", boxed.result()
+        elif late is not None and late[0] == "whole":
+            kind, replacement = "replace", late[1].result()
+        elif late is not None and late[0] == "boxed":  # the box's pictures (target person: all that is read)
+            kind, replacement = "boxed", late[1].result()
+        elif late is not None and late[0] == "tinted":
+            tinted = late[1].result()
         elif kind == "replace" and self.replacement is not None:
             replacement = self.replacement.planes(frame.width, frame.height)
         # without feather the luma alpha is 0/255 (threshold, dilation, inversion); chroma
@@ -426,7 +465,7 @@ class CpuStreamEffect:
         regions = ((ma.box, luma_plan), (ma.cbox, chroma_plan), (ma.cbox, chroma_plan))
         for i, (dst, (box, plan)) in enumerate(zip(frame.planes, regions)):
             if kind == "overlay":
-                self._overlay_plane(dst, ma.outside, box, plan, geo.color_yuv[i], geo.opacity8)
+                self._overlay_plane(dst, ma.outside, box, plan, geo.color_yuv[i], geo.opacity8, tinted[i] if tinted else None)
                 continue
 
             def picture(region: Box | None, i: int = i, dst: np.ndarray = dst) -> Picture:
@@ -469,7 +508,9 @@ class CpuStreamEffect:
         composite_into(dst[y0:y1, x0:x1], inner, plan)
 
     @staticmethod
-    def _overlay_plane(dst: np.ndarray, outside: int, box: Box | None, plan: BlendPlan | None, color: int, o8: int) -> None:
+    def _overlay_plane(
+        dst: np.ndarray, outside: int, box: Box | None, plan: BlendPlan | None, color: int, o8: int, tinted: np.ndarray | None = None
+    ) -> None:
         if outside == 255:
             lut = _blend_lut(color, o8)
             regions = [(slice(None), slice(None))] if box is None else _bands(dst, box)
@@ -478,4 +519,4 @@ class CpuStreamEffect:
                     dst[ys, xs] = cv2.LUT(dst[ys, xs], lut)
         if box is not None and plan is not None:
             y0, y1, x0, x1 = box
-            overlay_into(dst[y0:y1, x0:x1], color, plan, o8)
+            overlay_into(dst[y0:y1, x0:x1], color, plan, o8, tinted)
