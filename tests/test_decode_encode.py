@@ -351,3 +351,66 @@ def test_unusable_codec_and_bad_output_folder_are_clear_errors(av_clip: Path, tm
     if not gpu:  # here: no NVIDIA driver, so NVENC must fail with a message that says so
         with pytest.raises(SinkError, match="h264_nvenc.*libx264"):
             Encoder(str(tmp_path / "nv.mp4"), info.video, EncodeSettings(codec="h264_nvenc", preset="p4"))
+
+
+@pytest.fixture()
+def http_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real HTTP server (http.server) on an ephemeral loopback port, serving ``tmp_path``."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.timeout(60)
+def test_http_source_gives_the_file_frames_timestamps_and_audio(av_clip: Path, http_dir: tuple[Path, str]) -> None:
+    """A clip served over real HTTP decodes exactly as the file does: every frame with its
+    timestamp and picture, and every audio packet byte for byte. Plain http is not live."""
+    root, base = http_dir
+    (root / "clip.mp4").write_bytes(av_clip.read_bytes())
+    url = f"{base}/clip.mp4"
+    assert not is_live_source(url)
+    frames, audio = [], []
+    with Decoder(url) as dec:
+        info = dec.open()
+        for item in dec:
+            (audio if isinstance(item, AudioPacket) else frames).append(item)
+    t_file, y_file = read_video(av_clip)
+    assert [Fraction(f.pts) * f.time_base for f in frames] == t_file and len(frames) == 50
+    assert all(np.array_equal(f.y, y) for f, y in zip(frames, y_file))
+    assert info.audio is not None
+    assert [(p.data, Fraction(p.pts) * p.time_base) for p in audio] == read_audio_packets(av_clip)
+
+
+def test_http_source_that_is_not_there_is_one_error_naming_the_url(http_dir: tuple[Path, str]) -> None:
+    _, base = http_dir
+    with pytest.raises(SourceError, match=f"{base}/missing.mp4.*404"):
+        Decoder(f"{base}/missing.mp4").open()
+
+
+@pytest.mark.timeout(60)
+def test_hls_playlist_over_http_is_a_live_source_that_plays_to_its_end(av_clip: Path, http_dir: tuple[Path, str]) -> None:
+    """Our own HLS output, served over real HTTP and read back as a live source: every frame
+    arrives, with the playlist's timestamps, and #EXT-X-ENDLIST ends the stream cleanly."""
+    root, base = http_dir
+    playlist = root / "hls" / "index.m3u8"
+    playlist.parent.mkdir()
+    transcode(av_clip, playlist, audio=None)
+    url = f"{base}/hls/index.m3u8"
+    assert is_live_source(url)
+    with Decoder(url, reconnect=ReconnectPolicy(initial_s=0.01, max_s=0.02, max_attempts=2, open_timeout_s=5, read_timeout_s=5)) as dec:
+        dec.open()
+        frames = [f for f in dec if isinstance(f, YuvFrame)]
+    t_local, _ = read_video(playlist)
+    assert len(frames) == 50 and dec.reconnects == 0
+    assert [Fraction(f.pts) * f.time_base for f in frames] == t_local
