@@ -414,3 +414,98 @@ def test_hls_playlist_over_http_is_a_live_source_that_plays_to_its_end(av_clip: 
     t_local, _ = read_video(playlist)
     assert len(frames) == 50 and dec.reconnects == 0
     assert [Fraction(f.pts) * f.time_base for f in frames] == t_local
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, timeout_s: float = 10.0) -> None:
+    """Wait until something listens on ``port``, without connecting (a one-client server would
+    take a probe connection as its client): read the kernel's socket table (Linux)."""
+    deadline = time.monotonic() + timeout_s
+    needle = f":{port:04X} "
+    while time.monotonic() < deadline:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            if any(needle in line.split()[1] + " " and line.split()[3] == "0A" for line in lines):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listened on port {port} within {timeout_s} s")
+
+
+def _write_clip(sink_url: str, clip: Path, with_audio: bool) -> Encoder:
+    dec = Decoder(str(clip))
+    info = dec.open()
+    enc = Encoder(sink_url, info.video, EncodeSettings(preset="ultrafast"), audio=info.audio_stream if with_audio else None)
+    for item in dec:
+        if isinstance(item, AudioPacket):
+            enc.write_audio(item)
+        else:
+            enc.write(item)
+    enc.close()
+    dec.close()
+    return enc
+
+
+@pytest.mark.timeout(60)
+def test_rtsp_push_delivers_every_frame_to_a_listening_server(av_clip: Path) -> None:
+    """RTSP push (ANNOUNCE/RECORD over TCP) to FFmpeg's own RTSP server in listen mode, run by
+    PyAV in a thread: all 50 frames arrive, spaced exactly as in the source (the first one
+    has no time until RTCP sync, as with any RTP receiver). Video only: FFmpeg's listen-mode
+    server refuses a session that adds the AAC track, so audio over RTSP push is untested."""
+    import threading
+
+    port = _free_port()
+    url = f"rtsp://127.0.0.1:{port}/live"
+    received: dict[str, object] = {}
+
+    def server() -> None:
+        try:
+            with av.open(url, options={"rtsp_flags": "listen", "listen_timeout": "20"}) as c:
+                received["frames"] = [(f.pts, f.time_base) for f in c.decode(video=0)]
+        except Exception as exc:  # reported by the assertions below
+            received["error"] = repr(exc)
+
+    thread = threading.Thread(target=server, daemon=True)
+    thread.start()
+    _wait_listening(port)
+    enc = _write_clip(url, av_clip, with_audio=False)
+    thread.join(30)
+    assert "error" not in received, received.get("error")
+    frames = received["frames"]
+    assert isinstance(frames, list) and len(frames) == enc.frames_out == 50
+    t_src, _ = read_video(av_clip)
+    got = [Fraction(pts) * tb for pts, tb in frames[1:]]
+    assert [t - got[0] for t in got] == [t - t_src[1] for t in t_src[1:]]
+
+
+@pytest.mark.timeout(60)
+def test_rtmp_push_delivers_every_frame_and_the_audio_bytes(av_clip: Path, tmp_path: Path) -> None:
+    """RTMP (FLV) push to the ffmpeg CLI listening as an RTMP server and copying what it gets
+    to a file: every frame with the source's spacing, and the AAC packets byte for byte."""
+    import shutil
+    import subprocess
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("the ffmpeg CLI is needed as the RTMP server (apt-get install ffmpeg; .ci/run installs it)")
+    port = _free_port()
+    url = f"rtmp://127.0.0.1:{port}/live/stream"
+    out = tmp_path / "received.flv"
+    server = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "quiet", "-listen", "1", "-i", url, "-c", "copy", str(out)])
+    try:
+        _wait_listening(port)
+        enc = _write_clip(url, av_clip, with_audio=True)
+        server.wait(30)
+    finally:
+        server.kill()
+    t_src, _ = read_video(av_clip)
+    t_out, _ = read_video(out)
+    assert len(t_out) == enc.frames_out == 50
+    assert [t - t_out[0] for t in t_out] == [t - t_src[0] for t in t_src]
+    assert [p for p, _ in read_audio_packets(out)] == [p for p, _ in read_audio_packets(av_clip)]
