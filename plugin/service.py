@@ -714,7 +714,9 @@ class Supervisor:
             w.finished = True  # eos(reason=error) sent; the encoder closes and exits with EXIT_FATAL
             self.rc = 1
             return
-        if stopping:
+        if stopping or st.done or st.failed:
+            # e.g. killed by us because its encoder had already ended the stream (a failed
+            # source: the encoder can see the eos before this decoder's own exit): nothing to resume
             w.finished = True
             return
         if self._schedule(w):

@@ -343,3 +343,50 @@ def test_model_that_cannot_load_fails_closed(clips: dict[str, Path], tmp_path: P
     assert m["room"]["frames_covered_whole"] == m["room"]["frames_out"] == n
     for _, u, v in _video(tmp_path / "gif.mkv"):  # every pixel of every frame is the fill colour
         assert np.abs(u.astype(int) - 202).max() <= 3 and np.abs(v.astype(int) - 222).max() <= 3
+
+
+# ------------------------------------------------------------------- supervisor decisions
+
+
+class _Proc:
+    """The part of multiprocessing.Process the supervisor reads (no process is started)."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        self.exitcode, self.pid = exitcode, 12345
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+    def kill(self) -> None:
+        self.exitcode = -9
+
+    terminate = kill
+
+
+def test_a_decoder_killed_after_its_stream_failed_is_not_restarted(tmp_path: Path) -> None:
+    """A source that cannot be opened: the decoder sends eos(error) and the encoder exits first
+    (EXIT_FATAL), so the supervisor kills the decoder while it is still exiting. That kill
+    (-9) must not be taken for a crash: no restart, the stream stays failed. (Under load
+    this race made the ghost stream of test_missing_source_fails_that_stream_only count a
+    restart.) The supervisor's own decision code runs here; the processes are stand-ins."""
+    from privacy_filter.config import load_service
+    from privacy_filter.service import EXIT_FATAL, StreamState, Supervisor, Worker
+
+    cfg_path = tmp_path / "svc.yaml"
+    cfg_path.write_text(json.dumps({"streams": [{"id": "ghost", "source": str(tmp_path / "missing.mp4"), "output": str(tmp_path / "o.mkv")}]}))
+    sv = Supervisor(load_service(cfg_path))
+    sv.streams["ghost"] = StreamState()
+    enc = sv.workers["encode:ghost"] = Worker("encode:ghost", "ghost", proc=_Proc(EXIT_FATAL))
+    dec = sv.workers["decode:ghost"] = Worker("decode:ghost", "ghost", proc=_Proc(None))  # still exiting
+    sv._exited(enc)
+    assert sv.streams["ghost"].failed and sv.rc == 1
+    assert dec.proc.exitcode == -9  # killed by the supervisor
+    sv._exited(dec)
+    assert dec.finished and dec.start_at == 0.0 and dec.restarts == 0
+    assert sv.board.value("ghost", "worker_restarts") == 0
+    # the same exit for a stream that is still running is a crash, and is restarted
+    sv.streams["ghost"] = StreamState()
+    dec2 = Worker("decode:ghost", "ghost", proc=_Proc(-9))
+    sv.workers["decode:ghost"] = dec2
+    sv._exited(dec2)
+    assert dec2.restarts == 1 and dec2.start_at > 0 and sv.board.value("ghost", "worker_restarts") == 1
