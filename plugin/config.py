@@ -205,7 +205,7 @@ class ZmqConfig(_Strict):
 
     transport: Literal["ipc", "tcp"] = Field("ipc", description="ipc:// on one host (default), tcp:// to spread roles over hosts")
     host: str = Field("127.0.0.1", description="tcp: address the receiving roles bind and the senders connect to")
-    base_port: int = Field(5600, ge=1024, le=65000, description="tcp: first port; the stage uses base_port, encoders base_port+1+i")
+    base_port: int = Field(5600, ge=1024, le=65000, description="tcp: first port; stream i uses base_port+2i (stage input) and base_port+2i+1 (encoder input)")
     ipc_dir: str | None = Field(None, description="ipc: socket folder (default: a fresh temporary folder)")
     hwm: int = Field(4, ge=1, le=1000, description="high-water mark (messages) of each socket: backpressure and bounded staleness")
 

@@ -58,6 +58,7 @@ EXIT_OK = 0
 EXIT_FATAL = 3  # a user-fixable problem (source or sink cannot be opened): restarting will not help
 EXIT_EOS_LOST = 4  # a decoder whose eos the stage never confirmed: restarted like a crash (it resumes)
 POLL_MS = 200
+RETRY_MS = 5  # the stage retries output waiting for a busy encoder this often
 
 
 # =========================================================================== shared state
@@ -75,13 +76,16 @@ class Shared:
     index: dict[str, int]  # stream id -> slot in progress
 
 
-def _endpoints(cfg: ServiceConfig, ipc_dir: str) -> tuple[str, dict[str, str]]:
+def _endpoints(cfg: ServiceConfig, ipc_dir: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Per stream: the stage's input (its decoder connects) and its encoder's input (the stage
+    connects).  One stage input per stream lets the stage stop taking a stream whose encoder
+    is behind without holding up the others."""
     z = cfg.zmq
     if z.transport == "tcp":
-        stage = f"tcp://{z.host}:{z.base_port}"
-        enc = {s.id: f"tcp://{z.host}:{z.base_port + 1 + i}" for i, s in enumerate(cfg.streams)}
+        stage = {s.id: f"tcp://{z.host}:{z.base_port + 2 * i}" for i, s in enumerate(cfg.streams)}
+        enc = {s.id: f"tcp://{z.host}:{z.base_port + 2 * i + 1}" for i, s in enumerate(cfg.streams)}
     else:
-        stage = f"ipc://{ipc_dir}/stage.sock"
+        stage = {s.id: f"ipc://{ipc_dir}/stage-{i}.sock" for i, s in enumerate(cfg.streams)}
         enc = {s.id: f"ipc://{ipc_dir}/enc-{i}.sock" for i, s in enumerate(cfg.streams)}
     return stage, enc
 
@@ -298,8 +302,16 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     sys.exit(rc if ok or rc else EXIT_EOS_LOST)
 
 
-def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, str], shared: Shared, log_level: int) -> None:
-    """The shared filter stage: batches frames of all streams per model, applies each stream's effect."""
+def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out: dict[str, str], shared: Shared, log_level: int) -> None:
+    """The shared filter stage: batches frames of all streams per model, applies each stream's effect.
+
+    Each stream has its own input socket.  A message its encoder cannot take yet waits in
+    that stream's queue here, and while anything waits there the stage does not read that
+    stream's input: the back-pressure reaches that stream's decoder (a file waits, a live
+    source drops) and no other stream is held up behind it.
+    """
+    import collections
+
     import zmq
 
     from privacy_filter.protocol import Receiver, frame_parts, latest_wins, send, socket
@@ -312,9 +324,10 @@ def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, 
     from privacy_filter.zmq_io import is_zmq_url
 
     with_mask = {s.id for s in cfg.streams if is_zmq_url(s.output.url) and s.output.mask}  # their encoders publish masks
-    pull = socket(ctx, zmq.PULL, endpoint_in, bind=True, hwm=cfg.zmq.hwm * max(1, len(streams)))
+    pulls = {sid: socket(ctx, zmq.PULL, ep, bind=True, hwm=cfg.zmq.hwm) for sid, ep in endpoints_in.items()}
     push = {sid: socket(ctx, zmq.PUSH, ep, bind=False, hwm=cfg.zmq.hwm, linger_ms=1000) for sid, ep in endpoints_out.items()}
-    rx = Receiver(pull, counters=counters, fallback_stream=UNKNOWN_STREAM, known_streams=list(streams))
+    rxs = {sid: Receiver(sock, counters=counters, fallback_stream=UNKNOWN_STREAM, known_streams=list(streams)) for sid, sock in pulls.items()}
+    waiting: dict[str, collections.deque[list[Any]]] = {sid: collections.deque() for sid in push}
 
     # one engine per (model, device, tiles); streams sharing one are batched together
     from privacy_filter.pipeline import resolve_device
@@ -331,13 +344,18 @@ def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, 
             stage_of[sid] = fs
 
     def forward(sid: str, parts: list[Any], is_frame: bool) -> None:
-        if sid in live and is_frame:
-            if not send(push[sid], parts, block=False):
-                counters.inc(sid, "frames_dropped")  # the encoder is behind: never stall the other streams
+        """Send now, or queue behind what already waits for this stream's encoder."""
+        if not waiting[sid] and send(push[sid], parts, block=False):
             return
-        while not send(push[sid], parts, timeout_ms=POLL_MS):
-            if flag["stop"]:
-                return
+        if sid in live and is_frame:
+            counters.inc(sid, "frames_dropped")  # the encoder is behind: a live stream drops, never waits
+            return
+        waiting[sid].append(parts)
+
+    def flush_waiting() -> None:
+        for sid, queue in waiting.items():
+            while queue and send(push[sid], queue[0], block=False):
+                queue.popleft()
 
     batch_max = cfg.stage.batch_max
     fresh_gen: dict[str, int] = {}  # per stream: gen of its latest start from frame 0
@@ -369,14 +387,27 @@ def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, 
                 continue  # dropped by on_failure: drop (counted by the stage)
             forward(m.stream_id, frame_parts(r.frame, mask=r.mask if m.stream_id in with_mask else None, gen=m.gen), True)
 
+    poller = zmq.Poller()
+    polled: set[str] = set()
     while not flag["stop"]:
-        first = rx.recv(timeout_ms=POLL_MS)
-        if first is None:
+        flush_waiting()
+        takes = {sid for sid in pulls if not waiting[sid]}  # streams whose encoder has room
+        for sid in polled - takes:
+            poller.unregister(pulls[sid])
+        for sid in takes - polled:
+            poller.register(pulls[sid], zmq.POLLIN)
+        polled = takes
+        # with output waiting, come back within RETRY_MS to flush it; otherwise wait for input
+        ready = dict(poller.poll(RETRY_MS if len(takes) < len(pulls) else POLL_MS)) if takes else {}
+        if not ready:
+            if not takes:
+                time.sleep(RETRY_MS / 1000)
             continue
-        msgs = [first]
         if cfg.stage.batch_wait_ms > 0:
             time.sleep(cfg.stage.batch_wait_ms / 1000)
-        msgs += rx.drain(batch_max * 4)
+        msgs: list[Any] = []
+        for sid in sorted(takes):  # every stream with room, whether or not it was ready at the poll
+            msgs += rxs[sid].drain(batch_max * 2)
         msgs, stale = latest_wins(msgs, live)
         for m in stale:
             counters.inc(m.stream_id, "frames_dropped")
@@ -399,7 +430,8 @@ def stage_worker(cfg: ServiceConfig, endpoint_in: str, endpoints_out: dict[str, 
         run_segment(segment)
     for fs in set(stage_of.values()):
         fs.close()
-    pull.close(linger=0)
+    for sock in pulls.values():
+        sock.close(linger=0)
     for s in push.values():
         s.close(linger=1000)
     ctx.term()
@@ -629,7 +661,7 @@ class Supervisor:
             sc, st = self._by_id[w.stream], self.streams[w.stream]
             if name.startswith("decode:"):
                 resume = int(self.shared.progress[self.shared.index[sc.id]])
-                target, args = decode_worker, (sc, self.ep_stage, self.shared, st.gen, resume, hwm, give_up, self._log_level)
+                target, args = decode_worker, (sc, self.ep_stage[sc.id], self.shared, st.gen, resume, hwm, give_up, self._log_level)
             else:
                 target, args = encode_worker, (sc, self._output_url(sc, st), self.ep_enc[sc.id], self.shared, st.gen, hwm, self._log_level)
         w.proc = self._mp.Process(target=target, args=args, name=f"privacy-filter {name}", daemon=False)

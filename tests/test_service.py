@@ -243,6 +243,44 @@ def test_missing_source_fails_that_stream_only(clips: dict[str, Path], tmp_path:
     assert m["ghost"]["worker_restarts"] == 0  # a user error is not retried
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_stream_whose_consumer_stops_taking_does_not_hold_up_the_other(clips: dict[str, Path], tmp_path: Path) -> None:
+    """Stream 'room' publishes to a ZeroMQ PUSH address nobody reads, so its encoder blocks after
+    a few frames (backpressure) and its messages pile up in the stage. The stage stops reading
+    'room' instead of waiting on it: 'gif' still finishes, complete and exact, while 'room'
+    waits. SIGTERM then stops the service."""
+    cfg = json.loads(_config(tmp_path, clips).read_text())
+    cfg["streams"][0]["output"] = {"url": f"zmq+push://tcp://127.0.0.1:{_free_port()}", "audio": "drop"}
+    cfg["zmq"] = {"hwm": 2}
+    cfg["supervisor"]["shutdown_timeout_s"] = 3
+    path = tmp_path / "service.yaml"
+    path.write_text(json.dumps(cfg))
+    state_path = Path(cfg["supervisor"]["state_file"])
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(path)], stderr=subprocess.PIPE, text=True)
+    state: dict[str, Any] = {}
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 150 and proc.poll() is None:
+            try:
+                state = json.loads(state_path.read_text())
+            except (OSError, ValueError):
+                state = {}
+            if state.get("streams", {}).get("gif", {}).get("done"):
+                break
+            time.sleep(0.1)
+        assert state.get("streams", {}).get("gif", {}).get("done"), "gif never finished: held up behind the stuck stream"
+        room = state["streams"]["room"]
+        assert not room["done"] and room["last_written"] < CLIP_FRAMES - 1  # really stuck
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    _assert_exact_copy_of_source(tmp_path / "gif.mp4", clips["gif"])
+
+
 # --------------------------------------------------------------------------- metrics
 
 
