@@ -282,7 +282,8 @@ def cpu_mask_alpha(
       each from its own halo (:func:`_edge_tiles_alpha`).  A person filling the frame has a
       large box but a thin edge, so this is what keeps a video call's cost down.
 
-    ``auto`` picks by the pixel count each would process.  ``sanitized``: M is already
+    ``auto`` takes the dense way for small figures and for r + f > 16, else the tiled way
+    unless its edge pieces would hold over half the box's pixels.  ``sanitized``: M is already
     float32, finite and in [0, 1] (TemporalFilter's output).  ``on_box`` is called with the
     box as soon as it is known, before the frame-resolution work, so that a caller can start
     work that needs only the box (the effect's picture) beside it.
@@ -293,6 +294,10 @@ def cpu_mask_alpha(
     if method == "dense":
         return _dense_alpha(q, geo, on_box)
     reach = geo.dilate + geo.feather
+    if method == "auto" and (reach > 16 or _small_figure(q, geo.threshold8)):
+        # wide halos make edge pieces dearer than the box; a small figure's box is cheap
+        # anyway: in both cases the classification would cost more than it can save
+        return _dense_alpha(q, geo, on_box)
     tc = classify_tiles(q, geo, _tile_size(reach))
     if tc is None:
         return MaskAlpha(geo.width, geo.height, 255 if geo.invert else 0)
@@ -304,6 +309,12 @@ def cpu_mask_alpha(
     if on_box is not None:
         on_box(tc.box)
     return _tiled_alpha(q, geo, tc)
+
+
+def _small_figure(q: np.ndarray, t8: int) -> bool:
+    """The model-resolution bounding box of the thresholded map covers under 1/8 of the map."""
+    _, _, w, h = cv2.boundingRect(cv2.compare(q, t8, cv2.CMP_GE) if q.size >= 16 else (q >= t8).view(np.uint8))
+    return w * h * 8 < q.shape[0] * q.shape[1]
 
 
 def _tile_size(reach: int) -> int:
