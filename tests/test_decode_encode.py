@@ -439,20 +439,6 @@ def _wait_listening(port: int, timeout_s: float = 10.0) -> None:
     raise AssertionError(f"nothing listened on port {port} within {timeout_s} s")
 
 
-def _write_clip(sink_url: str, clip: Path, with_audio: bool) -> Encoder:
-    dec = Decoder(str(clip))
-    info = dec.open()
-    enc = Encoder(sink_url, info.video, EncodeSettings(preset="ultrafast"), audio=info.audio_stream if with_audio else None)
-    for item in dec:
-        if isinstance(item, AudioPacket):
-            enc.write_audio(item)
-        else:
-            enc.write(item)
-    enc.close()
-    dec.close()
-    return enc
-
-
 @pytest.mark.timeout(60)
 def test_rtsp_push_delivers_every_frame_to_a_listening_server(av_clip: Path) -> None:
     """RTSP push (ANNOUNCE/RECORD over TCP) to FFmpeg's own RTSP server in listen mode, run by
@@ -475,7 +461,7 @@ def test_rtsp_push_delivers_every_frame_to_a_listening_server(av_clip: Path) -> 
     thread = threading.Thread(target=server, daemon=True)
     thread.start()
     _wait_listening(port)
-    enc = _write_clip(url, av_clip, with_audio=False)
+    enc = transcode(av_clip, url, audio=None)
     thread.join(30)
     assert "error" not in received, received.get("error")
     frames = received["frames"]
@@ -500,7 +486,7 @@ def test_rtmp_push_delivers_every_frame_and_the_audio_bytes(av_clip: Path, tmp_p
     server = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "quiet", "-listen", "1", "-i", url, "-c", "copy", str(out)])
     try:
         _wait_listening(port)
-        enc = _write_clip(url, av_clip, with_audio=True)
+        enc = transcode(av_clip, url)
         server.wait(30)
     finally:
         server.kill()
