@@ -199,6 +199,9 @@ class MaskAlpha:
     # tile/2 px hold every partial chroma value).  None: anywhere.
     tile: int = 0
     edge_tiles: tuple[np.ndarray, np.ndarray] | None = None
+    # When the alpha was written straight into a frame-size plane (tiled evaluation; ``a`` is
+    # a view of it): that plane, which ``full()`` hands out instead of assembling a copy.
+    plane: np.ndarray | None = None
     # When known: the BLEND_TILE-sized tiles (from the box/cbox origin) that hold partial
     # alpha, as (ty, tx, alpha stack), found while the edge tiles were computed.
     partial: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -212,7 +215,9 @@ class MaskAlpha:
         return y0 // 2, (y1 + 1) // 2, x0 // 2, (x1 + 1) // 2
 
     def full(self) -> np.ndarray:
-        """Frame-size luma alpha (uint8, 255 = covered)."""
+        """Frame-size luma alpha (uint8, 255 = covered); treat it as read-only."""
+        if self.plane is not None:
+            return self.plane
         # zeros: fresh zero pages, touched only where the box is written (file outputs never read it)
         shape = (self.height, self.width)
         out = np.zeros(shape, np.uint8) if self.outside == 0 else np.full(shape, self.outside, np.uint8)
@@ -399,10 +404,17 @@ def _tiled_alpha(q: np.ndarray, geo: Geometry, tc: TileClasses) -> MaskAlpha:
         edge = np.ascontiguousarray(_edge_tiles_alpha(q, geo, t, ey + ty0, ex + tx0))
         if geo.invert:
             cv2.bitwise_not(edge, dst=edge)
-    apad = np.repeat(np.repeat(grid, t, axis=1), t, axis=0)  # the tile grid at pixel resolution (rows copied whole)
+    # The frame's alpha plane (padded to whole tiles) is written in place, so that full()
+    # costs nothing: the constant outside the box (fresh zero pages for target person), each
+    # tile row's values broadcast over its T pixel rows, then the edge tiles scattered in.
+    outside = 255 if geo.invert else 0
+    padded = (-(-geo.height // t) * t, -(-geo.width // t) * t)
+    frame_alpha = np.zeros(padded, np.uint8) if outside == 0 else np.full(padded, 255, np.uint8)
+    region = frame_alpha[y0 : y0 + nty * t, x0 : x0 + ntx * t]
+    region.reshape(nty, t, ntx * t)[...] = np.repeat(grid, t, axis=1)[:, None, :]
     if ey.size:
-        apad.reshape(nty, t, ntx, t)[ey, :, ex, :] = edge
-    a = apad[: y1 - y0, : x1 - x0]  # a view when the box is ragged at the frame edge: OpenCV takes strides
+        region.reshape(nty, t, ntx, t)[ey, :, ex, :] = edge
+    a = frame_alpha[y0:y1, x0:x1]  # a strided view: OpenCV takes strides
     partial_c = None
     if (y1 - y0) % 2 or (x1 - x0) % 2:  # an odd frame edge: its last row/column is replicated
         ac = chroma_alpha(a)
@@ -414,9 +426,9 @@ def _tiled_alpha(q: np.ndarray, geo: Geometry, tc: TileClasses) -> MaskAlpha:
             cpad.reshape(nty, h, ntx, h)[ey, :, ex, :] = edge_c
             partial_c = _partial_blend_tiles(edge_c, ey, ex)
         ac = cpad[: (y1 - y0) // 2, : (x1 - x0) // 2]
-    outside = 255 if geo.invert else 0
     partial = _partial_blend_tiles(edge, ey, ex) if ey.size else None
-    return MaskAlpha(geo.width, geo.height, outside, tc.box, a, ac, t, (ey, ex), partial, partial_c)
+    plane = np.ascontiguousarray(frame_alpha[: geo.height, : geo.width])  # a copy only if W is not a multiple of T
+    return MaskAlpha(geo.width, geo.height, outside, tc.box, a, ac, tile=t, edge_tiles=(ey, ex), partial=partial, partial_c=partial_c, plane=plane)
 
 
 def _partial_blend_tiles(edge: np.ndarray, ey: np.ndarray, ex: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
