@@ -20,7 +20,7 @@ import reference as R
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects import create_stream_effect, resolve_geometry
 from privacy_filter.effects.cpu import blend_plan
-from privacy_filter.effects.mask import classify_tiles, cpu_mask_alpha, dilate_binary, quantize, reachable_span, upsample_part, upsample_u8
+from privacy_filter.effects.mask import cpu_mask_alpha, dilate_binary, quantize, reachable_span, upsample_part, upsample_u8
 
 HARD = MaskConfig(threshold=0.3, dilate_frac=0.02, feather_px=0)  # the cctv preset's mask
 

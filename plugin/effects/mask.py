@@ -307,7 +307,7 @@ def cpu_mask_alpha(
     if tc is None:
         return MaskAlpha(geo.width, geo.height, 255 if geo.invert else 0)
     if method == "auto":
-        t, p = tc.tile, tc.tile + 2 * reach
+        p = tc.tile + 2 * reach
         y0, y1, x0, x1 = tc.box
         if int(tc.edge.sum()) * p * p > (y1 - y0) * (x1 - x0) // 2:
             return _dense_alpha(q, geo, on_box)
