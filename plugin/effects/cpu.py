@@ -145,18 +145,14 @@ def _tiles(plane: np.ndarray, th: int, tw: int) -> np.ndarray:
     return plane[: th * TILE, : tw * TILE].reshape(th, TILE, tw, TILE)
 
 
-def blend_plan(
-    a: np.ndarray, hard: bool = False, candidates: tuple[np.ndarray, np.ndarray] | None = None, ctile: int = 0,
-    partial: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-) -> BlendPlan:
+def blend_plan(a: np.ndarray, hard: bool = False, partial: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> BlendPlan:
     """Plan the composite of alpha ``a`` (see :class:`BlendPlan`).
 
     ``hard``: the caller knows ``a`` holds only 0 and 255 (no feather), so there is nothing to
     blend and ``a`` itself is the copy mask; this skips three passes over the box.
-    ``candidates``: tiles of ``ctile`` px (a multiple of TILE, counted from a's origin) outside
-    which ``a`` is known to be 0 or 255 (MaskAlpha.edge_tiles); only they are scanned.
-    ``partial``: the partial TILE tiles themselves, already found (MaskAlpha.partial); only
-    those inside the tiled area are kept (the ragged strips are scanned pixel by pixel).
+    ``partial``: the partial TILE tiles, already found (MaskAlpha.partial): the box is not
+    scanned for them; only those inside the tiled area are kept (the ragged strips are
+    scanned pixel by pixel either way).
     """
     h, w = a.shape
     if hard:
@@ -168,13 +164,6 @@ def blend_plan(
     if partial is not None:
         inside = (partial[0] < th) & (partial[1] < tw)
         ty, tx, ta = partial[0][inside], partial[1][inside], partial[2][inside].astype(np.uint16)
-    elif candidates is not None:
-        ty, tx = _candidate_tiles(candidates, ctile // TILE, th, tw)
-        if ty.size:
-            stack = _tiles(a, th, tw)[ty, :, tx, :]  # (n, TILE, TILE)
-            part = cv2.inRange(stack.reshape(-1, TILE), 1, 254).reshape(-1, TILE * TILE)
-            keep = part.any(axis=1)
-            ty, tx, ta = ty[keep], tx[keep], stack[keep].astype(np.uint16)
     elif th and tw:
         partial = cv2.inRange(a[: th * TILE, : tw * TILE], 1, 254)
         if cv2.countNonZero(partial):
@@ -188,16 +177,6 @@ def blend_plan(
     ys = np.concatenate([ys_b + th * TILE, ys_r])
     xs = np.concatenate([xs_b, xs_r + tw * TILE])
     return BlendPlan(a, th, tw, ty, tx, ta, ys, xs, a[ys, xs].astype(np.uint16))
-
-
-def _candidate_tiles(candidates: tuple[np.ndarray, np.ndarray], k: int, th: int, tw: int) -> tuple[np.ndarray, np.ndarray]:
-    """The TILE-sized sub-tiles (k×k per candidate) that lie inside the th×tw tiled area."""
-    cy, cx = candidates
-    sub = np.arange(k)
-    ty = (cy[:, None, None] * k + sub[None, :, None]).repeat(k, axis=2).ravel()
-    tx = (cx[:, None, None] * k + sub[None, None, :]).repeat(k, axis=1).ravel()
-    inside = (ty < th) & (tx < tw)
-    return ty[inside].astype(np.intp), tx[inside].astype(np.intp)
 
 
 def _div255(x: np.ndarray) -> np.ndarray:
@@ -459,9 +438,8 @@ class CpuStreamEffect:
             replacement = self.replacement.planes(frame.width, frame.height)
         # without feather the luma alpha is 0/255 (threshold, dilation, inversion); chroma
         # alpha is a 2x2 mean and has partial values along the edges
-        edges = ma.edge_tiles
-        luma_plan = blend_plan(ma.a, geo.feather == 0, edges, ma.tile, ma.partial) if ma.a is not None else None
-        chroma_plan = blend_plan(ma.ac, False, edges, ma.tile // 2, ma.partial_c) if ma.ac is not None else None
+        luma_plan = blend_plan(ma.a, geo.feather == 0, ma.partial) if ma.a is not None else None
+        chroma_plan = blend_plan(ma.ac, False, ma.partial_c) if ma.ac is not None else None
         regions = ((ma.box, luma_plan), (ma.cbox, chroma_plan), (ma.cbox, chroma_plan))
         for i, (dst, (box, plan)) in enumerate(zip(frame.planes, regions)):
             if kind == "overlay":

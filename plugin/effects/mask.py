@@ -296,30 +296,33 @@ def cpu_mask_alpha(
     if method not in ("auto", "dense", "tiled"):
         raise ValueError(f"cpu_mask_alpha method must be auto, dense or tiled, got {method!r}")
     q = quantize(m, sanitized)
-    if method == "dense":
-        return _dense_alpha(q, geo, on_box)
+    above = _at_least(q, int(geo.threshold8))  # the thresholded model map, 0/255
+    bbox = cv2.boundingRect(above)
+    if bbox[2] == 0 or bbox[3] == 0:  # nobody: nothing above threshold anywhere
+        return MaskAlpha(geo.width, geo.height, 255 if geo.invert else 0)
     reach = geo.dilate + geo.feather
-    if method == "auto" and (reach > 16 or _small_figure(q, geo.threshold8)):
-        # wide halos make edge pieces dearer than the box; a small figure's box is cheap
-        # anyway: in both cases the classification would cost more than it can save
-        return _dense_alpha(q, geo, on_box)
-    tc = classify_tiles(q, geo, _tile_size(reach))
+    # a small figure's box is cheap anyway, and wide halos make edge pieces dearer than the
+    # box: in both cases the classification would cost more than it can save
+    small = bbox[2] * bbox[3] * 8 < q.size
+    if method == "dense" or (method == "auto" and (reach > 16 or small)):
+        return _dense_alpha(q, geo, bbox, on_box)
+    tc = classify_tiles(above, geo, _tile_size(reach))
     if tc is None:
         return MaskAlpha(geo.width, geo.height, 255 if geo.invert else 0)
     if method == "auto":
         p = tc.tile + 2 * reach
         y0, y1, x0, x1 = tc.box
         if int(tc.edge.sum()) * p * p > (y1 - y0) * (x1 - x0) // 2:
-            return _dense_alpha(q, geo, on_box)
+            return _dense_alpha(q, geo, bbox, on_box)
     if on_box is not None:
         on_box(tc.box)
     return _tiled_alpha(q, geo, tc)
 
 
-def _small_figure(q: np.ndarray, t8: int) -> bool:
-    """The model-resolution bounding box of the thresholded map covers under 1/8 of the map."""
-    _, _, w, h = cv2.boundingRect(cv2.compare(q, t8, cv2.CMP_GE) if q.size >= 16 else (q >= t8).view(np.uint8))
-    return w * h * 8 < q.shape[0] * q.shape[1]
+def _at_least(x: np.ndarray, t8: int) -> np.ndarray:
+    """255 where ``x >= t8``, else 0 (uint8).  OpenCV would take a tiny array for a scalar
+    operand, so NumPy does those."""
+    return cv2.compare(x, t8, cv2.CMP_GE) if x.size >= 16 else np.where(x >= t8, 255, 0).astype(np.uint8)
 
 
 def _tile_size(reach: int) -> int:
@@ -350,7 +353,7 @@ class TileClasses:
     box: Box  # luma pixels covered by the tiles that are not provably 0
 
 
-def classify_tiles(q: np.ndarray, geo: Geometry, tile: int) -> TileClasses | None:
+def classify_tiles(above: np.ndarray, geo: Geometry, tile: int) -> TileClasses | None:
     """Prove tiles uniform from the 8-bit model map alone (None: every tile is 0).
 
     An upsampled pixel is a rounded convex combination of its taps, so it is >= T8 when all
@@ -358,17 +361,16 @@ def classify_tiles(q: np.ndarray, geo: Geometry, tile: int) -> TileClasses | Non
     read by the tile grown by r + f is >= T8 (the feather window of the dilation window
     holds no person pixel), and 255 when every source pixel read by the tile grown by f is
     (the whole feather window is person, dilated or not).  The counts come from one
-    integral image of the thresholded model map.
+    integral image of ``above``, the thresholded model map (0/255).
     """
     height, width = geo.height, geo.width
-    b = cv2.compare(q, int(geo.threshold8), cv2.CMP_GE) if q.size >= 16 else np.where(q >= geo.threshold8, 255, 0).astype(np.uint8)
-    if not cv2.countNonZero(b):
+    if not cv2.countNonZero(above):
         return None
-    s = cv2.integral(b // 255)
+    s = cv2.integral(above // 255)
 
     def counts(grow: int) -> tuple[np.ndarray, np.ndarray]:
-        ylo, yhi = _tile_spans(q.shape[0], height, tile, grow)
-        xlo, xhi = _tile_spans(q.shape[1], width, tile, grow)
+        ylo, yhi = _tile_spans(above.shape[0], height, tile, grow)
+        xlo, xhi = _tile_spans(above.shape[1], width, tile, grow)
         top, bottom = s[ylo], s[yhi + 1]  # integral rows, then columns (cheaper than np.ix_)
         c = bottom[:, xhi + 1] - top[:, xhi + 1] - bottom[:, xlo] + top[:, xlo]
         return c, np.outer(yhi - ylo + 1, xhi - xlo + 1)
@@ -415,18 +417,17 @@ def _tiled_alpha(q: np.ndarray, geo: Geometry, tc: TileClasses) -> MaskAlpha:
     if ey.size:
         region.reshape(nty, t, ntx, t)[ey, :, ex, :] = edge
     a = frame_alpha[y0:y1, x0:x1]  # a strided view: OpenCV takes strides
-    partial_c = None
+    partial_c = None  # an odd box: its chroma alpha is scanned for partial tiles when composited
     if (y1 - y0) % 2 or (x1 - x0) % 2:  # an odd frame edge: its last row/column is replicated
         ac = chroma_alpha(a)
     else:
         h = t // 2
         cpad = np.repeat(np.repeat(grid, h, axis=1), h, axis=0)
-        if ey.size:
-            edge_c = chroma_alpha(edge.reshape(-1, t)).reshape(-1, h, h)
-            cpad.reshape(nty, h, ntx, h)[ey, :, ex, :] = edge_c
-            partial_c = _partial_blend_tiles(edge_c, ey, ex)
+        edge_c = chroma_alpha(edge.reshape(-1, t)).reshape(-1, h, h) if ey.size else np.empty((0, h, h), np.uint8)
+        cpad.reshape(nty, h, ntx, h)[ey, :, ex, :] = edge_c
+        partial_c = _partial_blend_tiles(edge_c, ey, ex)
         ac = cpad[: (y1 - y0) // 2, : (x1 - x0) // 2]
-    partial = _partial_blend_tiles(edge, ey, ex) if ey.size else None
+    partial = _partial_blend_tiles(edge, ey, ex)
     plane = np.ascontiguousarray(frame_alpha[: geo.height, : geo.width])  # a copy only if W is not a multiple of T
     return MaskAlpha(geo.width, geo.height, outside, tc.box, a, ac, tile=t, edge_tiles=(ey, ex), partial=partial, partial_c=partial_c, plane=plane)
 
@@ -436,6 +437,9 @@ def _partial_blend_tiles(edge: np.ndarray, ey: np.ndarray, ex: np.ndarray) -> tu
     a partial value (0 < a < 255), read from the contiguous edge stack rather than the box."""
     n, s, _ = edge.shape
     k = s // BLEND_TILE
+    if n == 0:
+        none = np.empty(0, np.intp)
+        return none, none, np.empty((0, BLEND_TILE, BLEND_TILE), np.uint8)
     part = cv2.inRange(edge.reshape(-1, s), 1, 254)
     # tile flags: an INTER_AREA mean of 0/255 over BLEND_TILE² pixels is >= 1 iff any is set
     flags = cv2.resize(part, (k, n * k), interpolation=cv2.INTER_AREA).reshape(n, k, k)
@@ -512,14 +516,15 @@ def _replicate_into_halo(d3: np.ndarray, g: np.ndarray, t: int, big: int, size: 
                 d3[:, sel, hi:] = d3[:, sel, hi - 1 : hi]
 
 
-def _dense_alpha(q: np.ndarray, geo: Geometry, on_box: Callable[[Box], None] | None = None) -> MaskAlpha:
-    """Every step over the thresholded mask's bounding box grown by r + f (see cpu_mask_alpha)."""
+def _dense_alpha(q: np.ndarray, geo: Geometry, bbox: Box, on_box: Callable[[Box], None] | None = None) -> MaskAlpha:
+    """Every step over the thresholded mask's bounding box grown by r + f (see cpu_mask_alpha).
+
+    ``bbox``: (x, y, w, h) of the model-resolution pixels at or above threshold, not empty.
+    """
     width, height = geo.width, geo.height
     outside = 255 if geo.invert else 0
     t8 = int(geo.threshold8)
-    sx, sy, sw, sh = cv2.boundingRect((q >= t8).view(np.uint8))
-    if sw == 0 or sh == 0:  # nobody: nothing above threshold anywhere
-        return MaskAlpha(width, height, outside)
+    sx, sy, sw, sh = bbox
     # Upsample, threshold and bound only the part of the frame that a source pixel at/above
     # threshold reaches; everything else is below threshold.
     ry0, ry1 = reachable_span(sy, sy + sh - 1, q.shape[0], height)
@@ -527,8 +532,7 @@ def _dense_alpha(q: np.ndarray, geo: Geometry, on_box: Callable[[Box], None] | N
     if ry1 <= ry0 or rx1 <= rx0:  # a shrink that samples none of those pixels
         return MaskAlpha(width, height, outside)
     reach = upsample_part(q, width, height, (ry0, ry1), (rx0, rx1))
-    # 0/255; OpenCV would take a tiny array for a scalar operand, so NumPy does those
-    hit = cv2.compare(reach, t8, cv2.CMP_GE) if reach.size >= 16 else np.where(reach >= t8, 255, 0).astype(np.uint8)
+    hit = _at_least(reach, t8)
     x, y, w, h = cv2.boundingRect(hit)
     if w == 0 or h == 0:
         return MaskAlpha(width, height, outside)
