@@ -302,7 +302,7 @@ def test_pictures_on_the_helper_thread_equal_the_single_thread_result(shared_dat
     effect = EffectConfig(kind=kind, target=target)  # type: ignore[arg-type]
     mask = MaskConfig(threshold=0.5, dilate_px=2, feather_px=6, temporal="smooth")
     calls: list[str] = []
-    for name in ("_blur_pictures", "_pixelate_box_pictures", "_pixelate_pictures", "_tinted_box_pictures"):
+    for name in ("_blur_pictures", "_pixelate_pictures", "_tinted_box_pictures"):
         original = getattr(cpu, name)
         monkeypatch.setattr(cpu, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
     outputs = []

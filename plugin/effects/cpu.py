@@ -20,7 +20,7 @@ import numpy as np
 
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects.geometry import Geometry, resolve_geometry
-from privacy_filter.effects.mask import BLEND_TILE, Box, MaskAlpha, TemporalFilter, cpu_mask_alpha, full_alpha
+from privacy_filter.effects.mask import BLEND_TILE, Box, MaskAlpha, chroma_box, TemporalFilter, cpu_mask_alpha, full_alpha
 from privacy_filter.effects.replace import Planes, VideoReplacement, open_replacement
 from privacy_filter.frames import YuvFrame
 
@@ -280,30 +280,19 @@ def _blur_pictures(planes: Planes, geo: Geometry) -> Planes:
     )
 
 
-def _chroma_box(box: Box) -> Box:
-    y0, y1, x0, x1 = box
-    return y0 // 2, (y1 + 1) // 2, x0 // 2, (x1 + 1) // 2
-
-
 def _tinted_box_pictures(planes: Planes, geo: Geometry, box: Box) -> Planes:
     """The overlay's tint (its a = 255 result) of each plane over the luma box / chroma box."""
     out = []
-    for plane, region, color in zip(planes, (box, _chroma_box(box), _chroma_box(box)), geo.color_yuv):
+    for plane, region, color in zip(planes, (box, chroma_box(box), chroma_box(box)), geo.color_yuv):
         y0, y1, x0, x1 = region
         out.append(cv2.LUT(plane[y0:y1, x0:x1], _blend_lut(color, geo.opacity8)))
     return out[0], out[1], out[2]
 
 
-def _pixelate_pictures(planes: Planes, geo: Geometry) -> Planes:
-    """The pixelated Y, U and V planes (whole planes)."""
+def _pixelate_pictures(planes: Planes, geo: Geometry, box: Box | None = None) -> Planes:
+    """The pixelated Y, U and V pictures over the luma ``box`` and its chroma box (None: whole planes)."""
     y, u, v = planes
-    return pixelate_region(y, geo.block), pixelate_region(u, geo.block_c), pixelate_region(v, geo.block_c)
-
-
-def _pixelate_box_pictures(planes: Planes, geo: Geometry, box: Box) -> Planes:
-    """The pixelated Y, U and V pictures over the luma ``box`` and its chroma box."""
-    y, u, v = planes
-    cbox = _chroma_box(box)
+    cbox = None if box is None else chroma_box(box)
     return pixelate_region(y, geo.block, box), pixelate_region(u, geo.block_c, cbox), pixelate_region(v, geo.block_c, cbox)
 
 
@@ -382,7 +371,7 @@ class CpuStreamEffect:
         if kind == "pixelate":
             if geo.invert:
                 return [("whole", pool.submit(_pixelate_pictures, frame.planes, geo))]
-            return [("boxed", pool.submit(_pixelate_box_pictures, frame.planes, geo, box))]
+            return [("boxed", pool.submit(_pixelate_pictures, frame.planes, geo, box))]
         if kind == "overlay":
             return [("tinted", pool.submit(_tinted_box_pictures, frame.planes, geo, box))]
         return []

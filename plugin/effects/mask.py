@@ -209,10 +209,7 @@ class MaskAlpha:
 
     @property
     def cbox(self) -> Box | None:
-        if self.box is None:
-            return None
-        y0, y1, x0, x1 = self.box
-        return y0 // 2, (y1 + 1) // 2, x0 // 2, (x1 + 1) // 2
+        return None if self.box is None else chroma_box(self.box)
 
     def full(self) -> np.ndarray:
         """Frame-size luma alpha (uint8, 255 = covered); treat it as read-only."""
@@ -234,6 +231,12 @@ class MaskAlpha:
             y0, y1, x0, x1 = self.cbox
             out[y0:y1, x0:x1] = self.ac
         return out
+
+
+def chroma_box(box: Box) -> Box:
+    """The chroma-plane box of a luma box with even starts (its 2×2 blocks)."""
+    y0, y1, x0, x1 = box
+    return y0 // 2, (y1 + 1) // 2, x0 // 2, (x1 + 1) // 2
 
 
 def chroma_alpha(a: np.ndarray) -> np.ndarray:
