@@ -20,7 +20,7 @@ import numpy as np
 
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects.geometry import Geometry, resolve_geometry
-from privacy_filter.effects.mask import BLEND_TILE, Box, MaskAlpha, chroma_box, TemporalFilter, cpu_mask_alpha, full_alpha
+from privacy_filter.effects.mask import BLEND_TILE, Box, MaskAlpha, TemporalFilter, chroma_box, cpu_mask_alpha, full_alpha
 from privacy_filter.effects.replace import Planes, VideoReplacement, open_replacement
 from privacy_filter.frames import YuvFrame
 
