@@ -185,8 +185,21 @@ def _div255(x: np.ndarray) -> np.ndarray:
 
 
 def _blend(o: np.ndarray, e: np.ndarray | int, a: np.ndarray) -> np.ndarray:
-    """(o·(255−a) + e·a + 127) // 255 in uint16 (the sum is at most 65152)."""
-    return _div255(o.astype(np.uint16) * (255 - a) + np.asarray(e, np.uint16) * a + 127)
+    """(o·(255−a) + e·a + 127) // 255 for uint16 ``a``, in two uint16 temporaries updated in
+    place (the sum is at most 65152; y = sum + 128 then (y + (y >> 8)) >> 8 is that floor
+    division exactly, and y + (y >> 8) <= 65535)."""
+    x = o.astype(np.uint16)
+    x *= 255 - a
+    if isinstance(e, np.ndarray):
+        y = e.astype(np.uint16)
+        y *= a
+    else:
+        y = a * np.uint16(e)
+    x += y
+    x += 128
+    x += x >> 8
+    x >>= 8
+    return x.astype(np.uint8)
 
 
 def composite_into(dst: np.ndarray, eff: Picture, plan: BlendPlan) -> None:

@@ -35,10 +35,14 @@ def sanitize_prob(prob: np.ndarray) -> np.ndarray:
     p = np.array(prob, dtype=np.float32, copy=True)
     if p.ndim != 2:
         raise ValueError(f"person probability must be a 2-D (h, w) map, got shape {p.shape}")
+    if p.size == 0:
+        return p
+    lo, hi = float(p.min()), float(p.max())  # a NaN anywhere makes both NaN, so this is also the finiteness check
+    if 0.0 <= lo and hi <= 1.0:  # a sigmoid or softmax output: nothing to fix, two passes instead of five
+        return p
     if not np.isfinite(p).all():  # only garbage takes the slower path
         np.nan_to_num(p, copy=False, nan=1.0, posinf=1.0, neginf=0.0)
-    np.maximum(p, 0.0, out=p)
-    np.minimum(p, 1.0, out=p)
+    np.clip(p, 0.0, 1.0, out=p)
     return p
 
 
@@ -78,8 +82,10 @@ class TemporalFilter:
         # kernel does the same with __fmul_rn/__fadd_rn, so both agree bit for bit.
         if self._ema is None:
             self._ema = p
-        else:
-            self._ema = np.add(self._a * p, self._b * self._ema, dtype=np.float32)
+        else:  # in place: p is this call's own copy, and the state is never handed out
+            np.multiply(p, self._a, out=p)
+            np.multiply(self._ema, self._b, out=self._ema)
+            np.add(self._ema, p, out=self._ema)
         return self._ema.copy()
 
 
@@ -410,12 +416,14 @@ def _tiled_alpha(q: np.ndarray, geo: Geometry, tc: TileClasses) -> MaskAlpha:
         if geo.invert:
             cv2.bitwise_not(edge, dst=edge)
     # The frame's alpha plane (padded to whole tiles) is written in place, so that full()
-    # costs nothing: the constant outside the box (fresh zero pages for target person), each
-    # tile row's values broadcast over its T pixel rows, then the edge tiles scattered in.
+    # costs nothing: the constant around the box, each tile row's values broadcast over its
+    # T pixel rows, then the edge tiles scattered in.
     outside = 255 if geo.invert else 0
-    padded = (-(-geo.height // t) * t, -(-geo.width // t) * t)
-    frame_alpha = np.zeros(padded, np.uint8) if outside == 0 else np.full(padded, 255, np.uint8)
-    region = frame_alpha[y0 : y0 + nty * t, x0 : x0 + ntx * t]
+    frame_alpha = np.empty((-(-geo.height // t) * t, -(-geo.width // t) * t), np.uint8)
+    ry1, rx1 = y0 + nty * t, x0 + ntx * t
+    for ys, xs in ((slice(0, y0), slice(None)), (slice(ry1, None), slice(None)), (slice(y0, ry1), slice(0, x0)), (slice(y0, ry1), slice(rx1, None))):
+        frame_alpha[ys, xs] = outside
+    region = frame_alpha[y0:ry1, x0:rx1]
     region.reshape(nty, t, ntx * t)[...] = np.repeat(grid, t, axis=1)[:, None, :]
     if ey.size:
         region.reshape(nty, t, ntx, t)[ey, :, ex, :] = edge
@@ -475,8 +483,11 @@ def _edge_tiles_alpha(q: np.ndarray, geo: Geometry, t: int, gy: np.ndarray, gx: 
     ys = _resize_span(q.shape[0], height, max(0, cy0 - big), min(height, cy1 + big))
     xs = _resize_span(q.shape[1], width, max(0, cx0 - big), min(width, cx1 + big))
     oy, ox = min(ys[2], cy0 - big), min(xs[2], cx0 - big)
-    canvas = np.zeros((max(ys[3], cy1 + big) - oy, max(xs[3], cx1 + big) - ox), np.uint8)
-    into = canvas[ys[2] - oy : ys[3] - oy, xs[2] - ox : xs[3] - ox]
+    canvas = np.empty((max(ys[3], cy1 + big) - oy, max(xs[3], cx1 + big) - ox), np.uint8)
+    r0, r1, c0, c1 = ys[2] - oy, ys[3] - oy, xs[2] - ox, xs[3] - ox
+    into = canvas[r0:r1, c0:c1]
+    for ys_, xs_ in ((slice(0, r0), slice(None)), (slice(r1, None), slice(None)), (slice(r0, r1), slice(0, c0)), (slice(r0, r1), slice(c1, None))):
+        canvas[ys_, xs_] = 0  # only the parts the resize does not write (outside the frame)
     out = cv2.resize(q[ys[0] : ys[1], xs[0] : xs[1]], (xs[3] - xs[2], ys[3] - ys[2]), dst=into, interpolation=cv2.INTER_LINEAR_EXACT)
     if not np.shares_memory(out, canvas):  # OpenCV reallocated instead of writing into the view
         into[...] = out
