@@ -180,3 +180,36 @@ def test_blend_plan_from_edge_tiles_equals_the_full_scan(shared_data: Path) -> N
                     order_f, order_s = np.lexsort((fast.tx, fast.ty)), np.lexsort((full.tx, full.ty))
                     assert np.array_equal(fast.ta[order_f], full.ta[order_s])
                     assert np.array_equal(fast.ys, full.ys) and np.array_equal(fast.xs, full.xs) and np.array_equal(fast.full, full.full)
+
+
+@pytest.mark.parametrize("target", ["person", "background"])
+@pytest.mark.parametrize("kind", ["pixelate", "fill", "blur", "replace", "overlay"])
+def test_tile_row_gather_equals_the_indexed_path_and_the_reference(
+    shared_data: Path, kind: str, target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planes whose rows are a multiple of 16 bytes apart (1280×720, chroma 640) blend their
+    partial tiles through 16-byte row items; the result is bit for bit the advanced-indexing
+    path's (forced by disabling the row items) and within ±2 of the reference, and the fast
+    path was really taken for every plane."""
+    from privacy_filter.effects import tiles
+
+    effect = EffectConfig(kind=kind, target=target, color=(200, 30, 60))  # type: ignore[arg-type]
+    mask = MaskConfig(threshold=0.5, dilate_px=2, feather_px=6)  # feathered: many partial tiles
+    prob = D.real_prob(shared_data, "00001")
+    taken: list[bool] = []
+    original = tiles.row_items
+    monkeypatch.setattr(tiles, "row_items", lambda plane, size: taken.append(original(plane, size) is not None) or original(plane, size))
+    results = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(tiles, "row_items", lambda plane, size: None)
+        frame = D.real_frame(shared_data, 1280, 720)
+        orig = frame.copy()
+        alpha = create_stream_effect(effect, mask).apply(frame, prob)
+        results.append((alpha, *frame.planes))
+    assert taken and all(taken), "the 16-byte row path was not taken"
+    assert all(np.array_equal(a, b) for a, b in zip(*results))
+    planes, ref_alpha = R.apply_ref(orig.planes, prob, effect, mask)
+    assert np.array_equal(results[0][0], ref_alpha)
+    assert 0 < int(((ref_alpha > 0) & (ref_alpha < 255)).sum())
+    assert max(int(np.abs(a.astype(np.int32) - b).max()) for a, b in zip(results[0][1:], planes)) <= 2

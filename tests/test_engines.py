@@ -13,7 +13,7 @@ from privacy_filter.engines import create_segmenter, outputs, preprocess, tiling
 from privacy_filter.engines.onnxruntime import physical_cores
 from privacy_filter.errors import ConfigError, ModelError
 from privacy_filter.frames import YuvFrame
-from privacy_filter.models.registry import ResolvedModel, resolve_model
+from privacy_filter.models.registry import ResolvedModel
 from seg_fixtures import image_and_mask, iou, selfie_model, spec_dir  # noqa: F401  (fixtures)
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from privacy_filter.config import EffectConfig, MaskConfig
+from privacy_filter.effects import tiles
 from privacy_filter.effects.geometry import Geometry, resolve_geometry
 from privacy_filter.effects.mask import BLEND_TILE, Box, MaskAlpha, TemporalFilter, chroma_box, cpu_mask_alpha, full_alpha
 from privacy_filter.effects.replace import Planes, VideoReplacement, open_replacement
@@ -130,6 +131,16 @@ class BlendPlan:
     ys: np.ndarray  # partial pixels in the ragged strips
     xs: np.ndarray
     a: np.ndarray  # uint16 alpha at (ys, xs)
+    _rows: dict[int, np.ndarray] = field(default_factory=dict, repr=False)  # row stride -> tiles.row_index
+
+    def tiles_of(self, plane: np.ndarray) -> tiles.TileRows:
+        """The partial tiles of ``plane`` (box-shaped, like the alpha); the row index is made
+        once per plan and row stride (U and V share it)."""
+        stride = plane.strides[0]
+        rows = tiles.TileRows(plane, self.ty, self.tx, TILE, self._rows.get(stride))
+        if rows.index is not None:
+            self._rows[stride] = rows.index
+        return rows
 
 
 def _nonzero_points(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -205,28 +216,21 @@ def _blend(o: np.ndarray, e: np.ndarray | int, a: np.ndarray) -> np.ndarray:
 def composite_into(dst: np.ndarray, eff: Picture, plan: BlendPlan) -> None:
     """dst = (dst·(255−a) + eff·a + 127) // 255, in place; ``eff`` is an array or a constant.
 
-    Partial tiles and pixels are blended from the untouched picture first, then everything
-    with a > 0 is copied (``cv2.copyTo`` with the alpha as mask) and the blends written over
-    the partial places; a = 0 is left alone.
+    Everything with a > 0 is copied (``cv2.copyTo`` with the alpha as mask), then the partial
+    tiles and pixels are blended and written over it.  Their picture values are read back
+    from ``dst`` after the copy, which holds the picture wherever a > 0 and the untouched
+    frame where a = 0 (which blends to the frame exactly), so that the picture, whatever its
+    layout, is never indexed: only the frame plane, through :mod:`.tiles`.
     """
     is_array = isinstance(eff, np.ndarray)
-    tiles = strip = None
-    if plan.ty.size:
-        d4 = _tiles(dst, plan.th, plan.tw)
-        e = _tiles(eff, plan.th, plan.tw)[plan.ty, :, plan.tx, :] if is_array else eff
-        tiles = _blend(d4[plan.ty, :, plan.tx, :], e, plan.ta)
-    if plan.ys.size:
-        e = eff[plan.ys, plan.xs] if is_array else eff
-        strip = _blend(dst[plan.ys, plan.xs], e, plan.a)
+    rows = plan.tiles_of(dst) if plan.ty.size else None
+    tiles_o = rows.gather() if rows is not None else None
+    strip_o = dst[plan.ys, plan.xs] if plan.ys.size else None
     cv2.copyTo(eff if is_array else _constant_plane(dst.shape, int(eff)), plan.full, dst)
-    _write_blends(dst, plan, tiles, strip)
-
-
-def _write_blends(dst: np.ndarray, plan: BlendPlan, tiles: np.ndarray | None, strip: np.ndarray | None) -> None:
-    if tiles is not None:
-        _tiles(dst, plan.th, plan.tw)[plan.ty, :, plan.tx, :] = tiles
-    if strip is not None:
-        dst[plan.ys, plan.xs] = strip
+    if rows is not None and tiles_o is not None:
+        rows.scatter(_blend(tiles_o, rows.gather() if is_array else eff, plan.ta))
+    if strip_o is not None:
+        dst[plan.ys, plan.xs] = _blend(strip_o, dst[plan.ys, plan.xs] if is_array else eff, plan.a)
 
 
 _constants: dict[int, np.ndarray] = {}
@@ -260,15 +264,19 @@ def overlay_into(dst: np.ndarray, color: int, plan: BlendPlan, opacity8: int, ti
         return
     if tinted is None:
         tinted = cv2.LUT(dst, _blend_lut(color, opacity8))  # from the untouched picture
-    tiles = strip = None
-    if plan.ty.size:
+    rows = plan.tiles_of(dst) if plan.ty.size else None
+    blended = strip = None
+    if rows is not None:
         ao = _div255(plan.ta * opacity8 + 127).astype(np.uint16)
-        tiles = _blend(_tiles(dst, plan.th, plan.tw)[plan.ty, :, plan.tx, :], color, ao)
+        blended = _blend(rows.gather(), color, ao)
     if plan.ys.size:
         ao = _div255(plan.a * opacity8 + 127).astype(np.uint16)
         strip = _blend(dst[plan.ys, plan.xs], color, ao)
     cv2.copyTo(tinted, plan.full, dst)
-    _write_blends(dst, plan, tiles, strip)
+    if rows is not None and blended is not None:
+        rows.scatter(blended)
+    if strip is not None:
+        dst[plan.ys, plan.xs] = strip
 
 
 def _bands(dst: np.ndarray, box: Box) -> list[tuple[slice, slice]]:
