@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from privacy_filter.config import MaskConfig
+from privacy_filter.effects import tiles
 from privacy_filter.effects.geometry import Geometry
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open), luma pixels
@@ -455,8 +456,8 @@ def _partial_blend_tiles(edge: np.ndarray, ey: np.ndarray, ex: np.ndarray) -> tu
     # tile flags: an INTER_AREA mean of 0/255 over BLEND_TILE² pixels is >= 1 iff any is set
     flags = cv2.resize(part, (k, n * k), interpolation=cv2.INTER_AREA).reshape(n, k, k)
     i, sy, sx = np.nonzero(flags)
-    tiles = edge.reshape(n, k, BLEND_TILE, k, BLEND_TILE)[i, sy, :, sx, :]
-    return (ey[i] * k + sy).astype(np.intp), (ex[i] * k + sx).astype(np.intp), tiles
+    stack = tiles.TileRows(edge.reshape(n * s, s), i * k + sy, sx, BLEND_TILE).gather()
+    return (ey[i] * k + sy).astype(np.intp), (ex[i] * k + sx).astype(np.intp), stack
 
 
 def _edge_tiles_alpha(q: np.ndarray, geo: Geometry, t: int, gy: np.ndarray, gx: np.ndarray) -> np.ndarray:
