@@ -18,7 +18,7 @@ import effects_data as D
 import reference as R
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects import create_stream_effect, resolve_geometry
-from privacy_filter.effects.cpu import blend_plan, cell_means, composite_into, overlay_into
+from privacy_filter.effects.cpu import blend_plan, cell_means, composite_into, overlay_into, tint
 from privacy_filter.effects.replace import to_i420
 from privacy_filter.errors import ConfigError
 from privacy_filter.frames import YuvFrame
@@ -105,9 +105,28 @@ def test_reference_comparison_catches_a_wrong_implementation(shared_data: Path) 
     assert _max_diff(frame.planes, ref_planes) > TOL
 
 
+def test_tint_is_exact_for_every_colour_alpha_and_pixel() -> None:
+    """The overlay's constant-alpha composite (one rounded convertScaleAbs) equals the integer
+    formula for all 256 × 256 colour/alpha pairs and every pixel value, on a plane wide
+    enough for OpenCV's vector loop, a strided view and a single row."""
+    o = np.tile(np.arange(256, dtype=np.uint8), (2, 4))  # every value, 2 × 1024
+    strided = np.zeros((2, 1040), np.uint8)[:, 7:1031]
+    strided[...] = o
+    row = o[:1, :256]
+    values = np.arange(256, dtype=np.int64)
+    for alpha in range(256):
+        table = ((values[None, :] * (255 - alpha) + values[:, None] * alpha + 127) // 255).astype(np.uint8)  # [colour, o]
+        got = np.stack([tint(o, color, alpha) for color in range(256)])
+        assert np.array_equal(got, np.tile(table, 4)[:, None, :].repeat(2, axis=1)), alpha
+        for color in range(0, 256, 15):
+            for plane in (strided, row):
+                assert np.array_equal(tint(plane, color, alpha), table[color][plane]), (color, alpha, plane.shape)
+
+
 @pytest.mark.parametrize("shape", [(37, 53), (16, 16), (5, 300), (161, 15), (100, 96)])
 def test_composite_is_exact_for_every_alpha(shape: tuple[int, int]) -> None:
-    """Tiles, ragged strips, strided views, array and constant pictures: all bit-exact."""
+    """Tiles, ragged strips, strided views, array and constant pictures: all bit-exact, both
+    with rows a multiple of 16 bytes apart (tiles moved as 16-byte items) and not."""
     rng = np.random.default_rng(sum(shape))
     h, w = shape
     a = rng.integers(0, 256, shape, dtype=np.uint8)
@@ -117,12 +136,13 @@ def test_composite_is_exact_for_every_alpha(shape: tuple[int, int]) -> None:
     eff = rng.integers(0, 256, shape, dtype=np.uint8)
     plan = blend_plan(a)
     for picture in (eff, 77):
-        buf = np.zeros((h, w + 9), np.uint8)
-        dst = buf[:, 3 : w + 3]
-        dst[...] = orig
-        composite_into(dst, picture, plan)
-        assert np.array_equal(dst, R.composite_ref(orig, picture, a))
-        assert not buf[:, :3].any() and not buf[:, w + 3 :].any()
+        for left, width in ((3, w + 9), (16, -(-w // 16) * 16 + 32)):  # row stride: odd, then a multiple of 16
+            buf = np.zeros((h, width), np.uint8)
+            dst = buf[:, left : w + left]
+            dst[...] = orig
+            composite_into(dst, picture, plan)
+            assert np.array_equal(dst, R.composite_ref(orig, picture, a))
+            assert not buf[:, :left].any() and not buf[:, w + left :].any()
     dst = orig.copy()
     overlay_into(dst, 200, plan, 153)
     ao = ((a.astype(np.int64) * 153 + 127) // 255).astype(np.uint8)
