@@ -99,7 +99,7 @@ def blur_plane(plane: np.ndarray, factor: int, box_radius: int, passes: int) -> 
 # ------------------------------------------------------------------------ composite
 
 
-def tint(plane: np.ndarray, color: int, alpha: int, dst: np.ndarray | None = None) -> np.ndarray:
+def tint(plane: np.ndarray, color: int, alpha: int) -> np.ndarray:
     """(o·(255−alpha) + color·alpha + 127) // 255 for every pixel o: a constant-alpha composite.
 
     One ``convertScaleAbs`` (o·(255−alpha)/255 + color·alpha/255, rounded to nearest), twice
@@ -107,7 +107,7 @@ def tint(plane: np.ndarray, color: int, alpha: int, dst: np.ndarray | None = Non
     c·α) is even, 255·(2k+1) is odd) and is at least 1/510 from one, far beyond float32's
     error of ~3e-5 on values below 256 (tests check every o for every colour and alpha).
     """
-    return cv2.convertScaleAbs(plane, dst, alpha=(255 - alpha) / 255.0, beta=color * alpha / 255.0)
+    return cv2.convertScaleAbs(plane, alpha=(255 - alpha) / 255.0, beta=color * alpha / 255.0)
 
 
 TILE = BLEND_TILE  # blend tiles: a partial (feathered) edge is blended tile by tile, densely

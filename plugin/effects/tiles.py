@@ -1,8 +1,8 @@
 """Gather and scatter square tiles of a uint8 plane, fast.
 
-The CPU effects work on the few tiles that hold the mask's edge: the compositor blends its
-16-px partial tiles, the mask scatters its 32-px edge tiles into the alpha plane.  Advanced
-indexing of a (th, T, tw, T) view does that correctly for any plane, but NumPy then copies
+The CPU effects work on the few tiles that hold the mask's edge: the compositor reads and
+writes the frame's 16-px partial tiles, and the mask picks those tiles out of its stack of
+computed edge tiles.  Advanced indexing of a (th, T, tw, T) view does that correctly for any plane, but NumPy then copies
 every tile row as a separate T-byte sub-array.  When a plane's rows are a multiple of T
 bytes apart, each tile row is instead one item of a contiguous array of T-byte void items
 laid over the plane's memory, and NumPy moves those as single units: about 5x faster for
