@@ -16,8 +16,9 @@ Why it is shaped this way:
   offset (held in seconds) is rescaled into the audio packets' time base.  Audio that
   arrives after a reconnect but before its first video frame (offset not known yet),
   or that would still overlap the previous session's audio, is dropped and counted
-  in ``audio_dropped``.  A source that stays dead raises one ``SourceError`` naming
-  the URL.
+  in ``audio_dropped``.  The frames still buffered in the video decoder when a
+  source drops are drained and delivered before the reconnect.  A source that stays
+  dead raises one ``SourceError`` naming the URL.
 """
 
 from __future__ import annotations
@@ -380,6 +381,7 @@ class Decoder:
                 if not self.live:
                     raise SourceError(f"error decoding {self.url} at frame {self.frames_decoded}: {_reason(exc)}") from exc
                 log.warning("source %s dropped (%s); reconnecting", self.url, _reason(exc))
+            yield from self._drain(self._container)
             try:
                 self._reopen()
             except _Stopped:
@@ -415,6 +417,20 @@ class Decoder:
             for frame in packet.decode():
                 yield self._wrap(frame, tb)
         # flush of the decoder happens through the final empty packet demux yields
+
+    def _drain(self, container: Any) -> Iterator[YuvFrame]:
+        """The frames still inside the video decoder when a live source drops: frame threading
+        and B-frame reordering hold a few, which a reconnect would otherwise throw away (an
+        RTMP server that ends its stream drops the connection after the last packet)."""
+        vs = container.streams.video[0]
+        tb = Fraction(vs.time_base or Fraction(1, 90000))
+        try:
+            frames = vs.codec_context.decode(None)
+        except (av.FFmpegError, OSError) as exc:  # a decoder broken by the drop: nothing to save
+            log.warning("source %s: could not drain the decoder after the drop (%s)", self.url, _reason(exc))
+            return
+        for frame in frames:
+            yield self._wrap(frame, tb)
 
     def _wrap(self, frame: av.VideoFrame, tb: Fraction) -> YuvFrame:
         pts = frame.pts

@@ -353,31 +353,75 @@ def test_unusable_codec_and_bad_output_folder_are_clear_errors(av_clip: Path, tm
             Encoder(str(tmp_path / "nv.mp4"), info.video, EncodeSettings(codec="h264_nvenc", preset="p4"))
 
 
-@pytest.fixture()
-def http_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A real HTTP server (http.server) on an ephemeral loopback port, serving ``tmp_path``."""
+def _serve(root: Path, tls: bool):  # type: ignore[no-untyped-def]
+    """A real HTTP server (http.server) on an ephemeral loopback port, serving ``root``; with
+    ``tls``, HTTPS with a certificate from a throwaway CA (trustme; FFmpeg does not verify
+    certificates unless asked to)."""
     import functools
     import http.server
+    import ssl
     import threading
 
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(http.server.ThreadingHTTPServer):
+        def shutdown_request(self, request: object) -> None:  # TLS: say close_notify before closing
+            if tls:
+                try:
+                    request.unwrap()  # type: ignore[attr-defined]
+                except (OSError, ValueError):
+                    pass
+            super().shutdown_request(request)  # type: ignore[arg-type]
+
+    server = Server(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
+    if tls:
+        import trustme
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    return server, f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture()
+def http_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real HTTP server on an ephemeral loopback port, serving ``tmp_path``."""
+    server, base = _serve(tmp_path, tls=False)
     try:
-        yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+        yield tmp_path, base
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(params=["http", "https"])
+def web_dir(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``http_dir``, and the same over HTTPS."""
+    server, base = _serve(tmp_path, tls=request.param == "https")
+    try:
+        yield tmp_path, base
     finally:
         server.shutdown()
         server.server_close()
 
 
 @pytest.mark.timeout(60)
-def test_http_source_gives_the_file_frames_timestamps_and_audio(av_clip: Path, http_dir: tuple[Path, str]) -> None:
-    """A clip served over real HTTP decodes exactly as the file does: every frame with its
-    timestamp and picture, and every audio packet byte for byte. Plain http is not live."""
-    root, base = http_dir
-    (root / "clip.mp4").write_bytes(av_clip.read_bytes())
+def test_http_source_gives_the_file_frames_timestamps_and_audio(av_clip: Path, web_dir: tuple[Path, str]) -> None:
+    """A clip served over real HTTP, and over HTTPS, decodes exactly as the file does: every
+    frame with its timestamp and picture, and every audio packet byte for byte. Plain
+    http(s) is not live."""
+    root, base = web_dir
+    served = root / "clip.mp4"
+    if base.startswith("https"):
+        # moov first, read in one pass: http.server has no Range support, and over TLS
+        # FFmpeg's seek to a trailing moov then sees a cut-off response
+        _remux_faststart(av_clip, served)
+    else:
+        served.write_bytes(av_clip.read_bytes())
     url = f"{base}/clip.mp4"
     assert not is_live_source(url)
     frames, audio = [], []
@@ -386,10 +430,22 @@ def test_http_source_gives_the_file_frames_timestamps_and_audio(av_clip: Path, h
         for item in dec:
             (audio if isinstance(item, AudioPacket) else frames).append(item)
     t_file, y_file = read_video(av_clip)
+    assert read_video(served)[0] == t_file
     assert [Fraction(f.pts) * f.time_base for f in frames] == t_file and len(frames) == 50
     assert all(np.array_equal(f.y, y) for f, y in zip(frames, y_file))
     assert info.audio is not None
     assert [(p.data, Fraction(p.pts) * p.time_base) for p in audio] == read_audio_packets(av_clip)
+
+
+def _remux_faststart(src: Path, dst: Path) -> None:
+    """Stream-copy an MP4 with its index (moov) first."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "+faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams if s.type in ("video", "audio")}
+        for packet in inp.demux():
+            if packet.dts is None or packet.stream.index not in streams:
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
 
 
 def test_http_source_that_is_not_there_is_one_error_naming_the_url(http_dir: tuple[Path, str]) -> None:
@@ -495,3 +551,43 @@ def test_rtmp_push_delivers_every_frame_and_the_audio_bytes(av_clip: Path, tmp_p
     assert len(t_out) == enc.frames_out == 50
     assert [t - t_out[0] for t in t_out] == [t - t_src[0] for t in t_src]
     assert [p for p, _ in read_audio_packets(out)] == [p for p, _ in read_audio_packets(av_clip)]
+
+
+@pytest.mark.timeout(60)
+def test_rtmp_source_from_a_listening_server_gives_every_frame_and_the_audio_bytes(av_clip: Path) -> None:
+    """An RTMP source: the ffmpeg CLI listens as an RTMP server and sends the clip (stream
+    copy, FLV) to the first client, our decoder. Every frame arrives with the source's
+    spacing and pixels, and the AAC packets byte for byte. The server then closes the
+    connection, which FFmpeg's RTMP client reports as an I/O error: for a live source that
+    is a drop, so the decoder tries to reconnect (once, by this policy) and then raises one
+    SourceError naming the URL, after everything it received was delivered."""
+    import shutil
+    import subprocess
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("the ffmpeg CLI is needed as the RTMP server (apt-get install ffmpeg; .ci/run installs it)")
+    port = _free_port()
+    url = f"rtmp://127.0.0.1:{port}/live/stream"
+    assert is_live_source(url)
+    server = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "quiet", "-i", str(av_clip), "-c", "copy", "-f", "flv", "-listen", "1", url]
+    )
+    try:
+        _wait_listening(port)
+        frames, audio = [], []
+        policy = ReconnectPolicy(initial_s=0.01, max_s=0.02, max_attempts=1, open_timeout_s=10, read_timeout_s=10)
+        with Decoder(url, reconnect=policy) as dec:
+            info = dec.open()
+            with pytest.raises(SourceError, match=f"source {url} unreachable after 1 attempts"):
+                for item in dec:
+                    (audio if isinstance(item, AudioPacket) else frames).append(item)
+        server.wait(30)
+    finally:
+        server.kill()
+    t_src, y_src = read_video(av_clip)
+    got = [Fraction(f.pts) * f.time_base for f in frames]
+    assert len(frames) == 50 and dec.reconnects == 0
+    assert [t - got[0] for t in got] == [t - t_src[0] for t in t_src]
+    assert all(np.array_equal(f.y, y) for f, y in zip(frames, y_src))
+    assert info.audio is not None and info.audio.codec == "aac"
+    assert [p.data for p in audio] == [p for p, _ in read_audio_packets(av_clip)]
