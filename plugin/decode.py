@@ -36,7 +36,7 @@ import av
 import numpy as np
 
 from privacy_filter.errors import SourceError
-from privacy_filter.frames import YuvFrame
+from privacy_filter.frames import ROTATION, YuvFrame, quarter_turns
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,10 @@ def plane_view(plane: Any) -> np.ndarray:
 
 def to_yuv_frame(frame: av.VideoFrame, index: int, stream_id: str, pts: int | None, time_base: Fraction) -> YuvFrame:
     """Wrap a decoded picture as a ``YuvFrame`` of plane views (converting only non-I420 input)."""
-    metadata = colorimetry(frame)
+    metadata: dict[str, Any] = dict(colorimetry(frame))
+    k = quarter_turns(getattr(frame, "rotation", 0) or 0)  # the display matrix (PyAV >= 15)
+    if k:
+        metadata[ROTATION] = 90 * k
     if frame.format.name != "yuv420p":
         # GIF palettes (bgra/pal8), yuvj420p, nv12, 4:2:2 ... → I420 once, at source size.
         frame = frame.reformat(format="yuv420p")

@@ -34,6 +34,10 @@ from privacy_filter.frames import YuvFrame
 
 log = logging.getLogger(__name__)
 
+#: Audio packets held back until the first picture (≈ 10 s of AAC); past that the header is
+#: written without the picture's display rotation rather than holding more.
+EARLY_AUDIO_PACKETS = 512
+
 
 class SinkError(UserError):
     """An output that cannot be opened or written (bad path, unreachable server, unusable codec)."""
@@ -152,6 +156,10 @@ class Encoder:
         self.pts_repaired = 0
         self._last_pts: int | None = None
         self._closed = False
+        # Nothing is muxed before the first picture, so that its display rotation can still go
+        # into the header; audio that comes first waits (up to EARLY_AUDIO_PACKETS).
+        self._started = False
+        self._early_audio: list[av.Packet] = []
         self.width = video.width + (video.width & 1)
         self.height = video.height + (video.height & 1)
         if (self.width, self.height) != (video.width, video.height):
@@ -290,6 +298,8 @@ class Encoder:
                 f"{self.url}: frame {frame.index} is {frame.width}x{frame.height}, stream was opened for "
                 f"{self.video.width}x{self.video.height}"
             )
+        if not self._started:
+            self._start(frame.rotation)
         pic = self._picture(frame)
         pic.pts = self._next_pts(frame)
         pic.time_base = self.time_base
@@ -306,8 +316,26 @@ class Encoder:
         p.time_base = packet.time_base
         p.is_keyframe = packet.is_keyframe
         p.stream = self._as
-        self._mux([p])
         self.audio_packets_out += 1
+        if not self._started:
+            self._early_audio.append(p)
+            if len(self._early_audio) >= EARLY_AUDIO_PACKETS:
+                log.warning("%s: %d audio packets before the first picture; writing without its display rotation", self.url, len(self._early_audio))
+                self._start(0)
+            return
+        self._mux([p])
+
+    def _start(self, rotation: int) -> None:
+        """Set the stream's display rotation (the source's, so players show the output as they
+        showed the input), then mux the audio that waited for it."""
+        self._started = True
+        if rotation:
+            if hasattr(self._vs, "set_display_rotation"):  # recent PyAV only
+                self._vs.set_display_rotation(90 * rotation)
+            else:
+                log.warning("%s: this PyAV cannot write a display rotation; the output will play unrotated", self.url)
+        early, self._early_audio = self._early_audio, []
+        self._mux(early)
 
     def _mux(self, packets: Any) -> None:
         try:
@@ -322,6 +350,8 @@ class Encoder:
             return
         self._closed = True
         try:
+            if not self._started:
+                self._start(0)
             self._mux(self._vs.encode(None))
             if self.frames_out == 0 and self.audio_packets_out == 0:
                 self._out.start_encoding()  # still a valid (empty) file: every frame was dropped

@@ -281,3 +281,25 @@ def test_resize_policy_two_stage_for_big_shrinks_exact_area_otherwise(shared_dat
     small = cv2.resize(img, (600, 700))
     diff = np.abs(preprocess._resize(small, 256, 256).astype(int) - cv2.resize(small, (256, 256), interpolation=cv2.INTER_AREA))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_a_frame_with_a_display_rotation_is_segmented_upright(selfie, shared_data: Path, k: int) -> None:
+    """A picture stored turned (a phone's portrait video: stored sideways, with a display
+    rotation) is segmented as it is displayed, upright, and its map lies on the stored
+    picture: it is exactly the upright frame's map turned the same way. Without the rotation
+    the model sees a sideways or upside-down person and finds less of it."""
+    img, gt = image_and_mask(shared_data, "portrait_dev", "00001")
+    upright = to_i420(even(img))
+    want = selfie.infer_yuv([upright])[0]
+    stored = [np.ascontiguousarray(np.rot90(p, -k)) for p in upright.planes]  # turning it k times CCW is upright
+    turned = YuvFrame(*stored, metadata={"rotation": 90 * k})
+    assert turned.rotation == k
+    got = selfie.infer_yuv([turned])[0]
+    assert np.array_equal(got, np.rot90(want, -k))
+    blind = selfie.infer_yuv([YuvFrame(*stored)])[0]
+    h, w = stored[0].shape
+    truth = np.rot90(even(gt), -k)
+    iou_aware = iou(upsample_probability(got, w, h) >= 0.5, truth)
+    iou_blind = iou(upsample_probability(blind, w, h) >= 0.5, truth)
+    assert iou_aware > 0.9 and iou_aware > iou_blind, (iou_aware, iou_blind)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from privacy_filter.engines import outputs, preprocess, tiling
-from privacy_filter.frames import YuvFrame
+from privacy_filter.frames import YuvFrame, turn
 from privacy_filter.models.specs import ModelSpec
 
 Filler = Callable[["tiling.Rect | None", np.ndarray], preprocess.Placement]
@@ -40,7 +40,16 @@ class Segmenter(ABC):
         return outputs.to_probability(raw, self.spec)
 
     def infer_yuv(self, frames: Sequence[YuvFrame]) -> list[np.ndarray]:
-        """One probability map per frame; maps stretch onto the whole frame."""
+        """One probability map per frame; maps stretch onto the whole frame.
+
+        A frame with a display rotation is segmented upright (:meth:`YuvFrame.upright`) and its
+        map turned back, so that it still lies on the stored picture the effects draw on.
+        """
+        turns = [f.rotation for f in frames]
+        maps = self._infer_upright([f.upright() for f in frames])
+        return [m if k == 0 else turn(m, -k) for m, k in zip(maps, turns)]
+
+    def _infer_upright(self, frames: Sequence[YuvFrame]) -> list[np.ndarray]:
         def filler(frame: YuvFrame) -> Filler:
             matrix, full = preprocess.frame_colorimetry(frame)
 
