@@ -19,6 +19,9 @@ Why it is shaped this way:
   in ``audio_dropped``.  The frames still buffered in the video decoder when a
   source drops are drained and delivered before the reconnect.  A source that stays
   dead raises one ``SourceError`` naming the URL.
+* A picture size change mid-stream (a camera switching resolution, spliced files) is
+  scaled back to the size the stream opened with, counted in ``frames_resized``, so the
+  stream goes on with one output frame per input frame.
 """
 
 from __future__ import annotations
@@ -170,10 +173,16 @@ def plane_view(plane: Any) -> np.ndarray:
     return rows[:, : plane.width]
 
 
-def to_yuv_frame(frame: av.VideoFrame, index: int, stream_id: str, pts: int | None, time_base: Fraction) -> YuvFrame:
-    """Wrap a decoded picture as a ``YuvFrame`` of plane views (converting only non-I420 input)."""
+def to_yuv_frame(
+    frame: av.VideoFrame, index: int, stream_id: str, pts: int | None, time_base: Fraction, rotation: float | None = None
+) -> YuvFrame:
+    """Wrap a decoded picture as a ``YuvFrame`` of plane views (converting only non-I420 input).
+
+    ``rotation``: the display rotation when ``frame`` is a scaled copy that lost the decoded
+    picture's side data; by default the frame's own (its display matrix, recent PyAV).
+    """
     metadata: dict[str, Any] = dict(colorimetry(frame))
-    k = quarter_turns(getattr(frame, "rotation", 0) or 0)  # the display matrix (PyAV >= 15)
+    k = quarter_turns((getattr(frame, "rotation", 0) if rotation is None else rotation) or 0)
     if k:
         metadata[ROTATION] = 90 * k
     if frame.format.name != "yuv420p":
@@ -267,6 +276,7 @@ class Decoder:
         self.threads = threads
         self.reconnects = 0
         self.frames_decoded = 0
+        self.frames_resized = 0  # pictures of another size than the first, scaled to it
         self.info: SourceInfo | None = None
         self._container: Any = None
         self._pts_offset = 0  # added to source pts after a reconnect, keeps time monotonic
@@ -421,6 +431,21 @@ class Decoder:
                 yield self._wrap(frame, tb)
         # flush of the decoder happens through the final empty packet demux yields
 
+    def _to_opened_size(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """A picture whose size changed mid-stream (a camera switching resolution, spliced
+        files, a reconnect to another rendition), scaled to the size the stream opened with:
+        the mask, the effect and the encoder all work at that size, and the output keeps one
+        frame per input frame instead of failing (FFmpeg's CLI does the same)."""
+        assert self.info is not None
+        width, height = self.info.video.width, self.info.video.height
+        self.frames_resized += 1
+        if self.frames_resized == 1:
+            log.warning("source %s: picture size changed from %dx%d to %dx%d at frame %d; scaling to %dx%d (counted)",
+                        self.url, width, height, frame.width, frame.height, self.frames_decoded, width, height)
+        scaled = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BILINEAR")
+        scaled.pts, scaled.time_base = frame.pts, frame.time_base
+        return scaled
+
     def _drain(self, container: Any) -> Iterator[YuvFrame]:
         """The frames still inside the video decoder when a live source drops: frame threading
         and B-frame reordering hold a few, which a reconnect would otherwise throw away (an
@@ -436,6 +461,10 @@ class Decoder:
             yield self._wrap(frame, tb)
 
     def _wrap(self, frame: av.VideoFrame, tb: Fraction) -> YuvFrame:
+        rotation = None
+        if self.info is not None and (frame.width, frame.height) != (self.info.video.width, self.info.video.height):
+            rotation = getattr(frame, "rotation", 0)
+            frame = self._to_opened_size(frame)
         pts = frame.pts
         if pts is not None:
             if self._pts_offset is None:  # first frame after a reconnect
@@ -443,7 +472,7 @@ class Decoder:
                 self._pts_offset = base - pts
                 self._offset_s = self._pts_offset * tb
             pts = pts + self._pts_offset
-        yf = to_yuv_frame(frame, self.frames_decoded, self.stream_id, pts, tb)
+        yf = to_yuv_frame(frame, self.frames_decoded, self.stream_id, pts, tb, rotation)
         if pts is not None:
             self._last_pts = pts
         self.frames_decoded += 1

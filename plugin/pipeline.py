@@ -63,6 +63,7 @@ class ProcessReport:
     stale_dropped: int = 0
     audio_packets: int = 0
     reconnects: int = 0
+    frames_resized: int = 0  # pictures of another size than the stream's first, scaled to it
     pts_repaired: int = 0
     masks_written: int = 0
     bad_messages: int = 0  # malformed messages from a ZeroMQ upstream, counted and dropped
@@ -370,6 +371,7 @@ def run_process(
     report.frames_dropped = snap["frames_dropped"]
     report.stale_dropped = reader.stale_dropped
     report.reconnects = decoder.reconnects
+    report.frames_resized = getattr(decoder, "frames_resized", 0)
     report.pts_repaired = encoder.pts_repaired
     report.masks_written = masks.written if masks else 0
     report.bad_messages = sum(getattr(decoder, "bad", {}).values())
@@ -447,5 +449,6 @@ def cmd_process(args: argparse.Namespace) -> int:
         f"{report.audio_packets} audio packets, {report.seconds:.1f} s, {report.fps:.1f} fps"
         + (f"; masks in {args.mask_out}" if args.mask_out else "")
         + (f"; {report.bad_messages} malformed messages dropped" if report.bad_messages else "")
+        + (f"; {report.frames_resized} frames of another size scaled to the first's" if report.frames_resized else "")
     )
     return 0

@@ -268,3 +268,48 @@ def test_live_reader_evicts_the_oldest_frame_keeps_audio_order_and_never_spins()
     reader.stop.set()
     t.join(timeout=5)
     assert not t.is_alive() and [q.get().pts for _ in range(3)] == [0, 1, 2]
+
+
+def _ts_segment(path: Path, size: tuple[int, int], first_pts: int, frames: int = 25) -> None:
+    """An H.264 MPEG-TS piece of ``frames`` moving pictures at ``size``, pts from ``first_pts`` (1/25 s)."""
+    from fractions import Fraction
+
+    with av.open(str(path), "w", format="mpegts") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
+        s.codec_context.time_base = Fraction(1, 25)
+        yy, xx = np.mgrid[0 : size[1], 0 : size[0]]
+        for i in range(frames):
+            rgb = np.stack([(xx + 4 * i) % 256, (yy * 2) % 256, np.full_like(xx, 90)], axis=-1).astype(np.uint8)
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            f.pts, f.time_base = first_pts + i, Fraction(1, 25)
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+
+
+def test_a_picture_size_change_mid_stream_is_scaled_to_the_first_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Spliced pieces (or a camera switching resolution): 25 frames at 320×240, then 25 at
+    160×120. Every frame comes out, at 320×240, with its timestamp, and the change is counted
+    in the summary instead of failing the stream."""
+    a, b, src = tmp_path / "a.ts", tmp_path / "b.ts", tmp_path / "spliced.ts"
+    _ts_segment(a, (320, 240), 0)
+    _ts_segment(b, (160, 120), 30)  # starts after the first piece's last (delayed) timestamp
+    src.write_bytes(a.read_bytes() + b.read_bytes())
+    with av.open(str(src)) as c:
+        sizes = [(f.width, f.height) for f in c.decode(video=0)]
+    assert sizes == [(320, 240)] * 25 + [(160, 120)] * 25
+    out = tmp_path / "out.mkv"
+    assert main(["process", str(src), str(out), "--effect", "none", "--no-progress"]) == 0
+    assert "25 frames of another size scaled to the first's" in capsys.readouterr().out
+    t_in, _ = read_video(src)
+    t_out, y_out = read_video(out)
+    with av.open(str(out)) as c:
+        assert {(f.width, f.height) for f in c.decode(video=0)} == {(320, 240)}
+    assert len(t_out) == 50 and t_out == t_in and t_in == sorted(set(t_in))
+    # the small pictures were scaled up, not padded: their content fills the frame
+    with av.open(str(b)) as c:
+        small = next(c.decode(video=0)).to_ndarray(format="yuv420p")[:120]
+    big = cv2.resize(small, (320, 240), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(y_out[25].astype(np.int32) - big).mean() < 6
