@@ -299,7 +299,7 @@ class Encoder:
                 f"{self.video.width}x{self.video.height}"
             )
         if not self._started:
-            self._start(frame.rotation)
+            self._start(frame.turns)
         pic = self._picture(frame)
         pic.pts = self._next_pts(frame)
         pic.time_base = self.time_base

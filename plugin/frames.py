@@ -69,9 +69,13 @@ class YuvFrame:
         return self.y, self.u, self.v
 
     @property
-    def rotation(self) -> int:
-        """Quarter turns (0-3, counterclockwise) that make the stored picture upright on display."""
-        return quarter_turns(self.metadata.get(ROTATION, 0) or 0)
+    def turns(self) -> int:
+        """Quarter turns (0-3, counterclockwise) that make the stored picture upright on display,
+        from ``metadata["rotation"]`` (degrees); 0 when absent or not a number."""
+        degrees = self.metadata.get(ROTATION, 0)
+        if isinstance(degrees, bool) or not isinstance(degrees, (int, float)):
+            return 0  # free metadata from a ZeroMQ sender may hold anything under this key
+        return quarter_turns(degrees)
 
     def upright(self) -> "YuvFrame":
         """This frame as it is displayed (its rotation applied), or itself when there is none.
@@ -80,7 +84,7 @@ class YuvFrame:
         90° display matrix, and the person segmentation misses more of a sideways person
         (portrait_dev turned 90°: person recall 0.931 against 0.989 upright).
         """
-        k = self.rotation
+        k = self.turns
         if k == 0:
             return self
         meta = {key: val for key, val in self.metadata.items() if key != ROTATION}

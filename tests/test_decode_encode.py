@@ -607,7 +607,7 @@ def test_a_display_rotation_is_read_and_written_back(av_clip: Path, tmp_path: Pa
         if isinstance(item, AudioPacket):
             enc.write_audio(item)
         else:
-            assert "rotation" not in item.metadata and item.rotation == 0
+            assert "rotation" not in item.metadata and item.turns == 0
             item.metadata["rotation"] = 90
             enc.write(item)
     enc.close()
@@ -621,7 +621,7 @@ def test_a_display_rotation_is_read_and_written_back(av_clip: Path, tmp_path: Pa
         with Decoder(str(out)) as d:
             d.open()
             frames = [f for f in d if isinstance(f, YuvFrame)]
-        assert len(frames) == 50 and all(f.metadata["rotation"] == 90 and f.rotation == 1 for f in frames)
+        assert len(frames) == 50 and all(f.metadata["rotation"] == 90 and f.turns == 1 for f in frames)
         assert (frames[0].width, frames[0].height) == (info.video.width, info.video.height)
         t_out = read_video(out)[0]
         if ext == ".mp4":

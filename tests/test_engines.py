@@ -294,7 +294,7 @@ def test_a_frame_with_a_display_rotation_is_segmented_upright(selfie, shared_dat
     want = selfie.infer_yuv([upright])[0]
     stored = [np.ascontiguousarray(np.rot90(p, -k)) for p in upright.planes]  # turning it k times CCW is upright
     turned = YuvFrame(*stored, metadata={"rotation": 90 * k})
-    assert turned.rotation == k
+    assert turned.turns == k
     got = selfie.infer_yuv([turned])[0]
     assert np.array_equal(got, np.rot90(want, -k))
     blind = selfie.infer_yuv([YuvFrame(*stored)])[0]
@@ -303,3 +303,12 @@ def test_a_frame_with_a_display_rotation_is_segmented_upright(selfie, shared_dat
     iou_aware = iou(upsample_probability(got, w, h) >= 0.5, truth)
     iou_blind = iou(upsample_probability(blind, w, h) >= 0.5, truth)
     assert iou_aware > 0.9 and iou_aware > iou_blind, (iou_aware, iou_blind)
+
+
+def test_rotation_metadata_that_is_not_a_quarter_turn_is_ignored() -> None:
+    """``meta`` is free user data over ZeroMQ: a "rotation" that is not a number of degrees, or
+    not a multiple of 90, leaves the frame as stored instead of failing its segmentation."""
+    for value, turns in ((90, 1), (-90, 3), (180.0, 2), (450, 1), (0, 0), (45, 0), ("left", 0), (True, 0), (None, 0), ([90], 0)):
+        frame = YuvFrame.blank(8, 6, metadata={"rotation": value})
+        assert frame.turns == turns, value
+        assert frame.upright().y.shape == ((8, 6) if turns % 2 else (6, 8))

@@ -45,7 +45,7 @@ class Segmenter(ABC):
         A frame with a display rotation is segmented upright (:meth:`YuvFrame.upright`) and its
         map turned back, so that it still lies on the stored picture the effects draw on.
         """
-        turns = [f.rotation for f in frames]
+        turns = [f.turns for f in frames]
         maps = self._infer_upright([f.upright() for f in frames])
         return [m if k == 0 else turn(m, -k) for m, k in zip(maps, turns)]
 
