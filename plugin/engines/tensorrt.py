@@ -545,6 +545,8 @@ class TensorRTSegmenter(Segmenter):
         ``Runtime`` whose stream the whole chain runs on: the preprocessing kernel writes the engine's
         input buffer, the engine runs, the decoding kernel writes the maps.  Nothing is copied to the
         host.  Maps are (h, w) float32 device arrays at model resolution (letterbox content only).
+        Device planes carry no display rotation: pass them upright (the host path, ``infer_yuv``,
+        turns frames by their ``rotation`` metadata itself).
         """
         from privacy_filter.engines.cuda_io import (
             DEFAULT_COLORIMETRY,
