@@ -126,6 +126,20 @@ class ReconnectPolicy:
 # --------------------------------------------------------------------------- source parsing
 
 
+def main_video_stream(container: Any) -> Any:
+    """The video stream to filter: the one FFmpeg ranks best (``av_find_best_stream``: default
+    disposition, frames seen while probing, bitrate), not simply the first, which in some
+    files is a one-picture cover art or thumbnail stream."""
+    return container.streams.best("video") or container.streams.video[0]
+
+
+def main_audio_stream(container: Any) -> Any:
+    """The audio stream that goes with it (FFmpeg's best, as for video), or None."""
+    if not container.streams.audio:
+        return None
+    return container.streams.best("audio") or container.streams.audio[0]
+
+
 def is_live_source(url: str) -> bool:
     """Network streams and capture devices are live; files and lavfi generators are not.
 
@@ -306,7 +320,7 @@ class Decoder:
         if not container.streams.video:
             container.close()
             raise SourceError(f"no video stream in {self.url}")
-        vs = container.streams.video[0]
+        vs = main_video_stream(container)
         vs.thread_type = "AUTO"
         if self.threads:
             vs.thread_count = self.threads
@@ -327,7 +341,7 @@ class Decoder:
         return self.info
 
     def _describe(self, container: Any) -> SourceInfo:
-        vs = container.streams.video[0]
+        vs = main_video_stream(container)
         cc = vs.codec_context
         tb = vs.time_base or Fraction(1, 90000)
         rate = vs.average_rate or vs.guessed_rate or None
@@ -349,7 +363,7 @@ class Decoder:
         audio_info = None
         audio_stream = None
         if self.want_audio and container.streams.audio:
-            a = container.streams.audio[0]
+            a = main_audio_stream(container)
             ac = a.codec_context
             audio_stream = a
             audio_info = AudioInfo(
@@ -413,11 +427,11 @@ class Decoder:
         log.info("source %s reconnected (%d reconnects)", self.url, self.reconnects)
 
     def _demux(self, container: Any) -> Iterator[YuvFrame | AudioPacket]:
-        vs = container.streams.video[0]
+        vs = main_video_stream(container)
         streams = [vs]
         astream = None
         if self.want_audio and container.streams.audio:
-            astream = container.streams.audio[0]
+            astream = main_audio_stream(container)
             streams.append(astream)
         tb = Fraction(vs.time_base or Fraction(1, 90000))
         for packet in container.demux(*streams):
@@ -450,7 +464,7 @@ class Decoder:
         """The frames still inside the video decoder when a live source drops: frame threading
         and B-frame reordering hold a few, which a reconnect would otherwise throw away (an
         RTMP server that ends its stream drops the connection after the last packet)."""
-        vs = container.streams.video[0]
+        vs = main_video_stream(container)
         tb = Fraction(vs.time_base or Fraction(1, 90000))
         try:
             frames = vs.codec_context.decode(None)

@@ -629,3 +629,33 @@ def test_a_display_rotation_is_read_and_written_back(av_clip: Path, tmp_path: Pa
         else:  # Matroska cannot store the AAC priming's negative time: every stream starts 21 ms later
             assert [t - t_out[0] for t in t_out] == [t - t_src[0] for t in t_src] and t_out[0] - t_src[0] < Fraction(1, 40)
         assert again.audio_packets_out == len(read_audio_packets(av_clip)) == len(read_audio_packets(out))
+
+
+def test_the_main_video_stream_is_chosen_over_a_cover_picture_stream_listed_first(tmp_path: Path) -> None:
+    """A file whose first video stream is a one-picture cover (MJPEG) and whose second is the
+    video: the decoder reads the video (FFmpeg's best stream), all 25 frames of it, not the
+    cover's single picture."""
+    path = tmp_path / "cover-first.mkv"
+    with av.open(str(path), "w") as out:
+        cover = out.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 96, 96, "yuvj420p"
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        pic = av.VideoFrame.from_ndarray(np.full((96, 96, 3), 200, np.uint8), format="rgb24").reformat(format="yuvj420p")
+        pic.pts = 0
+        for p in [*cover.encode(pic), *cover.encode()]:
+            out.mux(p)
+        for i in range(25):
+            f = av.VideoFrame.from_ndarray(np.full((240, 320, 3), 8 * i, np.uint8), format="rgb24").reformat(format="yuv420p")
+            f.pts = i
+            for p in video.encode(f):
+                out.mux(p)
+        for p in video.encode():
+            out.mux(p)
+    with av.open(str(path)) as c:
+        assert [s.codec_context.name for s in c.streams.video] == ["mjpeg", "h264"]
+    with Decoder(str(path)) as dec:
+        info = dec.open()
+        frames = [f for f in dec if isinstance(f, YuvFrame)]
+    assert (info.video.width, info.video.height, info.video.codec) == (320, 240, "h264")
+    assert len(frames) == 25 and all(f.width == 320 for f in frames)
