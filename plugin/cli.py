@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --- process ---------------------------------------------------------------------------
     p = sub.add_parser("process", help="filter one stream, start to finish")
-    p.add_argument("input", help="file, URL (rtsp://, udp://, http://, rtmp://), /dev/videoN or lavfi:SPEC")
+    p.add_argument("input", help="file, image sequence (img%%03d.png), URL (rtsp://, udp://, http(s)://, rtmp://), /dev/videoN or lavfi:SPEC")
     p.add_argument("output", help="output file or URL (mp4, mkv, udp://, rtmp://, rtsp://, .m3u8)")
     p.add_argument("--preset", choices=["cctv", "video-call"], default=None)
     p.add_argument("--target", choices=["person", "background"], default=None)

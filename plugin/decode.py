@@ -26,6 +26,7 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
@@ -42,6 +43,15 @@ from privacy_filter.errors import SourceError
 from privacy_filter.frames import ROTATION, YuvFrame, quarter_turns
 
 log = logging.getLogger(__name__)
+
+_SEQUENCE = re.compile(r"%0?(\d*)d")  # the frame-number field of an image sequence's name
+
+
+def _sequence_glob(pattern: str) -> str:
+    """The glob of the files an image-sequence name (``img%04d.png``, ``img%d.png``) stands for."""
+    def digits(m: re.Match[str]) -> str:
+        return "[0-9]" * int(m.group(1)) if m.group(1) else "[0-9]*"
+    return _SEQUENCE.sub(digits, glob.escape(pattern))
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "udp", "rtp", "srt", "tcp")
 NETWORK_SCHEMES = LIVE_SCHEMES + ("http", "https")
@@ -306,6 +316,10 @@ class Decoder:
         if u.startswith("lavfi:") or "://" in u or u.startswith("v4l2:"):
             return
         if not os.path.exists(u):
+            if _SEQUENCE.search(u):  # an image sequence (img%04d.png): FFmpeg's image2 reads it
+                if not glob.glob(_sequence_glob(u)):
+                    raise SourceError(f"no file of the image sequence {u} exists")
+                return
             what = "capture device" if u.startswith("/dev/") else "input file"
             raise SourceError(f"{what} not found: {u}")
         if os.path.isdir(u):

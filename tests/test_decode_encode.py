@@ -659,3 +659,22 @@ def test_the_main_video_stream_is_chosen_over_a_cover_picture_stream_listed_firs
         frames = [f for f in dec if isinstance(f, YuvFrame)]
     assert (info.video.width, info.video.height, info.video.codec) == (320, 240, "h264")
     assert len(frames) == 25 and all(f.width == 320 for f in frames)
+
+
+def test_an_image_sequence_is_a_source_and_a_missing_one_is_named(tmp_path: Path) -> None:
+    """``img%03d.png`` reads the numbered pictures in order (FFmpeg's image2, 25 frames/s); a
+    pattern that matches no file is one error naming it, not "file not found" for the
+    literal name."""
+    import cv2
+
+    for i in range(1, 13):
+        cv2.imwrite(str(tmp_path / f"img{i:03d}.png"), np.full((48, 64, 3), 20 * i, np.uint8))
+    with Decoder(str(tmp_path / "img%03d.png")) as dec:
+        info = dec.open()
+        frames = [f for f in dec if isinstance(f, YuvFrame)]
+    assert len(frames) == 12 and (info.video.width, info.video.height) == (64, 48)
+    assert [int(f.y.mean()) for f in frames] == sorted(int(f.y.mean()) for f in frames)  # in numbered order
+    assert len({int(f.y.mean()) for f in frames}) == 12
+    assert [Fraction(f.pts) * f.time_base for f in frames] == [Fraction(i, 25) for i in range(12)]
+    with pytest.raises(SourceError, match=r"no file of the image sequence .*nope%03d\.png"):
+        Decoder(str(tmp_path / "nope%03d.png")).open()
