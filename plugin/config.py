@@ -133,8 +133,8 @@ class OutputConfig(_Strict):
 
     For service outputs prefer ``.mkv`` (or ``.ts``): a Matroska file killed mid-write
     still plays up to the last cluster, whereas an MP4 needs its ``moov`` written at
-    close (every clean stop does; fragmented MP4 is not used because FFmpeg's fragmented
-    muxer drops the source's start time and shifts B-frame timestamps, see docs/service.md).
+    close (every clean stop does; fragmented MP4 did not survive a SIGKILL in our test,
+    see docs/service.md).
     """
 
     url: str = Field("", description="output file or URL (mp4, mkv, ts, udp://, rtmp://, rtsp://, .m3u8), or the next ZeroMQ stage: zmq+push://, zmq+pub:// (native protocol, with masks)")
