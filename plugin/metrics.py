@@ -10,7 +10,7 @@ Prometheus exposure is a custom collector over the array, so the supervisor serv
 ``/metrics`` without prometheus-client's multiprocess mode:
 
 * ``privacy_filter_frames_in_total{stream}`` and likewise ``frames_out``,
-  ``frames_covered_whole``, ``frames_passed_unfiltered``, ``frames_dropped``, ``reconnects``, ``worker_restarts``,
+  ``frames_covered_whole``, ``frames_passed_unfiltered``, ``frames_dropped``, ``reconnects``, ``frames_resized``, ``worker_restarts``,
   ``duplicates_discarded``;
 * ``privacy_filter_bad_messages_total{stream,kind}`` with ``kind`` from
   ``privacy_filter.protocol.BAD_KINDS``.
@@ -37,6 +37,7 @@ PLAIN_COUNTERS = (
     "frames_passed_unfiltered",
     "frames_dropped",
     "reconnects",
+    "frames_resized",
     "worker_restarts",
     "duplicates_discarded",
 )
@@ -51,6 +52,7 @@ _HELP = {
     "frames_passed_unfiltered": "frames published unfiltered because segmentation failed and the stream has on_failure: pass",
     "frames_dropped": "frames dropped (live staleness, on_failure: drop, or lost to a crash)",
     "reconnects": "source reconnects of live streams",
+    "frames_resized": "frames of another size than the stream's first, scaled to it (a resolution change mid-stream)",
     "worker_restarts": "worker processes restarted by the supervisor",
     "duplicates_discarded": "frames received twice after a worker restart and discarded",
 }

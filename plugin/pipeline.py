@@ -361,6 +361,7 @@ def run_process(
     report.seconds = time.perf_counter() - t0
     report.cpu_s = {"decode": reader.cpu_s, "stage": stage_cpu, "encode": writer.cpu_s, "total": time.process_time() - cpu0}
     counters.inc(sid, "reconnects", decoder.reconnects)
+    counters.inc(sid, "frames_resized", getattr(decoder, "frames_resized", 0))
     counters.inc(sid, "frames_dropped", reader.stale_dropped)
     counters.inc(sid, "frames_out", encoder.frames_out)
     snap = board.snapshot()[sid]

@@ -227,7 +227,7 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
                                    extra={"resume_after": -1 if live else resume_after})
         _send_until(sock, start, flag, shared, give_up_s=give_up_s)
         audio_seq = -1
-        reconnects = 0
+        reconnects = resized = 0
         seq_base = resume_after + 1 if live else 0
         pts_shift: int | None = None if live and resume_after >= 0 else 0
         v = info.video
@@ -239,6 +239,9 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
             if dec.reconnects != reconnects:
                 counters.inc(sid, "reconnects", dec.reconnects - reconnects)
                 reconnects = dec.reconnects
+            if getattr(dec, "frames_resized", 0) != resized:  # a ZeroMQ source does not resize
+                counters.inc(sid, "frames_resized", dec.frames_resized - resized)
+                resized = dec.frames_resized
             if isinstance(item, AudioPacket):
                 if pts_shift is None:
                     continue  # a live restart: the shift is known from the first video frame on
