@@ -156,11 +156,6 @@ def _nonzero_points(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pts[:, 1].astype(np.intp), pts[:, 0].astype(np.intp)
 
 
-def _tiles(plane: np.ndarray, th: int, tw: int) -> np.ndarray:
-    """(th, T, tw, T) view of the tiled area (a view, also for strided planes)."""
-    return plane[: th * TILE, : tw * TILE].reshape(th, TILE, tw, TILE)
-
-
 def blend_plan(a: np.ndarray, hard: bool = False, partial: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> BlendPlan:
     """Plan the composite of alpha ``a`` (see :class:`BlendPlan`).
 
@@ -186,7 +181,7 @@ def blend_plan(a: np.ndarray, hard: bool = False, partial: tuple[np.ndarray, np.
             # tile flags: an INTER_AREA mean of 0/255 over 256 pixels is >= 1 iff any is set
             grid = cv2.resize(partial, (tw, th), interpolation=cv2.INTER_AREA)
             ty, tx = _nonzero_points(grid)
-            ta = _tiles(a, th, tw)[ty, :, tx, :].astype(np.uint16)
+            ta = tiles.TileRows(a, ty, tx, TILE).gather().astype(np.uint16)
     # the ragged bottom and right strips that do not fill a tile: pixel by pixel
     ys_b, xs_b = _nonzero_points(cv2.inRange(a[th * TILE :, :], 1, 254) if h > th * TILE else a[:0])
     ys_r, xs_r = _nonzero_points(cv2.inRange(a[: th * TILE, tw * TILE :], 1, 254) if th and w > tw * TILE else a[:0])
@@ -232,7 +227,7 @@ def composite_into(dst: np.ndarray, eff: Picture, plan: BlendPlan) -> None:
     tiles_o = rows.gather() if rows is not None else None
     strip_o = dst[plan.ys, plan.xs] if plan.ys.size else None
     cv2.copyTo(eff if is_array else _constant_plane(dst.shape, int(eff)), plan.full, dst)
-    if rows is not None and tiles_o is not None:
+    if rows is not None:
         rows.scatter(_blend(tiles_o, rows.gather() if is_array else eff, plan.ta))
     if strip_o is not None:
         dst[plan.ys, plan.xs] = _blend(strip_o, dst[plan.ys, plan.xs] if is_array else eff, plan.a)
@@ -270,15 +265,10 @@ def overlay_into(dst: np.ndarray, color: int, plan: BlendPlan, opacity8: int, ti
     if tinted is None:
         tinted = tint(dst, color, opacity8)  # from the untouched picture
     rows = plan.tiles_of(dst) if plan.ty.size else None
-    blended = strip = None
-    if rows is not None:
-        ao = _div255(plan.ta * opacity8 + 127).astype(np.uint16)
-        blended = _blend(rows.gather(), color, ao)
-    if plan.ys.size:
-        ao = _div255(plan.a * opacity8 + 127).astype(np.uint16)
-        strip = _blend(dst[plan.ys, plan.xs], color, ao)
+    blended = _blend(rows.gather(), color, _div255(plan.ta * opacity8 + 127).astype(np.uint16)) if rows is not None else None
+    strip = _blend(dst[plan.ys, plan.xs], color, _div255(plan.a * opacity8 + 127).astype(np.uint16)) if plan.ys.size else None
     cv2.copyTo(tinted, plan.full, dst)
-    if rows is not None and blended is not None:
+    if rows is not None:
         rows.scatter(blended)
     if strip is not None:
         dst[plan.ys, plan.xs] = strip
