@@ -43,11 +43,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import effects_data as D  # noqa: E402
-
+from privacy_filter.backends import create_stream_effect  # noqa: E402
 from privacy_filter.config import EffectConfig, MaskConfig, load_preset  # noqa: E402
 from privacy_filter.effects import cpu as cpu_effects  # noqa: E402
-from privacy_filter.effects import create_stream_effect  # noqa: E402
+from support import effects_data as D  # noqa: E402
 
 SHARED = Path(os.environ.get("PRIVACY_FILTER_SHARED", REPO.parent / "shared")) / "data"
 KINDS = ["pixelate", "fill", "blur", "replace-image", "overlay", "none"]

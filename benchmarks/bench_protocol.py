@@ -34,8 +34,8 @@ import av
 import numpy as np
 import zmq
 
-from privacy_filter import protocol as P
-from privacy_filter.decode import to_yuv_frame
+from privacy_filter import wire as P
+from privacy_filter.io.av_source import to_yuv_frame
 
 W, H = 1920, 1080
 

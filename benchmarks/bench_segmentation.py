@@ -41,7 +41,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from privacy_filter.engines import create_segmenter, preprocess  # noqa: E402
+from privacy_filter.backends import create_segmenter  # noqa: E402
+from privacy_filter.engines import preprocess
 from privacy_filter.frames import YuvFrame  # noqa: E402
 from privacy_filter.models.registry import resolve_model  # noqa: E402
 
@@ -73,7 +74,7 @@ def speed(rounds: int) -> dict:
     selfie = create_segmenter("selfie")
     landscape = create_segmenter("selfie-landscape")
     tmp = Path(tempfile.mkdtemp(prefix="bench-seg-"))
-    from pssn_contract import build_contract_onnx
+    from support.pssn_contract import build_contract_onnx
 
     contract_path = build_contract_onnx(selfie.onnx_path, tmp / "pssn.onnx", inner_layout=selfie.spec.input_layout)
     contract = create_segmenter(f"peoplesemsegnet-shuffleseg:{contract_path}")

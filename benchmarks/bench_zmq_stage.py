@@ -33,9 +33,9 @@ from typing import Any
 import av
 import zmq
 
-from privacy_filter import protocol as P
-from privacy_filter.decode import plane_view
+from privacy_filter import wire as P
 from privacy_filter.frames import YuvFrame
+from privacy_filter.io.av_source import plane_view
 
 W, H = 640, 360
 TB = Fraction(1, 10)
@@ -120,8 +120,8 @@ def main() -> None:
 
     import cv2
 
+    from privacy_filter.backends import create_segmenter
     from privacy_filter.config import EffectConfig
-    from privacy_filter.engines import create_segmenter
     from privacy_filter.stage import FilterStage, StageStream
 
     cv2.setNumThreads(1)  # as the CLI does

@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from privacy_filter.backends import create_segmenter
 from privacy_filter.config import stream_config
-from privacy_filter.decode import AudioPacket, Decoder
-from privacy_filter.encode import EncodeSettings, Encoder
-from privacy_filter.engines import create_segmenter
 from privacy_filter.frames import YuvFrame
-from privacy_filter.pipeline import plan_from_stream_config, run_process
+from privacy_filter.io.av_sink import Encoder, EncodeSettings
+from privacy_filter.io.av_source import Decoder
+from privacy_filter.media import AudioPacket
+from privacy_filter.process import plan_from_stream_config, run_process
 from privacy_filter.stage import FilterStage, StageStream
 
 

@@ -4,7 +4,7 @@
 Three parts, each what a real deployment runs as its own process:
 
 * **producer** - your pipeline's decoder.  It sends each picture as one native protocol message
-  (``privacy_filter.protocol.frame_parts``: a JSON header + the Y, U, V planes, zero-copy) on a
+  (``privacy_filter.wire.frame_parts``: a JSON header + the Y, U, V planes, zero-copy) on a
   PUSH socket, after a stream-start and before an end-of-stream message.
 * **privacy-filter** - the product itself, no code of yours::
 
@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from privacy_filter.decode import Decoder
 from privacy_filter.frames import YuvFrame
-from privacy_filter.protocol import Receiver, eos_parts, frame_parts, send, socket, stream_start_parts
+from privacy_filter.io.av_source import Decoder
+from privacy_filter.wire import Receiver, eos_parts, frame_parts, send, socket, stream_start_parts
 
 STREAM = "cam1"
 

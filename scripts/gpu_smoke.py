@@ -39,20 +39,16 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects.cpu import CpuStreamEffect
-from privacy_filter.effects.cuda import (
-    CudaStreamEffect,
-    CupyRuntime,
-    DevicePlanes,
-    EmulatedRuntime,
-    cuda_unavailable_reason,
-)
 from privacy_filter.engines import outputs as cpu_outputs
-from privacy_filter.engines.cuda_io import CudaPreprocessor, decode_output
 from privacy_filter.engines.preprocess import yuv_into, yuv_to_rgb_matrix
 from privacy_filter.frames import YuvFrame, chroma_size
+from privacy_filter.gpu.effects import CudaStreamEffect, CupyRuntime, DevicePlanes, cuda_unavailable_reason
+from privacy_filter.gpu.model_io import CudaPreprocessor, decode_output
 from privacy_filter.models.specs import SELFIE
+from support.gpu_emulation import EmulatedRuntime
 
 # Ideal DRAM bytes per launch at 1920x1080 with a 256x256 model map (the kernel headers).
 BYTES_1080P = {

@@ -1,0 +1,219 @@
+"""imagezmq and NetGear senders as a live source: their packed pictures become ``YuvFrame``s.
+
+Foreign peers speak their own wire formats (a pickled/JSON header plus a raw or JPEG
+picture), so they are adapters at the I/O edge, not part of privacy-filter's own protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import zmq
+
+from privacy_filter.errors import ProtocolError
+from privacy_filter.frames import YuvFrame, chroma_size
+from privacy_filter.wire import MAX_DIM, VERSION, Message, Part, json_object, part_buffer, socket
+
+log = logging.getLogger(__name__)
+
+
+def bgr_to_yuv_frame(img: np.ndarray, **kw: Any) -> YuvFrame:
+    """Packed BGR (H, W, 3) or grey (H, W) uint8 → I420 planes (BT.601, as OpenCV converts).
+
+    Odd sizes are handled by replicating the last row/column for the conversion and
+    cropping luma back, which gives the ceil-sized chroma planes that I420 defines.
+    """
+    import cv2
+
+    if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
+        raise ProtocolError("field", f"picture must be uint8 (H, W), (H, W, 3) BGR or (H, W, 4) BGRA, got {img.dtype} {img.shape}")
+    h, w = img.shape[:2]
+    if img.ndim == 2:
+        cw, ch = chroma_size(w, h)
+        return YuvFrame(img, np.full((ch, cw), 128, np.uint8), np.full((ch, cw), 128, np.uint8), **kw)
+    if img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if (h | w) & 1:
+        img = cv2.copyMakeBorder(img, 0, h & 1, 0, w & 1, cv2.BORDER_REPLICATE)
+    eh, ew = img.shape[:2]
+    y = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2YUV_I420)[:eh][:h, :w]
+    # OpenCV's I420 takes chroma from one pixel per 2x2 block; average the block instead, as
+    # FFmpeg's scaler does (the conversion is linear, so converting the block mean is exact).
+    small = cv2.resize(img, (ew // 2, eh // 2), interpolation=cv2.INTER_AREA).astype(np.float32)
+    uv = small @ _BGR_TO_UV.T + 128.0
+    u = np.clip(np.rint(uv[..., 0]), 0, 255).astype(np.uint8)
+    v = np.clip(np.rint(uv[..., 1]), 0, 255).astype(np.uint8)
+    return YuvFrame(y, u, v, **kw)
+
+
+# BT.601 limited range ("studio swing"), rows U and V, columns B, G, R
+_BGR_TO_UV = np.array([[112.0, -74.203, -37.797], [-18.214, -93.786, 112.0]], np.float32) / 255.0
+
+
+def _foreign_picture(h: dict[str, Any], payload: memoryview, jpeg: bool) -> np.ndarray:
+    if jpeg:
+        import cv2
+
+        img = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise ProtocolError("size", f"JPEG payload of {payload.nbytes} bytes cannot be decoded")
+        return img
+    dtype, shape = h.get("dtype"), h.get("shape")
+    if dtype != "uint8":
+        raise ProtocolError("field", f"'dtype' must be 'uint8' (8-bit pictures), got {dtype!r}")
+    if not (isinstance(shape, list) and len(shape) in (2, 3) and all(isinstance(x, int) and 0 < x <= MAX_DIM for x in shape)):
+        raise ProtocolError("field", f"'shape' must be [H, W] or [H, W, C], got {shape!r}")
+    n = int(np.prod(shape))
+    if payload.nbytes != n:
+        raise ProtocolError("size", f"array is {payload.nbytes} bytes, shape {shape} needs {n}")
+    return np.frombuffer(payload, np.uint8).reshape(shape)
+
+
+def decode_foreign(parts: Sequence[Part], *, stream_id: str, seq: int, pts: int | None, time_base: Fraction) -> Message:
+    """An imagezmq or NetGear message as a ``frame`` Message (or ``eos`` for NetGear's terminate).
+
+    The sender's text (imagezmq ``msg``, NetGear ``message``) goes to ``frame.metadata``
+    under ``"msg"`` / ``"message"``.  Raises ``ProtocolError`` like ``decode``.
+    """
+    if not parts:
+        raise ProtocolError("parts", "empty message")
+    raw = part_buffer(parts[0])
+    h = json_object(raw)
+    netgear = "terminate_flag" in h
+    if netgear and h.get("terminate_flag"):
+        return Message("eos", stream_id, 0, {"v": VERSION, "kind": "eos", "stream": stream_id, "seq": 0, "frames": seq, "reason": "end"}, parts=parts)
+    if len(parts) != 2:
+        raise ProtocolError("parts", f"{'NetGear' if netgear else 'imagezmq'} frame message has {len(parts)} parts, expected 2")
+    payload = part_buffer(parts[1])
+    if netgear:
+        jpeg = bool(h.get("compression"))
+        meta = {"message": h.get("message")}
+    elif "msg" in h:
+        jpeg = "dtype" not in h and "shape" not in h  # send_jpg carries only msg
+        meta = {"msg": h.get("msg")}
+    else:
+        raise ProtocolError("kind", "neither an imagezmq ({msg, dtype, shape}) nor a NetGear ({terminate_flag, ...}) header")
+    img = _foreign_picture(h, payload, jpeg)
+    frame = bgr_to_yuv_frame(img, pts=pts, time_base=time_base, index=seq, stream_id=stream_id, metadata=meta)
+    header = {"v": VERSION, "kind": "frame", "stream": stream_id, "seq": seq, "foreign": "netgear" if netgear else "imagezmq"}
+    return Message("frame", stream_id, seq, header, frame=frame, parts=parts)
+
+
+#: Source URLs that receive from foreign peers: scheme -> (socket type, bind?, reply to each message?)
+PEER_SCHEMES: dict[str, tuple[int, bool, bytes | None]] = {
+    "imagezmq+rep": (zmq.REP, True, b"OK"),    # imagezmq ImageSender() default: REQ connects, the hub binds and answers OK
+    "imagezmq+sub": (zmq.SUB, False, None),    # ImageSender(REQ_REP=False): the sender's PUB binds, we connect
+    "netgear+sub": (zmq.SUB, True, None),      # NetGear pattern=2: the receiver's SUB binds, the sender's PUB connects
+    "netgear+rep": (zmq.REP, True, b"ok"),     # NetGear pattern=1: REQ sender waits for any reply
+}
+
+
+class PeerSource:
+    """A live source fed by imagezmq / NetGear senders, shaped like ``decode.Decoder``.
+
+    ``imagezmq+rep://0.0.0.0:5555`` binds a hub that answers every message at once (so a
+    sender never waits on our pipeline); ``imagezmq+sub://camera-host:5555`` subscribes to
+    a publishing sender; ``netgear+sub://0.0.0.0:5555`` / ``netgear+rep://...`` bind as
+    NetGear receivers do.  Pictures are converted to I420 once, here.  Timestamps are the
+    arrival time in milliseconds since the first picture (these senders carry none).
+    The first picture fixes the stream's size; later pictures of another size are
+    dropped and counted.  Malformed messages are counted by kind and dropped.
+    """
+
+    def __init__(self, url: str, *, stream_id: str, counters: Any = None, should_stop: Any = None, hwm: int = 2) -> None:
+        scheme, _, rest = str(url).partition("://")
+        self.kind, self.bind, self.reply = PEER_SCHEMES[scheme.lower()]
+        self.endpoint = "tcp://" + rest
+        self.url = str(url)
+        self.stream_id = stream_id
+        self.counters = counters
+        self.should_stop = should_stop or (lambda: False)
+        self.hwm = hwm
+        self.reconnects = 0
+        self.frames_decoded = 0
+        self.size_mismatch = 0
+        self._ctx: zmq.Context | None = None
+        self._sock: zmq.Socket | None = None
+        self._first: YuvFrame | None = None
+        self._t0: float | None = None
+        self._logged: set[str] = set()
+        self.info: Any = None
+
+    def _next(self) -> YuvFrame | None:
+        """The next valid picture; None at the sender's terminate or on stop."""
+        assert self._sock is not None
+        while not self.should_stop():
+            if not self._sock.poll(200, zmq.POLLIN):
+                continue
+            parts = self._sock.recv_multipart(copy=False)
+            if self.reply is not None:
+                self._sock.send(self.reply)  # answer before filtering: the sender never waits on us
+            now = time.monotonic()
+            if self._t0 is None:
+                self._t0 = now
+            try:
+                m = decode_foreign(parts, stream_id=self.stream_id, seq=self.frames_decoded,
+                                   pts=int(round((now - self._t0) * 1000)), time_base=Fraction(1, 1000))
+            except ProtocolError as err:
+                if self.counters is not None:
+                    self.counters.inc(self.stream_id, f"bad_messages:{err.kind}")
+                if err.kind not in self._logged:
+                    self._logged.add(err.kind)
+                    log.warning("%s: dropping malformed message (%s); further %r errors are only counted", self.url, err, err.kind)
+                continue
+            if m.kind == "eos":
+                return None
+            assert m.frame is not None
+            if self._first is not None and (m.frame.width, m.frame.height) != (self._first.width, self._first.height):
+                self.size_mismatch += 1
+                if self.counters is not None:
+                    self.counters.inc(self.stream_id, "frames_dropped")
+                if "size" not in self._logged:
+                    self._logged.add("size")
+                    log.warning("%s: picture size changed from %dx%d to %dx%d; such pictures are dropped (counted)", self.url,
+                                self._first.width, self._first.height, m.frame.width, m.frame.height)
+                continue
+            self.frames_decoded += 1
+            return m.frame
+        return None
+
+    def open(self) -> Any:
+        """Bind/connect and wait for the first picture (its size is the stream's)."""
+        from privacy_filter.decode import SourceInfo, VideoInfo
+        from privacy_filter.errors import SourceError
+
+        self._ctx = zmq.Context()
+        try:
+            self._sock = socket(self._ctx, self.kind, self.endpoint, bind=self.bind, hwm=self.hwm, linger_ms=0)
+        except zmq.ZMQError as exc:
+            raise SourceError(f"cannot {'bind' if self.bind else 'connect'} {self.url}: {exc}") from None
+        first = self._next()
+        if first is None:
+            raise SourceError(f"{self.url}: no picture received before the stream was stopped")
+        self._first = first
+        video = VideoInfo(first.width, first.height, Fraction(1, 1000), None, None, None, "rawvideo", "bgr24")
+        self.info = SourceInfo(self.url, True, video, None)
+        return self.info
+
+    def __iter__(self) -> Any:
+        if self._first is None:
+            self.open()
+        yield self._first
+        while True:
+            f = self._next()
+            if f is None:
+                return
+            yield f
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None

@@ -1,0 +1,403 @@
+"""``privacy-filter process``: one stream, start to finish, in one process.
+
+decode (reader thread) → segmentation (this thread) → effect + encode (writer
+thread), with bounded queues between them so they overlap on separate cores
+(PyAV, ONNX Runtime and OpenCV release the GIL while they work).
+File sources apply backpressure, so every input frame comes out, once, with its
+source timestamp.  Live sources never wait for a slow stage: the reader keeps only
+the newest frames and counts the stale ones it drops.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from privacy_filter.backends import resolve_device
+from privacy_filter.errors import UserError
+from privacy_filter.frames import YuvFrame
+from privacy_filter.io import open_sink as make_sink
+from privacy_filter.io import open_source as make_source
+from privacy_filter.io.av_sink import Encoder, EncodeSettings
+from privacy_filter.io.av_source import Decoder
+from privacy_filter.media import AudioPacket, SourceInfo
+from privacy_filter.metrics import Board, Counters
+from privacy_filter.stage import FilterStage, StageStream
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+@dataclass
+class ProcessPlan:
+    """Everything ``process`` needs for one stream, resolved from preset/config/flags."""
+
+    stage: StageStream
+    encode: EncodeSettings
+    model: str | None = None
+    device: str = "cpu"
+    tiles: Any = None
+    policy: str | None = None  # "live" | "file" | None (decided from the source)
+    stream_id: str = "0"
+    # One ONNX Runtime thread: decode and x264 already run on the other threads, and a second
+    # intra-op thread mostly spin-waits for a core (measured: same fps, +40 % CPU on 2 cores).
+    engine_threads: int | None = 1
+
+
+@dataclass
+class ProcessReport:
+    """What happened, for the summary line and for tests."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    frames_covered_whole: int = 0
+    frames_passed_unfiltered: int = 0  # on_failure: pass published these without privacy filtering
+    frames_dropped: int = 0
+    stale_dropped: int = 0
+    audio_packets: int = 0
+    reconnects: int = 0
+    frames_resized: int = 0  # pictures of another size than the stream's first, scaled to it
+    pts_repaired: int = 0
+    masks_written: int = 0
+    bad_messages: int = 0  # malformed messages from a ZeroMQ upstream, counted and dropped
+    seconds: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)  # per thread: decode, stage, encode, process total
+    info: SourceInfo | None = field(default=None, repr=False)
+
+    @property
+    def fps(self) -> float:
+        return self.frames_out / self.seconds if self.seconds > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- device
+
+
+
+
+# --------------------------------------------------------------------------- threads
+
+
+class _Reader(threading.Thread):
+    """Decode into a queue; live sources drop the oldest frame rather than wait."""
+
+    def __init__(self, decoder: Decoder, q: queue.Queue[Any], live: bool, counters: Counters, sid: str) -> None:
+        super().__init__(name="decode", daemon=True)
+        self.decoder, self.q, self.live, self.counters, self.sid = decoder, q, live, counters, sid
+        self.stop = threading.Event()
+        self.stale_dropped = 0
+        self.cpu_s = 0.0
+        self._lock = threading.Lock()
+
+    def put(self, item: Any) -> None:
+        if not self.live or isinstance(item, AudioPacket):
+            while not self.stop.is_set():
+                try:
+                    self.q.put(item, timeout=0.2)
+                    return
+                except queue.Full:
+                    continue
+            return
+        while not self.stop.is_set():
+            if self._drop_oldest_frame():
+                self.stale_dropped += 1  # added to frames_dropped at the end (one writer per counter)
+            try:
+                # blocks only when the queue holds no frame to evict (all audio): the consumer frees a slot
+                self.q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _drop_oldest_frame(self) -> bool:
+        """Evict the oldest queued frame when the queue is full; audio and other items keep their order."""
+        with self.q.mutex:  # the consumer takes items under the same lock
+            if self.q.maxsize <= 0 or len(self.q.queue) < self.q.maxsize:
+                return False
+            for i, old in enumerate(self.q.queue):
+                if isinstance(old, YuvFrame):
+                    del self.q.queue[i]
+                    self.q.not_full.notify()
+                    return True
+        return False
+
+    def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.cpu_s = time.thread_time()
+            self.decoder.close()  # here, never from another thread while a read may be in flight
+
+    def _run(self) -> None:
+        try:
+            for item in self.decoder:
+                if self.stop.is_set():
+                    break
+                if isinstance(item, YuvFrame):
+                    self.counters.inc(self.sid, "frames_in")
+                self.put(item)
+            self.put(_END)
+        except BaseException as exc:  # handed to the main thread
+            self.put(_Failure(exc))
+
+
+class _Writer(threading.Thread):
+    """Draw the effect and encode/mux, so both run while the engine segments the next frame.
+
+    Items are audio packets or (frame, probability maps | failure) pairs from ``FilterStage.segment``,
+    in frame order, so each mask meets the frame it was computed from and temporal state stays ordered.
+    """
+
+    def __init__(self, encoder: Encoder, q: queue.Queue[Any], stage: FilterStage, masks: MaskWriter | None) -> None:
+        super().__init__(name="encode", daemon=True)
+        self.encoder, self.q, self.stage, self.masks = encoder, q, stage, masks
+        self.error: BaseException | None = None
+        self.cpu_s = 0.0
+
+    def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.cpu_s = time.thread_time()  # this thread only; x264's own worker threads are not in it
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self.q.get()
+                if item is _END:
+                    break
+                if isinstance(item, AudioPacket):
+                    self.encoder.write_audio(item)
+                    continue
+                frame, probs = item
+                (res,) = self.stage.finish([frame], probs)
+                if res.frame is None:
+                    continue
+                self.encoder.write(res.frame, res.mask)  # ZeroMQ outputs send the mask along; files ignore it
+                if self.masks is not None:
+                    mask = res.mask if res.mask is not None else np.zeros((frame.height, frame.width), np.uint8)
+                    self.masks.put(frame.index, mask)
+        except BaseException as exc:
+            self.error = exc
+            while self.q.get() is not _END:  # keep draining so the producer never blocks
+                pass
+
+
+class MaskWriter(threading.Thread):
+    """Write masks as DIR/000000.png (frame index) in the background; PNG zlib is slow."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        super().__init__(name="mask-out", daemon=True)
+        self.dir = Path(directory)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create --mask-out folder {self.dir}: {exc}") from exc
+        self.q: queue.Queue[Any] = queue.Queue(maxsize=32)
+        self.written = 0
+        self.error: BaseException | None = None
+
+    def put(self, index: int, mask: np.ndarray) -> None:
+        self.q.put((index, np.array(mask, np.uint8, copy=True)))
+
+    def finish(self) -> None:
+        self.q.put(_END)
+        self.join()
+        if self.error is not None:
+            raise UserError(f"writing masks to {self.dir} failed: {self.error}")
+
+    def run(self) -> None:
+        import cv2
+
+        while True:
+            item = self.q.get()
+            if item is _END:
+                return
+            if self.error is not None:
+                continue
+            index, mask = item
+            path = self.dir / f"{index:06d}.png"
+            try:
+                if not cv2.imwrite(str(path), mask, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                    raise OSError(f"cv2.imwrite refused {path}")
+                self.written += 1
+            except Exception as exc:
+                self.error = exc
+
+
+@dataclass
+class _Failure:
+    exc: BaseException
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_process(
+    source: str,
+    output: str,
+    plan: ProcessPlan,
+    *,
+    segmenter: Any = None,
+    effects: dict[str, Any] | None = None,
+    mask_out: str | None = None,
+    progress: bool = True,
+    max_frames: int | None = None,
+) -> ProcessReport:
+    """Filter ``source`` into ``output``.  ``segmenter=None`` builds the plan's model.
+
+    ``effects`` ({stream_id: effect}) and ``segmenter`` can be injected (tests, the demo).
+    """
+    sid = plan.stream_id
+    live = None if plan.policy is None else plan.policy == "live"
+    decoder = make_source(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live)
+    info = decoder.open()
+    try:
+        device = resolve_device(plan.device)
+        if segmenter is None:
+            from privacy_filter.backends import create_segmenter
+
+            segmenter = create_segmenter(model=plan.model, device=device, tiles=plan.tiles, threads=plan.engine_threads)
+        board = Board([sid])
+        counters = board.counters()
+        stage = FilterStage(segmenter, {sid: plan.stage}, device=device, counters=counters, effects=effects)
+        masks = MaskWriter(mask_out) if mask_out else None
+        try:
+            # a ZeroMQ output keeps a ZeroMQ upstream's stream id, so the next stage sees the same stream
+            encoder = make_sink(output, info.video, plan.encode, audio=info.audio_stream, audio_info=info.audio, live=decoder.live,
+                                stream_id=getattr(decoder, "upstream_stream", None) or sid)
+        except BaseException:
+            stage.close()
+            raise
+    except BaseException:
+        decoder.close()
+        raise
+    if masks:
+        masks.start()
+
+    in_q: queue.Queue[Any] = queue.Queue(maxsize=8 if not decoder.live else 4)
+    out_q: queue.Queue[Any] = queue.Queue(maxsize=8)
+    reader = _Reader(decoder, in_q, decoder.live, counters, sid)
+    writer = _Writer(encoder, out_q, stage, masks)
+    bar = _progress(progress, info, source)
+    report = ProcessReport(info=info)
+    t0 = time.perf_counter()
+    cpu0, stage_cpu0 = time.process_time(), time.thread_time()
+    reader.start()
+    writer.start()
+    failure: BaseException | None = None
+    interrupted = False
+    try:
+        n = 0
+        while True:
+            item = in_q.get()
+            if item is _END:
+                break
+            if isinstance(item, _Failure):
+                failure = item.exc
+                break
+            if writer.error is not None:
+                break
+            if isinstance(item, AudioPacket):
+                out_q.put(item)
+                report.audio_packets += 1
+                continue
+            out_q.put((item, stage.segment([item])))
+            n += 1
+            if bar is not None:
+                bar.update(1)
+            if max_frames is not None and n >= max_frames:
+                break
+    except KeyboardInterrupt:
+        log.warning("interrupted; finishing the output so that it stays playable")
+        interrupted = True
+    finally:
+        stage_cpu = time.thread_time() - stage_cpu0
+        reader.stop.set()
+        if hasattr(decoder, "stop"):  # a ZeroMQ source waiting for its upstream returns now
+            decoder.stop()
+        _drain(in_q)  # unblock the reader
+        out_q.put(_END)
+        writer.join()
+        reader.join(timeout=15)  # a live read returns within its read timeout; the reader closes the source
+        if reader.is_alive():
+            log.warning("source %s still blocked in a read; leaving it to its timeout", source)
+        stage.close()
+        if hasattr(encoder, "end_reason"):  # a ZeroMQ output tells the next stage why the stream ended
+            encoder.end_reason = "error" if failure or writer.error else "stop" if interrupted else getattr(decoder, "end_reason", None) or "end"
+        try:
+            encoder.close()
+        finally:
+            if bar is not None:
+                bar.close()
+            if masks is not None:
+                masks.finish()
+    if failure is not None:
+        raise failure
+    if writer.error is not None:
+        raise writer.error
+    if interrupted:
+        raise KeyboardInterrupt
+    report.seconds = time.perf_counter() - t0
+    report.cpu_s = {"decode": reader.cpu_s, "stage": stage_cpu, "encode": writer.cpu_s, "total": time.process_time() - cpu0}
+    counters.inc(sid, "reconnects", decoder.reconnects)
+    counters.inc(sid, "frames_resized", getattr(decoder, "frames_resized", 0))
+    counters.inc(sid, "frames_dropped", reader.stale_dropped)
+    counters.inc(sid, "frames_out", encoder.frames_out)
+    snap = board.snapshot()[sid]
+    report.frames_in = snap["frames_in"]
+    report.frames_out = encoder.frames_out
+    report.frames_covered_whole = snap["frames_covered_whole"]
+    report.frames_passed_unfiltered = snap["frames_passed_unfiltered"]
+    report.frames_dropped = snap["frames_dropped"]
+    report.stale_dropped = reader.stale_dropped
+    report.reconnects = decoder.reconnects
+    report.frames_resized = getattr(decoder, "frames_resized", 0)
+    report.pts_repaired = encoder.pts_repaired
+    report.masks_written = masks.written if masks else 0
+    report.bad_messages = sum(getattr(decoder, "bad", {}).values())
+    return report
+
+
+def _drain(q: queue.Queue[Any]) -> None:
+    try:
+        while True:
+            q.get_nowait()
+    except queue.Empty:
+        pass
+
+
+def _progress(enabled: bool, info: SourceInfo, source: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=info.video.frames, unit="frame", desc=os.path.basename(source) or source, dynamic_ncols=True, smoothing=0.1)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+
+
+def plan_from_stream_config(cfg: Any) -> ProcessPlan:
+    """A ProcessPlan from a stream config object (effect, mask, output, model, on_failure ...)."""
+    out = getattr(cfg, "output", None)
+    return ProcessPlan(
+        stage=StageStream.from_config(cfg),
+        encode=EncodeSettings.from_config(out) if out is not None else EncodeSettings(),
+        model=getattr(cfg, "model", None),
+        device=getattr(cfg, "device", "cpu") or "cpu",
+        tiles=getattr(cfg, "tiles", None),
+        policy=None if getattr(cfg, "policy", "auto") == "auto" else cfg.policy,
+        stream_id=str(getattr(cfg, "id", "0") or "0"),
+    )
+
+

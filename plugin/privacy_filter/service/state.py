@@ -1,0 +1,94 @@
+"""State every service worker shares with the supervisor: exit codes, endpoints, the board.
+
+Kept apart from the workers and the supervisor so both can import it without importing each other.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from privacy_filter.config import ServiceConfig
+from privacy_filter.metrics import Board
+
+log = logging.getLogger(__name__)
+
+
+EXIT_OK = 0
+
+
+EXIT_FATAL = 3  # a user-fixable problem (source or sink cannot be opened): restarting will not help
+
+
+EXIT_EOS_LOST = 4  # a decoder whose eos the stage never confirmed: restarted like a crash (it resumes)
+
+
+POLL_MS = 200
+
+
+RETRY_MS = 5  # the stage retries output waiting for a busy encoder this often
+
+
+@dataclass
+class Shared:
+    """What every worker sees, created by the supervisor before any worker starts."""
+
+    board: Board
+    progress: Any  # RawArray('q'): per stream, seq of the last frame the encoder wrote (-1: none)
+    last_pts: Any  # RawArray('q'): per stream, pts of that frame (live restarts continue after it)
+    eos_gen: Any  # RawArray('q'): per stream, generation of the last eos the stage has taken in (-1: none)
+    stop: Any  # multiprocessing.Event: decoders stop reading and send eos
+    index: dict[str, int]  # stream id -> slot in progress
+
+
+def endpoints(cfg: ServiceConfig, ipc_dir: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Per stream: the stage's input (its decoder connects) and its encoder's input (the stage
+    connects).  One stage input per stream lets the stage stop taking a stream whose encoder
+    is behind without holding up the others."""
+    z = cfg.zmq
+    if z.transport == "tcp":
+        stage = {s.id: f"tcp://{z.host}:{z.base_port + 2 * i}" for i, s in enumerate(cfg.streams)}
+        enc = {s.id: f"tcp://{z.host}:{z.base_port + 2 * i + 1}" for i, s in enumerate(cfg.streams)}
+    else:
+        stage = {s.id: f"ipc://{ipc_dir}/stage-{i}.sock" for i, s in enumerate(cfg.streams)}
+        enc = {s.id: f"ipc://{ipc_dir}/enc-{i}.sock" for i, s in enumerate(cfg.streams)}
+    return stage, enc
+
+
+def worker_setup(role: str, log_level: int) -> tuple[dict[str, bool], Any]:
+    """Signals and logging of a worker process.
+
+    SIGINT is ignored (Ctrl-C reaches the whole process group; only the supervisor acts on
+    it).  SIGTERM sets a flag the worker checks between messages: a decoder then sends eos,
+    an encoder closes its container, the stage exits.
+    """
+    flag = {"stop": False}
+
+    def _term(signum: int, frame: Any) -> None:
+        flag["stop"] = True
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _term)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints the worker's stacks
+    logging.basicConfig(level=log_level, format=f"%(levelname)s {role}: %(message)s", force=True)
+    import zmq
+
+    return flag, zmq.Context()
+
+
+def send_until(sock: Any, parts: list[Any], flag: dict[str, bool], shared: Shared, *, give_up_s: float) -> bool:
+    """Blocking send that still notices a stop request; gives up ``give_up_s`` after one."""
+    from privacy_filter.protocol import send
+
+    stop_seen: float | None = None
+    while True:
+        if send(sock, parts, timeout_ms=POLL_MS):
+            return True
+        if flag["stop"] or shared.stop.is_set():
+            stop_seen = stop_seen or time.monotonic()
+            if time.monotonic() - stop_seen > give_up_s:
+                return False

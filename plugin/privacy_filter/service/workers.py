@@ -1,0 +1,363 @@
+"""The bodies of the three worker processes of ``run``: decode, stage and encode.
+
+Each runs in its own process (spawned by ``service.supervisor``); everything they share
+is in ``service.state``.  Their guarantees are described in ``service.supervisor``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from fractions import Fraction
+from typing import Any
+
+from privacy_filter.config import ServiceConfig, StreamConfig
+from privacy_filter.metrics import UNKNOWN_STREAM
+from privacy_filter.service.state import EXIT_EOS_LOST, EXIT_FATAL, EXIT_OK, POLL_MS, RETRY_MS, Shared, send_until, worker_setup
+from privacy_filter.wire import audio_header, audio_info_from, video_header, video_info_from
+
+log = logging.getLogger(__name__)
+
+
+def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, resume_after: int, hwm: int, give_up_s: float, log_level: int) -> None:
+    """Read one source and push its stream-start, frames, audio and eos to the stage.
+
+    ``resume_after`` is the seq of the last frame the encoder wrote (-1: none).  A file
+    stream re-decodes from the start and sends only frames after it.  A live stream
+    cannot rewind: it numbers its frames on from there and shifts its timestamps to
+    continue after the last written one.
+    """
+    import zmq
+
+    from privacy_filter.decode import AudioPacket, ReconnectPolicy, make_source, offset_in
+    from privacy_filter.errors import UserError
+    from privacy_filter.protocol import audio_parts, eos_parts, frame_parts, send, socket, stream_start_parts
+
+    flag, ctx = worker_setup(f"decode:{sc.id}", log_level)
+    sid = sc.id
+    counters = shared.board.counters(f"decode:{sid}")
+    live = sc.is_live()
+    sock = socket(ctx, zmq.PUSH, endpoint, bind=False, hwm=hwm, linger_ms=int(give_up_s * 1000))
+    want_audio = sc.source.audio and sc.output.audio == "copy"
+    # a file/URL decoder, an upstream ZeroMQ stage (zmq+pull/sub), or imagezmq/NetGear senders (BGR -> I420 here)
+    dec: Any = make_source(sc.source.url, stream_id=sid, audio=want_audio, live=live,
+                           reconnect=ReconnectPolicy(max_attempts=None) if live else None, counters=counters,
+                           should_stop=lambda: flag["stop"] or shared.stop.is_set(), hwm=hwm)
+    rc, reason, sent = EXIT_OK, "end", 0
+    try:
+        info = dec.open()
+        start = stream_start_parts(sid, video=video_header(info.video), audio=audio_header(info.audio), gen=gen,
+                                   extra={"resume_after": -1 if live else resume_after})
+        send_until(sock, start, flag, shared, give_up_s=give_up_s)
+        audio_seq = -1
+        reconnects = resized = 0
+        seq_base = resume_after + 1 if live else 0
+        pts_shift: int | None = None if live and resume_after >= 0 else 0
+        v = info.video
+        step = max(1, round(1 / (float(v.rate) * float(v.time_base)))) if v.rate else 1
+        for item in dec:
+            if flag["stop"] or shared.stop.is_set():
+                reason = "stop"
+                break
+            if dec.reconnects != reconnects:
+                counters.inc(sid, "reconnects", dec.reconnects - reconnects)
+                reconnects = dec.reconnects
+            if getattr(dec, "frames_resized", 0) != resized:  # a ZeroMQ source does not resize
+                counters.inc(sid, "frames_resized", dec.frames_resized - resized)
+                resized = dec.frames_resized
+            if isinstance(item, AudioPacket):
+                if pts_shift is None:
+                    continue  # a live restart: the shift is known from the first video frame on
+                if pts_shift and v.time_base:
+                    a_shift = offset_in(pts_shift * v.time_base, item.time_base)
+                    item.pts = item.pts + a_shift if item.pts is not None else None
+                    item.dts = item.dts + a_shift if item.dts is not None else None
+                audio_seq += 1
+                if live:
+                    send(sock, audio_parts(sid, audio_seq, item.data, pts=item.pts, dts=item.dts, time_base=item.time_base, duration=item.duration, keyframe=item.is_keyframe, gen=gen), block=False)
+                else:
+                    send_until(sock, audio_parts(sid, audio_seq, item.data, pts=item.pts, dts=item.dts, time_base=item.time_base, duration=item.duration, keyframe=item.is_keyframe, gen=gen), flag, shared, give_up_s=give_up_s)
+                continue
+            if not live and item.index <= resume_after:
+                continue  # already written by the encoder before a restart
+            if pts_shift is None:
+                last = int(shared.last_pts[shared.index[sid]])
+                pts_shift = last + step - item.pts if item.pts is not None and item.pts <= last else 0
+            if pts_shift and item.pts is not None:
+                item.pts += pts_shift
+            parts = frame_parts(item, seq=seq_base + item.index, gen=gen)
+            if live:
+                counters.inc(sid, "frames_in")
+                if not send(sock, parts, block=False):
+                    counters.inc(sid, "frames_dropped")  # the stage is behind: drop, never stall a live source
+                    continue
+            else:
+                if not send_until(sock, parts, flag, shared, give_up_s=give_up_s):
+                    reason = "stop"
+                    break
+                # frames_in of a file stream = distinct source frames, however many restarts
+                cur = counters.get(sid, "frames_in")
+                if item.index + 1 > cur:
+                    counters.inc(sid, "frames_in", item.index + 1 - cur)
+            sent = item.index + 1
+        if reason == "end" and (flag["stop"] or shared.stop.is_set()):
+            reason = "stop"  # a live source that returned because we asked it to
+        elif reason == "end" and getattr(dec, "end_reason", None) in ("stop", "error"):
+            reason = dec.end_reason  # a ZeroMQ upstream's own eos reason is passed on
+    except UserError as exc:
+        if flag["stop"] or shared.stop.is_set():
+            reason = "stop"  # e.g. a live source still connecting when the shutdown came
+        else:
+            log.error("stream %s: %s", sid, exc)
+            rc, reason = EXIT_FATAL, "error"
+    finally:
+        dec.close()
+    ok = send_until(sock, eos_parts(sid, frames=max(sent, dec.frames_decoded) if reason == "end" else sent, reason=reason, gen=gen), flag, shared, give_up_s=give_up_s)
+    # ZeroMQ's linger does not guarantee delivery: messages still in the kernel's socket buffer
+    # when a sender exits can be discarded by the receiving side.  Stay until the stage has
+    # taken the eos in; if it never does, exit non-zero so the supervisor resumes this stream.
+    deadline = time.monotonic() + give_up_s
+    while ok and shared.eos_gen[shared.index[sid]] < gen:
+        if time.monotonic() > deadline:
+            ok = False
+            break
+        time.sleep(0.02)
+    log.info("stream %s: eos (%s) after %d frames%s", sid, reason, sent, "" if ok else " not confirmed by the stage")
+    sock.close(linger=0)
+    ctx.term()
+    sys.exit(rc if ok or rc else EXIT_EOS_LOST)
+
+
+def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out: dict[str, str], shared: Shared, log_level: int) -> None:
+    """The shared filter stage: batches frames of all streams per model, applies each stream's effect.
+
+    Each stream has its own input socket.  A message its encoder cannot take yet waits in
+    that stream's queue here, and while anything waits there the stage does not read that
+    stream's input: the back-pressure reaches that stream's decoder (a file waits, a live
+    source drops) and no other stream is held up behind it.
+    """
+    import collections
+
+    import zmq
+
+    from privacy_filter.protocol import Receiver, frame_parts, latest_wins, send, socket
+    from privacy_filter.stage import FilterStage, StageStream
+
+    flag, ctx = worker_setup("stage", log_level)
+    counters = shared.board.counters("stage")
+    streams = {s.id: s for s in cfg.streams}
+    live = {s.id for s in cfg.streams if s.is_live()}
+    from privacy_filter.zmq_io import is_zmq_url
+
+    with_mask = {s.id for s in cfg.streams if is_zmq_url(s.output.url) and s.output.mask}  # their encoders publish masks
+    pulls = {sid: socket(ctx, zmq.PULL, ep, bind=True, hwm=cfg.zmq.hwm) for sid, ep in endpoints_in.items()}
+    push = {sid: socket(ctx, zmq.PUSH, ep, bind=False, hwm=cfg.zmq.hwm, linger_ms=1000) for sid, ep in endpoints_out.items()}
+    rxs = {sid: Receiver(sock, counters=counters, fallback_stream=UNKNOWN_STREAM, known_streams=list(streams)) for sid, sock in pulls.items()}
+    waiting: dict[str, collections.deque[list[Any]]] = {sid: collections.deque() for sid in push}
+
+    # one engine per (model, device, tiles); streams sharing one are batched together
+    from privacy_filter.pipeline import resolve_device
+
+    resolved = {d: resolve_device(d) for d in {s.device for s in cfg.streams}}  # "auto" -> cuda | cpu, once
+    groups: dict[tuple[str, str, str | None], list[str]] = {}
+    for s in cfg.streams:
+        groups.setdefault((s.model, resolved[s.device], s.tiles), []).append(s.id)
+    stage_of: dict[str, FilterStage] = {}
+    for (model, device, tiles), ids in groups.items():
+        seg = _load_segmenter(model, device, tiles, ids)
+        fs = FilterStage(seg, {sid: StageStream.from_config(streams[sid]) for sid in ids}, device=device, counters=counters)
+        for sid in ids:
+            stage_of[sid] = fs
+
+    def forward(sid: str, parts: list[Any], is_frame: bool) -> None:
+        """Send now, or queue behind what already waits for this stream's encoder."""
+        if not waiting[sid] and send(push[sid], parts, block=False):
+            return
+        if sid in live and is_frame:
+            counters.inc(sid, "frames_dropped")  # the encoder is behind: a live stream drops, never waits
+            return
+        waiting[sid].append(parts)
+
+    def flush_waiting() -> None:
+        for sid, queue in waiting.items():
+            while queue and send(push[sid], queue[0], block=False):
+                queue.popleft()
+
+    batch_max = cfg.stage.batch_max
+    fresh_gen: dict[str, int] = {}  # per stream: gen of its latest start from frame 0
+
+    def run_segment(msgs: list[Any]) -> None:
+        """Filter the frames of ``msgs`` in batches (per engine, <= `batch` per stream); emit all in order."""
+        results: dict[int, Any] = {}
+        frame_msgs = [(i, m) for i, m in enumerate(msgs) if m.kind == "frame"]
+        for fs in set(stage_of.values()):
+            todo = [(i, m) for i, m in frame_msgs if stage_of[m.stream_id] is fs]
+            while todo:
+                chunk, per = [], {}
+                for i, m in todo:
+                    if len(chunk) >= batch_max or per.get(m.stream_id, 0) >= streams[m.stream_id].batch:
+                        break
+                    chunk.append((i, m))
+                    per[m.stream_id] = per.get(m.stream_id, 0) + 1
+                todo = todo[len(chunk):]
+                for (i, m), r in zip(chunk, fs.process([m.frame for _, m in chunk])):
+                    results[i] = r
+        for i, m in enumerate(msgs):
+            if m.kind != "frame":
+                if m.kind == "eos":
+                    shared.eos_gen[shared.index[m.stream_id]] = m.gen  # the decoder may now exit
+                forward(m.stream_id, list(m.parts), False)
+                continue
+            r = results[i]
+            if r.frame is None:
+                continue  # dropped by on_failure: drop (counted by the stage)
+            forward(m.stream_id, frame_parts(r.frame, mask=r.mask if m.stream_id in with_mask else None, gen=m.gen), True)
+
+    poller = zmq.Poller()
+    polled: set[str] = set()
+    while not flag["stop"]:
+        flush_waiting()
+        takes = {sid for sid in pulls if not waiting[sid]}  # streams whose encoder has room
+        for sid in polled - takes:
+            poller.unregister(pulls[sid])
+        for sid in takes - polled:
+            poller.register(pulls[sid], zmq.POLLIN)
+        polled = takes
+        # with output waiting, come back within RETRY_MS to flush it; otherwise wait for input
+        ready = dict(poller.poll(RETRY_MS if len(takes) < len(pulls) else POLL_MS)) if takes else {}
+        if not ready:
+            if not takes:
+                time.sleep(RETRY_MS / 1000)
+            continue
+        if cfg.stage.batch_wait_ms > 0:
+            time.sleep(cfg.stage.batch_wait_ms / 1000)
+        msgs: list[Any] = []
+        for sid in sorted(takes):  # every stream with room, whether or not it was ready at the poll
+            msgs += rxs[sid].drain(batch_max * 2)
+        msgs, stale = latest_wins(msgs, live)
+        for m in stale:
+            counters.inc(m.stream_id, "frames_dropped")
+        segment: list[Any] = []
+        for m in msgs:
+            if m.stream_id not in streams:  # a well-formed message for a stream this service does not run
+                counters.inc(UNKNOWN_STREAM, "frames_dropped" if m.kind == "frame" else "bad_messages:field")
+                continue
+            if m.kind == "frame" and m.gen < fresh_gen.get(m.stream_id, 0):
+                counters.inc(m.stream_id, "duplicates_discarded")  # a stream restarted from frame 0 since
+                continue
+            if m.kind == "stream-start" and m.header.get("resume_after", -1) < 0 and m.gen > fresh_gen.get(m.stream_id, -1):
+                # the stream starts again from its first frame: its temporal mask state starts afresh,
+                # after everything queued before this message was filtered with the old state
+                run_segment(segment)
+                segment = []
+                fresh_gen[m.stream_id] = m.gen
+                stage_of[m.stream_id].effect(m.stream_id).reset()
+            segment.append(m)
+        run_segment(segment)
+    for fs in set(stage_of.values()):
+        fs.close()
+    for sock in pulls.values():
+        sock.close(linger=0)
+    for s in push.values():
+        s.close(linger=1000)
+    ctx.term()
+    sys.exit(EXIT_OK)
+
+
+def _load_segmenter(model: str, device: str, tiles: str | None, ids: list[str]) -> Any:
+    """The engine, or None when it cannot load: the stage then covers every frame (fail closed)."""
+    try:
+        from privacy_filter.engines import create_segmenter
+
+        return create_segmenter(model, device, tiles)
+    except Exception as exc:  # noqa: BLE001 - any load failure must fail closed, not crash-loop
+        log.error("model %r for streams %s cannot be loaded (%s); their frames will be covered whole", model, ", ".join(ids), exc)
+        return None
+
+
+def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min_gen: int, hwm: int, log_level: int) -> None:
+    """Receive one stream's filtered frames and audio from the stage; encode and mux them.
+
+    Frames at or below the last written seq are discarded (resends after a decoder
+    restart); so are messages of a decoder generation older than ``min_gen``.
+    """
+    import zmq
+
+    from privacy_filter.decode import AudioPacket
+    from privacy_filter.encode import EncodeSettings, make_sink
+    from privacy_filter.errors import UserError
+    from privacy_filter.protocol import Receiver, socket
+
+    flag, ctx = worker_setup(f"encode:{sc.id}", log_level)
+    sid = sc.id
+    slot = shared.index[sid]
+    counters = shared.board.counters(f"encode:{sid}")
+    pull = socket(ctx, zmq.PULL, endpoint, bind=True, hwm=hwm)
+    rx = Receiver(pull, counters=counters, fallback_stream=sid, known_streams=[sid])
+    settings = EncodeSettings.from_config(sc.output)
+    enc: Any = None  # an Encoder, or a ZmqSink for zmq+push/pub outputs
+    last_audio = -1
+    last_audio_s: Fraction | None = None
+    audio_gen = -1  # live streams: the decoder generation whose audio is being written
+    live = sc.is_live()
+    rc = EXIT_OK
+    try:
+        while not flag["stop"]:
+            m = rx.recv(timeout_ms=POLL_MS)
+            if m is None or m.stream_id != sid:
+                continue
+            if m.gen < min_gen:
+                if m.kind == "frame":
+                    counters.inc(sid, "duplicates_discarded")
+                continue
+            if m.kind == "stream-start":
+                if live and m.gen > audio_gen:
+                    # a restarted live decoder numbers its audio from 0 again (its timestamps
+                    # continue after the last written frame): stop discarding it as resent
+                    audio_gen, last_audio = m.gen, -1
+                if enc is None:
+                    enc = make_sink(url, video_info_from(m.header["video"]), settings,
+                                    audio=audio_info_from(m.header.get("audio")) if sc.output.audio == "copy" else None,
+                                    live=sc.is_live(), stream_id=sid, hwm=hwm)
+            elif m.kind == "frame":
+                if enc is None:
+                    counters.inc(sid, "frames_dropped")
+                    continue
+                if m.seq <= shared.progress[slot]:
+                    counters.inc(sid, "duplicates_discarded")
+                    continue
+                enc.write(m.frame, m.mask)  # a ZeroMQ output publishes the mask; a container ignores it
+                shared.progress[slot] = m.seq
+                if m.frame.pts is not None:
+                    shared.last_pts[slot] = m.frame.pts
+                counters.inc(sid, "frames_out")
+            elif m.kind == "audio":
+                if enc is None or m.seq <= last_audio or (live and m.gen < audio_gen):
+                    continue
+                last_audio = m.seq
+                h = m.header
+                t = h.get("dts") if h.get("dts") is not None else h.get("pts")
+                if t is not None:
+                    t_s = t * Fraction(*h["time_base"])
+                    if last_audio_s is not None and t_s <= last_audio_s:
+                        continue  # overlaps audio written before a live decoder restart: the muxer would fail
+                    last_audio_s = t_s
+                enc.write_audio(AudioPacket(bytes(m.payload), h.get("pts"), h.get("dts"), int(h.get("duration") or 0),
+                                            Fraction(*h["time_base"]), bool(h.get("keyframe", True)), sid))
+            elif m.kind == "eos":
+                if m.header.get("reason") == "error":
+                    rc = EXIT_FATAL
+                if enc is not None and hasattr(enc, "end_reason"):
+                    enc.end_reason = str(m.header.get("reason", "end"))
+                log.info("stream %s: end of stream (%s), %d frames written", sid, m.header.get("reason"), shared.progress[slot] + 1)
+                break
+    except UserError as exc:
+        log.error("stream %s: %s", sid, exc)
+        rc = EXIT_FATAL
+    finally:
+        if enc is not None:
+            enc.close()
+        pull.close(linger=0)
+        ctx.term()
+    sys.exit(rc)

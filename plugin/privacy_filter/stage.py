@@ -1,0 +1,240 @@
+"""Filter stage: frames from one or more streams → one batched segmentation → each stream's effect.
+
+Privacy fails closed.  Inference runs on a worker thread and is
+waited for with the tightest deadline of the streams in the batch, so a stalled
+engine cannot hold frames back or let them through.  When the engine raises,
+misses the deadline, is still busy with an earlier stalled call, or is not ready,
+every affected frame is covered whole (``on_failure: cover``, the default) or
+dropped (``drop``), and counted.  Only an explicit ``on_failure: pass`` publishes
+a frame unfiltered.  Each mask is applied to the very frame it was computed from.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from privacy_filter.config import EffectConfig, MaskConfig
+from privacy_filter.frames import YuvFrame
+from privacy_filter.metrics import Board, Counters
+
+log = logging.getLogger(__name__)
+
+OnFailure = Literal["cover", "drop", "pass"]
+STALL_GUARD_S = 30.0  # a stream without deadline_ms still never waits longer than this for a mask
+Status = Literal["filtered", "covered", "dropped", "passed"]
+
+
+@dataclass
+class StageStream:
+    """What the stage needs to know about one stream (a subset of the stream config)."""
+
+    effect: EffectConfig = field(default_factory=EffectConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    on_failure: OnFailure = "cover"
+    deadline_ms: float | None = None  # None: no per-frame budget, only the stall guard
+
+    def budget_s(self) -> float:
+        """Seconds to wait for a batch: the deadline, or ``STALL_GUARD_S`` so nothing waits forever."""
+        return STALL_GUARD_S if self.deadline_ms is None else self.deadline_ms / 1000.0
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> StageStream:
+        """From a stream config object with ``effect``, ``mask``, ``on_failure``, ``deadline_ms``."""
+        kw: dict[str, Any] = {}
+        for name in ("effect", "mask", "on_failure", "deadline_ms"):
+            value = getattr(cfg, name, None)
+            if value is not None:
+                kw[name] = value
+        return cls(**kw)
+
+
+@dataclass
+class StageResult:
+    """One frame after the stage.
+
+    ``frame`` is None when dropped.  ``mask`` is the (H, W) uint8 coverage of this
+    frame (255 = covered), None when the frame was dropped or passed unfiltered.
+    """
+
+    frame: YuvFrame | None
+    mask: np.ndarray | None
+    status: Status
+    reason: str | None = None
+
+
+class EngineFailure(RuntimeError):
+    """Segmentation did not produce usable masks for a batch (raised, timed out, not ready)."""
+
+
+def cover_planes(frame: YuvFrame) -> None:
+    """Last-resort whole-frame cover (black) when even the effect's own cover fails."""
+    frame.y[...] = 16
+    frame.u[...] = 128
+    frame.v[...] = 128
+
+
+class FilterStage:
+    """Holds the shared segmenter and one effect per stream.
+
+    Usage::
+
+        stage = FilterStage(segmenter, {"cam1": StageStream(effect=..., mask=...)})
+        results = stage.process([frame_a, frame_b])   # frames of any registered streams
+
+    ``segmenter`` is anything with ``infer_yuv(list[YuvFrame]) -> list[np.ndarray]``;
+    ``None`` (or ``segmenter.ready == False``) means not ready, and frames are covered.
+    The stage counts its own decisions, ``frames_covered_whole`` and
+    ``frames_dropped`` per stream, into ``counters`` (or an own ``Board``); frames
+    in and out are counted where they enter and leave (decoder, encoder).
+    """
+
+    def __init__(
+        self,
+        segmenter: Any,
+        streams: dict[str, StageStream],
+        *,
+        device: str = "cpu",
+        counters: Counters | None = None,
+        effects: dict[str, Any] | None = None,
+    ) -> None:
+        self.segmenter = segmenter
+        self.streams = dict(streams)
+        self.device = device
+        if counters is None:
+            self.board: Board | None = Board(list(self.streams))
+            counters = self.board.counters()
+        else:
+            self.board = None
+        self.counters = counters
+        self._effects: dict[str, Any] = dict(effects or {})
+        for sid, spec in self.streams.items():
+            if sid not in self._effects:
+                self._effects[sid] = _make_effect(spec, device)
+        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment")
+        self._pending: cf.Future | None = None  # an earlier inference still running (stalled)
+        self._lock = threading.Lock()
+        self._logged: set[tuple[str, str]] = set()
+
+    # -- public -----------------------------------------------------------------------
+    def effect(self, stream_id: str) -> Any:
+        return self._effects[stream_id]
+
+    def process(self, frames: Sequence[YuvFrame]) -> list[StageResult]:
+        """Filter a batch; results are in the order of ``frames``."""
+        return self.finish(frames, self.segment(frames))
+
+    def segment(self, frames: Sequence[YuvFrame]) -> list[np.ndarray] | EngineFailure:
+        """First half of ``process``: the batch's probability maps, or why there are none.
+
+        Split out so a pipeline can segment frame N+1 while frame N's effect is drawn on
+        another thread; ``finish`` must then be called in frame order.
+        """
+        if not frames:
+            return []
+        for f in frames:
+            if f.stream_id not in self.streams:
+                raise ValueError(f"frame from unregistered stream {f.stream_id!r}; known: {sorted(self.streams)}")
+        deadline_s = min(self.streams[f.stream_id].budget_s() for f in frames)
+        try:
+            return self._infer(list(frames), deadline_s)
+        except EngineFailure as exc:
+            return exc
+
+    def finish(self, frames: Sequence[YuvFrame], probs: list[np.ndarray] | EngineFailure) -> list[StageResult]:
+        """Second half of ``process``: each frame's effect with its own map, or the failure policy."""
+        if isinstance(probs, EngineFailure):
+            return [self._fail(f, str(probs)) for f in frames]
+        return [self._apply(f, p) for f, p in zip(frames, probs)]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- internals --------------------------------------------------------------------
+    def _infer(self, frames: list[YuvFrame], deadline_s: float) -> list[np.ndarray]:
+        seg = self.segmenter
+        if seg is None or getattr(seg, "ready", True) is False:
+            raise EngineFailure("segmentation engine not ready")
+        t0 = time.perf_counter()
+        with self._lock:
+            if self._pending is not None and not self._pending.done():
+                # An earlier call overran its deadline; give it this batch's budget to finish.
+                try:
+                    self._pending.result(timeout=deadline_s)
+                except Exception:
+                    pass
+                if not self._pending.done():
+                    raise EngineFailure("segmentation engine still busy with a stalled call")
+            self._pending = None
+            fut = self._pool.submit(seg.infer_yuv, frames)
+            remaining = max(0.0, deadline_s - (time.perf_counter() - t0))
+            try:
+                probs = fut.result(timeout=remaining)
+            except cf.TimeoutError:
+                self._pending = fut
+                raise EngineFailure(f"segmentation exceeded its deadline of {deadline_s * 1000:.0f} ms") from None
+            except Exception as exc:  # the engine's own error: fail closed, keep running
+                raise EngineFailure(f"segmentation failed: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(probs, (list, tuple)) or len(probs) != len(frames):
+            raise EngineFailure(f"segmentation returned {len(probs) if hasattr(probs, '__len__') else probs!r} maps for {len(frames)} frames")
+        return list(probs)
+
+    def _apply(self, frame: YuvFrame, prob: np.ndarray) -> StageResult:
+        try:
+            mask = self._effects[frame.stream_id].apply(frame, prob)
+        except Exception as exc:
+            return self._fail(frame, f"effect failed: {type(exc).__name__}: {exc}")
+        return StageResult(frame, mask, "filtered")
+
+    def _fail(self, frame: YuvFrame, reason: str) -> StageResult:
+        sid = frame.stream_id
+        policy = self.streams[sid].on_failure
+        self._log_once(sid, reason, policy)
+        if policy == "drop":
+            self.counters.inc(sid, "frames_dropped")
+            return StageResult(None, None, "dropped", reason)
+        if policy == "pass":
+            self.counters.inc(sid, "frames_passed_unfiltered")
+            return StageResult(frame, None, "passed", reason)
+        mask = self._cover(frame)
+        self.counters.inc(sid, "frames_covered_whole")
+        return StageResult(frame, mask, "covered", reason)
+
+    def _cover(self, frame: YuvFrame) -> np.ndarray:
+        effect = self._effects.get(frame.stream_id)
+        try:
+            if effect is None:
+                raise RuntimeError("no effect")
+            mask = effect.cover_whole(frame)
+        except Exception as exc:
+            log.error("stream %s: cover_whole failed (%s); blacking the frame out", frame.stream_id, exc)
+            cover_planes(frame)
+            mask = None
+        if mask is None:
+            mask = np.full((frame.height, frame.width), 255, np.uint8)
+        return mask
+
+    def _log_once(self, sid: str, reason: str, policy: str) -> None:
+        key = (sid, reason.split(":")[0])
+        if key not in self._logged:
+            self._logged.add(key)
+            action = {"cover": "covering frames whole", "drop": "dropping frames", "pass": "PASSING FRAMES UNFILTERED (on_failure: pass)"}[policy]
+            log.warning("stream %s: %s; %s (counted)", sid, reason, action)
+
+
+def _make_effect(spec: StageStream, device: str) -> Any:
+    """The stream's effect from the effects module.
+
+    Raises (``ConfigError`` for an unknown device or effect) instead of returning a
+    placeholder: a stream whose effect cannot be built must not start at all.
+    """
+    from privacy_filter.backends import create_stream_effect
+
+    return create_stream_effect(spec.effect, spec.mask, device=device)
