@@ -34,8 +34,7 @@ import av
 import zmq
 
 from privacy_filter import wire as P
-from privacy_filter.frames import YuvFrame
-from privacy_filter.io.av_source import plane_view
+from privacy_filter.frames import YuvFrame, plane_view
 
 W, H = 640, 360
 TB = Fraction(1, 10)

@@ -26,7 +26,7 @@ from privacy_filter.frames import YuvFrame
 from privacy_filter.io.av_sink import Encoder, EncodeSettings
 from privacy_filter.io.av_source import Decoder
 from privacy_filter.media import AudioPacket
-from privacy_filter.process import plan_from_stream_config, run_process
+from privacy_filter.pipeline import plan_from_stream_config, run_process
 from privacy_filter.stage import FilterStage, StageStream
 
 

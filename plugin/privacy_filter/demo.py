@@ -145,7 +145,7 @@ def run_demo(out_dir: Path, progress: bool = True) -> dict[str, Path]:
     """Make the clip, run both presets, write the picture; returns the files made."""
     from privacy_filter.backends import create_segmenter
     from privacy_filter.config import stream_config
-    from privacy_filter.process import plan_from_stream_config, run_process
+    from privacy_filter.pipeline import plan_from_stream_config, run_process
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

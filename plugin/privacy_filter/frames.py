@@ -125,3 +125,10 @@ class YuvFrame:
             np.full((ch, cw), 128, np.uint8),
             **kw,
         )
+
+
+def plane_view(plane: Any) -> np.ndarray:
+    """A writable (height, width) uint8 view of one PyAV plane, honouring its line size."""
+    buf = np.frombuffer(plane, np.uint8)
+    rows = buf[: plane.height * plane.line_size].reshape(plane.height, plane.line_size)
+    return rows[:, : plane.width]

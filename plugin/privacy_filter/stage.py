@@ -36,8 +36,8 @@ Status = Literal["filtered", "covered", "dropped", "passed"]
 class StageStream:
     """What the stage needs to know about one stream (a subset of the stream config)."""
 
-    effect: EffectConfig = field(default_factory=EffectConfig)
-    mask: MaskConfig = field(default_factory=MaskConfig)
+    effect: EffectConfig = field(default_factory=lambda: EffectConfig())
+    mask: MaskConfig = field(default_factory=lambda: MaskConfig())
     on_failure: OnFailure = "cover"
     deadline_ms: float | None = None  # None: no per-frame budget, only the stall guard
 

@@ -89,9 +89,9 @@ def plane_buffer(a: np.ndarray) -> tuple[memoryview, int]:
     if rows and cols and s1 == 1 and s0 >= cols:
         n = s0 * (rows - 1) + cols
         flat = np.lib.stride_tricks.as_strided(a, shape=(n,), strides=(1,))
-        return memoryview(flat), int(s0)
+        return memoryview(flat.data), int(s0)
     c = np.ascontiguousarray(a)
-    return memoryview(c.reshape(-1)), int(cols)
+    return memoryview(c.reshape(-1).data), int(cols)
 
 
 def _header_bytes(h: dict[str, Any]) -> bytes:

@@ -27,7 +27,10 @@ from privacy_filter.cli import main as cli_main
 from privacy_filter.engines.onnxruntime import OrtSegmenter
 from privacy_filter.errors import ModelError, UserError
 from privacy_filter.frames import YuvFrame
-from privacy_filter.gpu.tensorrt import runtime as trtglue
+from privacy_filter.gpu.tensorrt import build as trt_build
+from privacy_filter.gpu.tensorrt import loader as trt_loader
+from privacy_filter.gpu.tensorrt import runtime as trt_runtime
+from privacy_filter.gpu.tensorrt import sidecar as trt_sidecar
 from privacy_filter.models.registry import ResolvedModel, resolve_model
 from support import fake_tensorrt as fake
 
@@ -135,8 +138,8 @@ def install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     return _install
 
 
-def _build(model: ResolvedModel, out: Path, **kw) -> trtglue.EngineInfo:
-    return trtglue.build_engine(model.spec, model.onnx_path, out, trtglue.BuildOptions(**kw))
+def _build(model: ResolvedModel, out: Path, **kw) -> trt_sidecar.EngineInfo:
+    return trt_build.build_engine(model.spec, model.onnx_path, out, trt_build.BuildOptions(**kw))
 
 
 def _ort(model: ResolvedModel) -> OrtSegmenter:
@@ -150,7 +153,7 @@ def _ort(model: ResolvedModel) -> OrtSegmenter:
 def test_missing_tensorrt_is_one_clear_error(monkeypatch, pssn_model, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` raise ImportError
     with pytest.raises(UserError, match="TensorRT is not installed: pip install tensorrt-cu12"):
-        trtglue.import_tensorrt()
+        trt_loader.import_tensorrt()
     rc = cli_main(["engine", "build", f"peoplesemsegnet-shuffleseg:{pssn_model.onnx_path}", "--out", str(tmp_path / "m.engine")])
     err = capsys.readouterr().err
     assert rc == 2
@@ -169,10 +172,10 @@ def test_build_trt10_fp16_profile_and_sidecar(install, pssn_model, tmp_path):
     assert config.profiles[0].shapes == {
         "input_2:0": ((1, 3, 544, 960), (4, 3, 544, 960), (4, 3, 544, 960)),
     }
-    assert config.pool_limits == {trt.MemoryPoolType.WORKSPACE: trtglue.DEFAULT_WORKSPACE_BYTES}
+    assert config.pool_limits == {trt.MemoryPoolType.WORKSPACE: trt_build.DEFAULT_WORKSPACE_BYTES}
     assert config.flags == {"BuilderFlag.FP16"}
 
-    side = json.loads(trtglue.sidecar_path(out).read_text())
+    side = json.loads(trt_sidecar.sidecar_path(out).read_text())
     assert side["tensorrt_version"] == "10.8.0.43"
     assert side["gpu"] == "Fake GPU H100"
     assert side["precision"] == "fp16" and side["max_batch"] == 4
@@ -246,7 +249,7 @@ def test_parser_errors_are_reported(install, pssn_model, tmp_path):
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"\x08\x07this is not a protobuf model")
     with pytest.raises(ModelError, match=r"broken.onnx: TensorRT's ONNX parser failed: .*failed to parse ONNX file"):
-        trtglue.build_engine(pssn_model.spec, broken, tmp_path / "x.engine")
+        trt_build.build_engine(pssn_model.spec, broken, tmp_path / "x.engine")
 
 
 def test_failed_build_is_a_clear_error(install, pssn_model, tmp_path):
@@ -254,14 +257,14 @@ def test_failed_build_is_a_clear_error(install, pssn_model, tmp_path):
     out = tmp_path / "x.engine"
     with pytest.raises(ModelError, match="could not build an engine from .*fp16, batch 1..4"):
         _build(pssn_model, out)
-    assert not out.exists() and not trtglue.sidecar_path(out).exists()
+    assert not out.exists() and not trt_sidecar.sidecar_path(out).exists()
 
 
 def test_spec_input_missing_from_network(install, pssn_model, tmp_path):
     install("10.8.0.43")
     spec = pssn_model.spec.model_copy(update={"input_name": "input_1:0"})
     with pytest.raises(ModelError, match="feeds input 'input_1:0'; the parsed network has input_2:0"):
-        trtglue.build_engine(spec, pssn_model.onnx_path, tmp_path / "x.engine")
+        trt_build.build_engine(spec, pssn_model.onnx_path, tmp_path / "x.engine")
 
 
 def test_static_batch_model_needs_no_profile(install, selfie_model, tmp_path):
@@ -279,7 +282,7 @@ def test_argmax_dtype_read_at_runtime_and_maps_match_ort(install, pssn_model, im
     install("10.8.0.43", int64_as=int64_as)
     out = tmp_path / "pssn.engine"
     _build(pssn_model, out, max_batch=2)
-    seg = trtglue.TensorRTSegmenter(out)
+    seg = trt_runtime.TensorRTSegmenter(out)
     assert seg.output.dtype == np.dtype(int64_as)  # what the engine says, not what the ONNX said
     assert seg.max_batch == 2
 
@@ -298,7 +301,7 @@ def test_trt11_runtime_and_yuv_frames_match_ort(install, pssn_model, shared_data
     install("11.4.0.106")
     out = tmp_path / "pssn.plan"
     _build(pssn_model, out, precision="fp32", max_batch=4)
-    seg = trtglue.TensorRTSegmenter(out)
+    seg = trt_runtime.TensorRTSegmenter(out)
     import av
 
     frames = []
@@ -324,7 +327,7 @@ def test_static_batch_engine_runs_one_item_at_a_time(install, selfie_model, imag
     install("10.8.0.43")
     out = tmp_path / "selfie.engine"
     _build(selfie_model, out)
-    seg = trtglue.TensorRTSegmenter(out)
+    seg = trt_runtime.TensorRTSegmenter(out)
     got = seg.infer_rgb(images[:2])
     want = _ort(selfie_model).infer_rgb(images[:2])
     assert len(seg._context.executions) == 2
@@ -339,7 +342,7 @@ def test_device_api_reads_the_output_buffer(install, pssn_model, tmp_path):
     install("10.8.0.43")
     out = tmp_path / "pssn.engine"
     _build(pssn_model, out, max_batch=2)
-    seg = trtglue.TensorRTSegmenter(out)
+    seg = trt_runtime.TensorRTSegmenter(out)
     batch = np.random.default_rng(0).uniform(-1, 1, (1, 3, 544, 960)).astype(np.float32)
     seg.input_buffer[:1].set(batch)
     raw_dev = seg.run_device(1)
@@ -358,16 +361,16 @@ def test_engine_from_another_trt_version_is_refused(install, pssn_model, tmp_pat
     _build(pssn_model, out)
     install("10.9.0.34")
     with pytest.raises(ModelError, match=r"built with TensorRT 10\.8\.0\.43 but this is TensorRT 10\.9\.0\.34.*rebuild"):
-        trtglue.TensorRTSegmenter(out)
+        trt_runtime.TensorRTSegmenter(out)
 
 
 def test_engine_without_sidecar_is_refused(install, pssn_model, tmp_path):
     install("10.8.0.43")
     out = tmp_path / "pssn.engine"
     _build(pssn_model, out)
-    trtglue.sidecar_path(out).unlink()
+    trt_sidecar.sidecar_path(out).unlink()
     with pytest.raises(ModelError, match="no sidecar pssn.engine.json.*engine build"):
-        trtglue.TensorRTSegmenter(out)
+        trt_runtime.TensorRTSegmenter(out)
 
 
 def test_corrupt_engine_is_refused(install, pssn_model, tmp_path):
@@ -376,7 +379,7 @@ def test_corrupt_engine_is_refused(install, pssn_model, tmp_path):
     _build(pssn_model, out)
     out.write_bytes(b"not an engine")
     with pytest.raises(ModelError, match="could not deserialize this engine"):
-        trtglue.TensorRTSegmenter(out)
+        trt_runtime.TensorRTSegmenter(out)
 
 
 def test_spec_that_does_not_match_the_engine_is_refused(install, pssn_model, tmp_path):
@@ -385,7 +388,7 @@ def test_spec_that_does_not_match_the_engine_is_refused(install, pssn_model, tmp
     _build(pssn_model, out)
     wrong = pssn_model.spec.model_copy(update={"output_name": "softmax_1"})
     with pytest.raises(ModelError, match="engine has no output 'softmax_1' \\(outputs: argmax_1\\)"):
-        trtglue.TensorRTSegmenter(out, spec=wrong)
+        trt_runtime.TensorRTSegmenter(out, spec=wrong)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,20 +425,20 @@ def test_engine_path_per_device(install, monkeypatch, pssn_model, images, tmp_pa
     install("10.8.0.43")
     out = tmp_path / "pssn.engine"
     _build(pssn_model, out)
-    assert trtglue.is_engine_path(out) and trtglue.is_engine_path("x.PLAN") and not trtglue.is_engine_path("x.onnx")
+    assert trt_sidecar.is_engine_path(out) and trt_sidecar.is_engine_path("x.PLAN") and not trt_sidecar.is_engine_path("x.onnx")
 
-    seg = trtglue.segmenter_for_engine(out, "cuda", tiles="2x1")
-    assert isinstance(seg, trtglue.TensorRTSegmenter) and seg.tiles is not None
+    seg = trt_runtime.segmenter_for_engine(out, "cuda", tiles="2x1")
+    assert isinstance(seg, trt_runtime.TensorRTSegmenter) and seg.tiles is not None
     # --device cpu: the engine's source ONNX on ONNX Runtime, same spec, same maps
-    cpu = trtglue.segmenter_for_engine(out, "cpu")
+    cpu = trt_runtime.segmenter_for_engine(out, "cpu")
     assert isinstance(cpu, OrtSegmenter) and cpu.spec == pssn_model.spec
-    np.testing.assert_array_equal(cpu.infer_rgb(images[:1])[0], trtglue.segmenter_for_engine(out, "cuda").infer_rgb(images[:1])[0])
+    np.testing.assert_array_equal(cpu.infer_rgb(images[:1])[0], trt_runtime.segmenter_for_engine(out, "cuda").infer_rgb(images[:1])[0])
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # TensorRT gone
     with pytest.raises(UserError, match="TensorRT is not installed"):
-        trtglue.segmenter_for_engine(out, "cuda")
+        trt_runtime.segmenter_for_engine(out, "cuda")
     with caplog.at_level("WARNING"):
-        auto = trtglue.segmenter_for_engine(out, "auto")
+        auto = trt_runtime.segmenter_for_engine(out, "auto")
     assert isinstance(auto, OrtSegmenter)
     assert "instead of TensorRT: TensorRT is not installed" in caplog.text
 
@@ -477,7 +480,7 @@ def test_device_path_with_emulated_kernels(install, pssn_model, shared_data, tmp
     install("10.8.0.43")
     out = tmp_path / "pssn.engine"
     _build(pssn_model, out, max_batch=2)
-    seg = trtglue.TensorRTSegmenter(out)
+    seg = trt_runtime.TensorRTSegmenter(out)
     rt = EmulatedRuntime()
     frames = _video_frames(shared_data, (0, 600, 700))
     dev = []
@@ -537,6 +540,6 @@ def test_trt11_accepts_an_fp16_typed_onnx_without_warning(install, pssn_model, t
     fp16 = tmp_path / "pssn_fp16.onnx"
     onnx.save(m, str(fp16))
     install("11.4.0.106")
-    info = trtglue.build_engine(pssn_model.spec, fp16, tmp_path / "x.engine", trtglue.BuildOptions(precision="fp16"))
+    info = trt_build.build_engine(pssn_model.spec, fp16, tmp_path / "x.engine", trt_build.BuildOptions(precision="fp16"))
     assert info.precision == "fp16 (strongly typed ONNX)"
     assert "AutoCast" not in capsys.readouterr().err

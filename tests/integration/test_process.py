@@ -19,7 +19,7 @@ import pytest
 from privacy_filter.backends import resolve_device
 from privacy_filter.cli import main
 from privacy_filter.config import stream_config
-from privacy_filter.process import plan_from_stream_config, run_process
+from privacy_filter.pipeline import plan_from_stream_config, run_process
 from support.media_clips import cut_people_segment, has_audio, make_av_clip, read_audio_packets, read_video
 
 VIDEO = "one-by-one-person-detection.mp4"
@@ -200,7 +200,7 @@ def test_device_auto_falls_back_to_cpu_with_a_reason(caplog: pytest.LogCaptureFi
         pytest.skip("CUDA can run here, so --device auto does not fall back")
     with caplog.at_level(logging.WARNING, logger="privacy_filter.backends"):
         assert resolve_device("auto") == "cpu"
-    lines = [r.getMessage() for r in caplog.records if r.name == "privacy_filter.process"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "privacy_filter.pipeline"]
     assert lines == [f"--device auto: CUDA unavailable: {reason}; using the CPU"]
 
 
@@ -242,7 +242,7 @@ def test_live_reader_evicts_the_oldest_frame_keeps_audio_order_and_never_spins()
 
     from privacy_filter.frames import YuvFrame
     from privacy_filter.media import AudioPacket
-    from privacy_filter.process import _Reader
+    from privacy_filter.pipeline import _Reader
 
     def audio(n: int) -> AudioPacket:
         return AudioPacket(b"x", n, n, 1, Fraction(1, 48000))

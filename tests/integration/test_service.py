@@ -73,7 +73,7 @@ def clips(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
 def _video(path: Path) -> list[tuple[Fraction, np.ndarray, np.ndarray]]:
     """(time in seconds, U, V) of every decoded frame: decoding it fully is the playability check."""
-    from privacy_filter.io.av_source import plane_view
+    from privacy_filter.frames import plane_view
 
     out = []
     with av.open(str(path)) as c:
@@ -408,8 +408,8 @@ def test_a_decoder_killed_after_its_stream_failed_is_not_restarted(tmp_path: Pat
     this race made the ghost stream of test_missing_source_fails_that_stream_only count a
     restart.) The supervisor's own decision code runs here; the processes are stand-ins."""
     from privacy_filter.config import load_service
-    from privacy_filter.service.supervisor.state import EXIT_FATAL
-    from privacy_filter.service.supervisor.supervisor import StreamState, Supervisor, Worker
+    from privacy_filter.service.state import EXIT_FATAL
+    from privacy_filter.service.supervisor import StreamState, Supervisor, Worker
 
     cfg_path = tmp_path / "svc.yaml"
     cfg_path.write_text(json.dumps({"streams": [{"id": "ghost", "source": str(tmp_path / "missing.mp4"), "output": str(tmp_path / "o.mkv")}]}))

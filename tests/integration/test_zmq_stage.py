@@ -27,9 +27,8 @@ import zmq
 from privacy_filter import wire as P
 from privacy_filter.config import StreamConfig, stream_config
 from privacy_filter.errors import ConfigError
-from privacy_filter.frames import YuvFrame
-from privacy_filter.io.av_source import plane_view
-from privacy_filter.process import plan_from_stream_config, run_process
+from privacy_filter.frames import YuvFrame, plane_view
+from privacy_filter.pipeline import plan_from_stream_config, run_process
 from privacy_filter.urls import parse_zmq_url
 from support.media_clips import cut_people_segment, read_video
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from privacy_filter.io.av_source import plane_view
+from privacy_filter.frames import plane_view
 
 
 def make_av_clip(path: Path, *, frames: int = 50, size: tuple[int, int] = (320, 240), rate: int = 25, audio: bool = True) -> Path:

@@ -25,7 +25,7 @@ from privacy_filter.gpu.tensorrt.sidecar import ENGINE_SUFFIXES, EngineInfo, che
 from privacy_filter.models import onnx_tools
 from privacy_filter.models.registry import EMBEDDED, resolve_model
 from privacy_filter.models.specs import BUILTIN_SPECS
-from privacy_filter.process import ProcessPlan, plan_from_stream_config, run_process
+from privacy_filter.pipeline import ProcessPlan, plan_from_stream_config, run_process
 from privacy_filter.service.supervisor import run_service
 
 

@@ -9,17 +9,26 @@ effect is created, so a bad path is one ConfigError naming the field and the fil
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import av
 import numpy as np
 
 from privacy_filter.config import EffectConfig
 from privacy_filter.effects.color import SWSCALE_COLORSPACE
 from privacy_filter.errors import ConfigError
-from privacy_filter.io.av_source import plane_view
+from privacy_filter.frames import plane_view
+
+if TYPE_CHECKING:
+    import av
 
 Planes = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _av() -> Any:
+    """PyAV, imported when a replacement picture is opened rather than with the effects."""
+    import av
+
+    return av
 
 
 def to_i420(frame: av.VideoFrame, width: int, height: int, matrix: str) -> Planes:
@@ -40,6 +49,7 @@ def _open(path_str: str, field: str) -> Any:
     path = Path(path_str).expanduser()
     if not path.is_file():
         raise ConfigError(f"effect.{field}: file not found: {path}")
+    av = _av()
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, ValueError) as exc:
@@ -51,6 +61,7 @@ def _open(path_str: str, field: str) -> Any:
 
 
 def _first_frame(container: Any, path: str, field: str) -> av.VideoFrame:
+    av = _av()
     try:
         for frame in container.decode(video=0):
             return frame
@@ -101,7 +112,7 @@ class VideoReplacement:
             return next(self._iter)
         except StopIteration:
             pass
-        except av.FFmpegError:
+        except _av().FFmpegError:
             pass  # a damaged tail: loop rather than stop covering
         self._container.seek(0)
         self._iter = self._container.decode(video=0)

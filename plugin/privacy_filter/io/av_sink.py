@@ -29,8 +29,8 @@ import av
 import numpy as np
 
 from privacy_filter.errors import ConfigError, UserError
-from privacy_filter.frames import YuvFrame
-from privacy_filter.io.av_source import native_frame, plane_view
+from privacy_filter.frames import YuvFrame, plane_view
+from privacy_filter.io.av_source import native_frame
 from privacy_filter.media import AudioInfo, AudioPacket, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ class Encoder:
         self.video = video
         self.live = live
         self.frames_out = 0
+        self.end_reason = "end"  # the Sink protocol's; a file has nobody downstream to tell
         self.audio_packets_out = 0
         self.pts_repaired = 0
         self._last_pts: int | None = None

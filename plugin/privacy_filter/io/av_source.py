@@ -37,10 +37,9 @@ from fractions import Fraction
 from typing import Any
 
 import av
-import numpy as np
 
 from privacy_filter.errors import SourceError
-from privacy_filter.frames import ROTATION, YuvFrame, quarter_turns
+from privacy_filter.frames import ROTATION, YuvFrame, plane_view, quarter_turns
 from privacy_filter.media import AudioInfo, AudioPacket, SourceInfo, VideoInfo
 from privacy_filter.urls import NETWORK_SCHEMES, is_live_source
 
@@ -131,11 +130,6 @@ def open_arguments(url: str, policy: ReconnectPolicy) -> tuple[str, dict[str, An
 # --------------------------------------------------------------------------- zero-copy planes
 
 
-def plane_view(plane: Any) -> np.ndarray:
-    """A writable (height, width) uint8 view of one PyAV plane, honouring its line size."""
-    buf = np.frombuffer(plane, np.uint8)
-    rows = buf[: plane.height * plane.line_size].reshape(plane.height, plane.line_size)
-    return rows[:, : plane.width]
 
 
 def to_yuv_frame(
@@ -242,6 +236,8 @@ class Decoder:
         self.reconnects = 0
         self.frames_decoded = 0
         self.frames_resized = 0  # pictures of another size than the first, scaled to it
+        self.end_reason: str | None = None  # media sources have no upstream to tell a reason
+        self.upstream_stream: str | None = None
         self.info: SourceInfo | None = None
         self._container: Any = None
         self._pts_offset = 0  # added to source pts after a reconnect, keeps time monotonic
@@ -250,6 +246,15 @@ class Decoder:
         self._offset_s = Fraction(0)  # the same reconnect offset in seconds, for the audio stream
         self._last_audio_s: Fraction | None = None  # dts (or pts) of the last audio packet yielded
         self.audio_dropped = 0
+
+    @property
+    def bad(self) -> dict[str, int]:
+        """Media sources have no messages to be malformed."""
+        return {}
+
+    def stop(self) -> None:
+        """Nothing to interrupt: a blocked read returns within the read timeout, and
+        ``should_stop`` is asked between reconnect attempts."""
 
     # -- opening ---------------------------------------------------------------------
     def _check_local(self) -> None:

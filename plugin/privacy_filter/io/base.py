@@ -53,6 +53,8 @@ class Sink(Protocol):
     """
 
     end_reason: str
+    frames_out: int  # pictures written
+    pts_repaired: int  # timestamps the sink had to move forward to keep them increasing
 
     def write(self, frame: YuvFrame, mask: np.ndarray | None = None) -> None: ...
 

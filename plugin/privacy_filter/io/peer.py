@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import zmq
 
-from privacy_filter.errors import ProtocolError
+from privacy_filter.errors import ProtocolError, SourceError
 from privacy_filter.frames import YuvFrame, chroma_size
+from privacy_filter.media import AudioPacket, SourceInfo, VideoInfo
 from privacy_filter.wire import MAX_DIM, VERSION, Message, Part, json_object, part_buffer, socket
 
 log = logging.getLogger(__name__)
@@ -134,9 +135,15 @@ class PeerSource:
         self.counters = counters
         self.should_stop = should_stop or (lambda: False)
         self.hwm = hwm
-        self.reconnects = 0
+        self.live = True  # a peer sends in real time and never waits for us
+        self.reconnects = 0  # ZeroMQ reconnects by itself
         self.frames_decoded = 0
+        self.frames_resized = 0  # pictures of another size are dropped (size_mismatch), not scaled
         self.size_mismatch = 0
+        self.end_reason: str | None = None
+        self.upstream_stream: str | None = None
+        self._bad: dict[str, int] = {}
+        self._stopped = False
         self._ctx: zmq.Context | None = None
         self._sock: zmq.Socket | None = None
         self._first: YuvFrame | None = None
@@ -147,7 +154,7 @@ class PeerSource:
     def _next(self) -> YuvFrame | None:
         """The next valid picture; None at the sender's terminate or on stop."""
         assert self._sock is not None
-        while not self.should_stop():
+        while not (self._stopped or self.should_stop()):
             if not self._sock.poll(200, zmq.POLLIN):
                 continue
             parts = self._sock.recv_multipart(copy=False)
@@ -160,6 +167,7 @@ class PeerSource:
                 m = decode_foreign(parts, stream_id=self.stream_id, seq=self.frames_decoded,
                                    pts=int(round((now - self._t0) * 1000)), time_base=Fraction(1, 1000))
             except ProtocolError as err:
+                self._bad[err.kind] = self._bad.get(err.kind, 0) + 1
                 if self.counters is not None:
                     self.counters.inc(self.stream_id, f"bad_messages:{err.kind}")
                 if err.kind not in self._logged:
@@ -182,11 +190,17 @@ class PeerSource:
             return m.frame
         return None
 
-    def open(self) -> Any:
-        """Bind/connect and wait for the first picture (its size is the stream's)."""
-        from privacy_filter.decode import SourceInfo, VideoInfo
-        from privacy_filter.errors import SourceError
+    @property
+    def bad(self) -> dict[str, int]:
+        """Malformed messages dropped, by ``ProtocolError`` kind."""
+        return dict(self._bad)
 
+    def stop(self) -> None:
+        """Ask a waiting ``open()``/iteration to return within one poll (thread-safe)."""
+        self._stopped = True
+
+    def open(self) -> SourceInfo:
+        """Bind/connect and wait for the first picture (its size is the stream's)."""
         self._ctx = zmq.Context()
         try:
             self._sock = socket(self._ctx, self.kind, self.endpoint, bind=self.bind, hwm=self.hwm, linger_ms=0)
@@ -200,9 +214,10 @@ class PeerSource:
         self.info = SourceInfo(self.url, True, video, None)
         return self.info
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[YuvFrame | AudioPacket]:
         if self._first is None:
             self.open()
+        assert self._first is not None  # open() returned or raised
         yield self._first
         while True:
             f = self._next()

@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import zmq
@@ -101,7 +101,8 @@ class ZmqSource:
         self.should_stop = should_stop or (lambda: False)
         self.hwm = hwm
         self.open_timeout_s = open_timeout_s
-        self.reconnects = 0  # ZeroMQ reconnects by itself; kept for Decoder's interface
+        self.reconnects = 0  # ZeroMQ reconnects by itself
+        self.frames_resized = 0  # frames of another size are dropped (counted), never scaled
         self.frames_decoded = 0
         self.upstream_stream: str | None = None
         self.end_reason: str | None = None
@@ -227,7 +228,7 @@ class ZmqSource:
             self._ctx.term()
             self._ctx = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> ZmqSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -344,7 +345,7 @@ class ZmqSink:
             self._sock.close()
             self._ctx.term()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> ZmqSink:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -82,7 +82,7 @@ def worker_setup(role: str, log_level: int) -> tuple[dict[str, bool], Any]:
 
 def send_until(sock: Any, parts: list[Any], flag: dict[str, bool], shared: Shared, *, give_up_s: float) -> bool:
     """Blocking send that still notices a stop request; gives up ``give_up_s`` after one."""
-    from privacy_filter.protocol import send
+    from privacy_filter.wire import send
 
     stop_seen: float | None = None
     while True:

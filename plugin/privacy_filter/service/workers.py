@@ -30,9 +30,11 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     """
     import zmq
 
-    from privacy_filter.decode import AudioPacket, ReconnectPolicy, make_source, offset_in
     from privacy_filter.errors import UserError
-    from privacy_filter.protocol import audio_parts, eos_parts, frame_parts, send, socket, stream_start_parts
+    from privacy_filter.io import open_source
+    from privacy_filter.io.av_source import ReconnectPolicy, offset_in
+    from privacy_filter.media import AudioPacket
+    from privacy_filter.wire import audio_parts, eos_parts, frame_parts, send, socket, stream_start_parts
 
     flag, ctx = worker_setup(f"decode:{sc.id}", log_level)
     sid = sc.id
@@ -41,7 +43,7 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     sock = socket(ctx, zmq.PUSH, endpoint, bind=False, hwm=hwm, linger_ms=int(give_up_s * 1000))
     want_audio = sc.source.audio and sc.output.audio == "copy"
     # a file/URL decoder, an upstream ZeroMQ stage (zmq+pull/sub), or imagezmq/NetGear senders (BGR -> I420 here)
-    dec: Any = make_source(sc.source.url, stream_id=sid, audio=want_audio, live=live,
+    dec: Any = open_source(sc.source.url, stream_id=sid, audio=want_audio, live=live,
                            reconnect=ReconnectPolicy(max_attempts=None) if live else None, counters=counters,
                            should_stop=lambda: flag["stop"] or shared.stop.is_set(), hwm=hwm)
     rc, reason, sent = EXIT_OK, "end", 0
@@ -141,14 +143,14 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
 
     import zmq
 
-    from privacy_filter.protocol import Receiver, frame_parts, latest_wins, send, socket
     from privacy_filter.stage import FilterStage, StageStream
+    from privacy_filter.wire import Receiver, frame_parts, latest_wins, send, socket
 
     flag, ctx = worker_setup("stage", log_level)
     counters = shared.board.counters("stage")
     streams = {s.id: s for s in cfg.streams}
     live = {s.id for s in cfg.streams if s.is_live()}
-    from privacy_filter.zmq_io import is_zmq_url
+    from privacy_filter.urls import is_zmq_url
 
     with_mask = {s.id for s in cfg.streams if is_zmq_url(s.output.url) and s.output.mask}  # their encoders publish masks
     pulls = {sid: socket(ctx, zmq.PULL, ep, bind=True, hwm=cfg.zmq.hwm) for sid, ep in endpoints_in.items()}
@@ -157,7 +159,7 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
     waiting: dict[str, collections.deque[list[Any]]] = {sid: collections.deque() for sid in push}
 
     # one engine per (model, device, tiles); streams sharing one are batched together
-    from privacy_filter.pipeline import resolve_device
+    from privacy_filter.backends import resolve_device
 
     resolved = {d: resolve_device(d) for d in {s.device for s in cfg.streams}}  # "auto" -> cuda | cpu, once
     groups: dict[tuple[str, str, str | None], list[str]] = {}
@@ -268,7 +270,7 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
 def _load_segmenter(model: str, device: str, tiles: str | None, ids: list[str]) -> Any:
     """The engine, or None when it cannot load: the stage then covers every frame (fail closed)."""
     try:
-        from privacy_filter.engines import create_segmenter
+        from privacy_filter.backends import create_segmenter
 
         return create_segmenter(model, device, tiles)
     except Exception as exc:  # noqa: BLE001 - any load failure must fail closed, not crash-loop
@@ -284,10 +286,11 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
     """
     import zmq
 
-    from privacy_filter.decode import AudioPacket
-    from privacy_filter.encode import EncodeSettings, make_sink
     from privacy_filter.errors import UserError
-    from privacy_filter.protocol import Receiver, socket
+    from privacy_filter.io import open_sink
+    from privacy_filter.io.av_sink import EncodeSettings
+    from privacy_filter.media import AudioPacket
+    from privacy_filter.wire import Receiver, socket
 
     flag, ctx = worker_setup(f"encode:{sc.id}", log_level)
     sid = sc.id
@@ -317,7 +320,7 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
                     # continue after the last written frame): stop discarding it as resent
                     audio_gen, last_audio = m.gen, -1
                 if enc is None:
-                    enc = make_sink(url, video_info_from(m.header["video"]), settings,
+                    enc = open_sink(url, video_info_from(m.header["video"]), settings,
                                     audio=audio_info_from(m.header.get("audio")) if sc.output.audio == "copy" else None,
                                     live=sc.is_live(), stream_id=sid, hwm=hwm)
             elif m.kind == "frame":

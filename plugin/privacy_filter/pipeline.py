@@ -24,10 +24,8 @@ import numpy as np
 from privacy_filter.backends import resolve_device
 from privacy_filter.errors import UserError
 from privacy_filter.frames import YuvFrame
-from privacy_filter.io import open_sink as make_sink
-from privacy_filter.io import open_source as make_source
-from privacy_filter.io.av_sink import Encoder, EncodeSettings
-from privacy_filter.io.av_source import Decoder
+from privacy_filter.io import Sink, Source, open_sink, open_source
+from privacy_filter.io.av_sink import EncodeSettings
 from privacy_filter.media import AudioPacket, SourceInfo
 from privacy_filter.metrics import Board, Counters
 from privacy_filter.stage import FilterStage, StageStream
@@ -89,7 +87,7 @@ class ProcessReport:
 class _Reader(threading.Thread):
     """Decode into a queue; live sources drop the oldest frame rather than wait."""
 
-    def __init__(self, decoder: Decoder, q: queue.Queue[Any], live: bool, counters: Counters, sid: str) -> None:
+    def __init__(self, decoder: Source, q: queue.Queue[Any], live: bool, counters: Counters, sid: str) -> None:
         super().__init__(name="decode", daemon=True)
         self.decoder, self.q, self.live, self.counters, self.sid = decoder, q, live, counters, sid
         self.stop = threading.Event()
@@ -155,7 +153,7 @@ class _Writer(threading.Thread):
     in frame order, so each mask meets the frame it was computed from and temporal state stays ordered.
     """
 
-    def __init__(self, encoder: Encoder, q: queue.Queue[Any], stage: FilterStage, masks: MaskWriter | None) -> None:
+    def __init__(self, encoder: Sink, q: queue.Queue[Any], stage: FilterStage, masks: MaskWriter | None) -> None:
         super().__init__(name="encode", daemon=True)
         self.encoder, self.q, self.stage, self.masks = encoder, q, stage, masks
         self.error: BaseException | None = None
@@ -257,7 +255,7 @@ def run_process(
     """
     sid = plan.stream_id
     live = None if plan.policy is None else plan.policy == "live"
-    decoder = make_source(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live)
+    decoder = open_source(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live)
     info = decoder.open()
     try:
         device = resolve_device(plan.device)
@@ -271,8 +269,8 @@ def run_process(
         masks = MaskWriter(mask_out) if mask_out else None
         try:
             # a ZeroMQ output keeps a ZeroMQ upstream's stream id, so the next stage sees the same stream
-            encoder = make_sink(output, info.video, plan.encode, audio=info.audio_stream, audio_info=info.audio, live=decoder.live,
-                                stream_id=getattr(decoder, "upstream_stream", None) or sid)
+            encoder = open_sink(output, info.video, plan.encode, audio=info.audio_stream, audio_info=info.audio, live=decoder.live,
+                                stream_id=decoder.upstream_stream or sid)
         except BaseException:
             stage.close()
             raise
@@ -321,8 +319,7 @@ def run_process(
     finally:
         stage_cpu = time.thread_time() - stage_cpu0
         reader.stop.set()
-        if hasattr(decoder, "stop"):  # a ZeroMQ source waiting for its upstream returns now
-            decoder.stop()
+        decoder.stop()  # a ZeroMQ source waiting for its upstream returns now
         _drain(in_q)  # unblock the reader
         out_q.put(_END)
         writer.join()
@@ -330,8 +327,8 @@ def run_process(
         if reader.is_alive():
             log.warning("source %s still blocked in a read; leaving it to its timeout", source)
         stage.close()
-        if hasattr(encoder, "end_reason"):  # a ZeroMQ output tells the next stage why the stream ended
-            encoder.end_reason = "error" if failure or writer.error else "stop" if interrupted else getattr(decoder, "end_reason", None) or "end"
+        # a ZeroMQ output tells the next stage why the stream ended
+        encoder.end_reason = "error" if failure or writer.error else "stop" if interrupted else decoder.end_reason or "end"
         try:
             encoder.close()
         finally:
@@ -348,7 +345,7 @@ def run_process(
     report.seconds = time.perf_counter() - t0
     report.cpu_s = {"decode": reader.cpu_s, "stage": stage_cpu, "encode": writer.cpu_s, "total": time.process_time() - cpu0}
     counters.inc(sid, "reconnects", decoder.reconnects)
-    counters.inc(sid, "frames_resized", getattr(decoder, "frames_resized", 0))
+    counters.inc(sid, "frames_resized", decoder.frames_resized)
     counters.inc(sid, "frames_dropped", reader.stale_dropped)
     counters.inc(sid, "frames_out", encoder.frames_out)
     snap = board.snapshot()[sid]
@@ -359,10 +356,10 @@ def run_process(
     report.frames_dropped = snap["frames_dropped"]
     report.stale_dropped = reader.stale_dropped
     report.reconnects = decoder.reconnects
-    report.frames_resized = getattr(decoder, "frames_resized", 0)
+    report.frames_resized = decoder.frames_resized
     report.pts_repaired = encoder.pts_repaired
     report.masks_written = masks.written if masks else 0
-    report.bad_messages = sum(getattr(decoder, "bad", {}).values())
+    report.bad_messages = sum(decoder.bad.values())
     return report
 
 
@@ -401,3 +398,26 @@ def plan_from_stream_config(cfg: Any) -> ProcessPlan:
     )
 
 
+
+
+def process(
+    source: str,
+    output: str,
+    *,
+    preset: str | None = None,
+    config: str | None = None,
+    mask_out: str | None = None,
+    progress: bool = False,
+    **overrides: Any,
+) -> ProcessReport:
+    """Filter one source into one output: what ``privacy-filter process`` does, in one call.
+
+    ``preset`` ("cctv", "video-call") and ``config`` (a YAML file's ``defaults:``) are layered
+    as on the command line; ``overrides`` are config keys, nested as in the YAML, and win over
+    both (e.g. ``effect={"kind": "fill"}``, ``device="cpu"``).  Raises ``UserError`` subclasses
+    (``ConfigError``, ``SourceError``, ``ModelError``) with one line naming the problem.
+    """
+    from privacy_filter.config import stream_config
+
+    cfg = stream_config(source, output, preset=preset, config_path=config, overrides=overrides)
+    return run_process(source, output, plan_from_stream_config(cfg), mask_out=mask_out, progress=progress)
