@@ -200,7 +200,7 @@ def test_device_auto_falls_back_to_cpu_with_a_reason(caplog: pytest.LogCaptureFi
         pytest.skip("CUDA can run here, so --device auto does not fall back")
     with caplog.at_level(logging.WARNING, logger="privacy_filter.backends"):
         assert resolve_device("auto") == "cpu"
-    lines = [r.getMessage() for r in caplog.records if r.name == "privacy_filter.pipeline"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "privacy_filter.backends"]
     assert lines == [f"--device auto: CUDA unavailable: {reason}; using the CPU"]
 
 

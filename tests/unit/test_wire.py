@@ -14,8 +14,9 @@ import pytest
 import zmq
 
 from privacy_filter import wire as P
-from privacy_filter.errors import ProtocolError
+from privacy_filter.errors import BAD_KINDS, ProtocolError
 from privacy_filter.frames import YuvFrame
+from privacy_filter.io import peer
 from privacy_filter.io.av_source import to_yuv_frame
 from privacy_filter.metrics import Board
 
@@ -188,7 +189,7 @@ def test_malformed_messages_counted_logged_once_and_dropped(pair, caplog: pytest
     for kind, _ in bad:
         want[kind] = want.get(kind, 0) + 1
     assert r.bad == want
-    assert board.bad_messages() == {k: want.get(k, 0) for k in P.BAD_KINDS}
+    assert board.bad_messages() == {k: want.get(k, 0) for k in BAD_KINDS}
     # attributed to the stream when the header names it, else to _unknown
     assert board.value("cam", "bad_messages:size") == want["size"]
     assert board.value("_unknown", "bad_messages:json") == want["json"]
@@ -260,7 +261,7 @@ def _bgr_frame(shared_data: Path, size: tuple[int, int] | None = None) -> np.nda
 @pytest.mark.parametrize("size", [None, (317, 181)], ids=["480x270", "odd-317x181"])
 def test_bgr_to_i420_matches_bt601_reference(shared_data: Path, size) -> None:
     img = _bgr_frame(shared_data, size)
-    f = P.bgr_to_yuv_frame(img, stream_id="x")
+    f = peer.bgr_to_yuv_frame(img, stream_id="x")
     f.validate()
     y, u, v = _bt601(img)
     assert np.abs(f.y - y).max() <= 1 and np.abs(f.u - u).max() <= 1 and np.abs(f.v - v).max() <= 1
@@ -283,7 +284,7 @@ def test_imagezmq_sender_req_rep_into_peer_source(shared_data: Path) -> None:
 
     port = _port()
     board = Board(["cam"])
-    src = P.PeerSource(f"imagezmq+rep://127.0.0.1:{port}", stream_id="cam", counters=board.counters())
+    src = peer.PeerSource(f"imagezmq+rep://127.0.0.1:{port}", stream_id="cam", counters=board.counters())
     img = _bgr_frame(shared_data)
     replies: list[bytes] = []
 
@@ -319,7 +320,7 @@ def test_imagezmq_pub_sub_into_peer_source(shared_data: Path) -> None:
     port = _port()
     img = _bgr_frame(shared_data, (64, 48))
     sender = imagezmq.ImageSender(connect_to=f"tcp://127.0.0.1:{port}", REQ_REP=False)  # PUB binds
-    src = P.PeerSource(f"imagezmq+sub://127.0.0.1:{port}", stream_id="pub")
+    src = peer.PeerSource(f"imagezmq+sub://127.0.0.1:{port}", stream_id="pub")
     import threading
 
     stop = threading.Event()
@@ -346,7 +347,7 @@ def test_imagezmq_pub_sub_into_peer_source(shared_data: Path) -> None:
 def test_netgear_wire_format_into_peer_source(shared_data: Path) -> None:
     """NetGear frames and terminate, built from its documented wire format (vidgear itself is not installed)."""
     port = _port()
-    src = P.PeerSource(f"netgear+sub://127.0.0.1:{port}", stream_id="ng")  # NetGear's receiver SUB binds
+    src = peer.PeerSource(f"netgear+sub://127.0.0.1:{port}", stream_id="ng")  # NetGear's receiver SUB binds
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
     pub.connect(f"tcp://127.0.0.1:{port}")

@@ -1,0 +1,7 @@
+"""``python -m privacy_filter``: the ``privacy-filter`` command."""
+
+import sys
+
+from privacy_filter.cli import main
+
+sys.exit(main())
