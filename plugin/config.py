@@ -174,7 +174,9 @@ class StreamConfig(_Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
     preset: Literal["cctv", "video-call"] | None = Field(None, description="base layer loaded from configs/<preset>.yaml")
     model: str = Field("selfie", min_length=1, description="built-in model name or path to an ONNX / spec YAML / DeepStream config")
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="shorthand for segmentation_device and effects_device")
+    segmentation_device: Literal["cpu", "cuda", "auto"] | None = Field(None, description="cpu: ONNX Runtime CPU; cuda: ONNX Runtime CUDA/TensorRT EPs, or TensorRT for an engine; auto: cuda when it can run (unset: device)")
+    effects_device: Literal["cpu", "cuda", "auto"] | None = Field(None, description="cpu: NumPy/OpenCV; cuda: CuPy raw kernels; auto: cuda when the CUDA probe passes (unset: device)")
     tiles: str | None = Field(None, pattern=r"^(auto|off|[1-9][0-9]?x[1-9][0-9]?)$", description="tiled inference: auto, off or COLSxROWS")
     effect: EffectConfig = Field(default_factory=EffectConfig)
     mask: MaskConfig = Field(default_factory=MaskConfig)

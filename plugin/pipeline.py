@@ -42,7 +42,9 @@ class ProcessPlan:
     stage: StageStream
     encode: EncodeSettings
     model: str | None = None
-    device: str = "cpu"
+    device: str = "cpu"  # shorthand for both components (privacy_filter.devices)
+    segmentation_device: str | None = None  # None: ``device``
+    effects_device: str | None = None  # None: ``device``
     tiles: Any = None
     policy: str | None = None  # "live" | "file" | None (decided from the source)
     stream_id: str = "0"
@@ -80,20 +82,10 @@ class ProcessReport:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when the CUDA backend can run here, else ``cpu`` with one log line saying why.
+    """The effects device for ``device`` (cpu|cuda|auto), with its one log line; see privacy_filter.devices."""
+    from privacy_filter.devices import resolve_devices
 
-    Asks the same question ``effects.cuda.create_stream_effect`` does (device, driver *and* NVRTC),
-    so ``auto`` never picks a CUDA path that would then refuse to start.
-    """
-    if device != "auto":
-        return device
-    from privacy_filter.effects.cuda import cuda_unavailable_reason
-
-    reason = cuda_unavailable_reason()
-    if reason is None:
-        return "cuda"
-    log.warning("--device auto: CUDA unavailable: %s; using the CPU", reason)
-    return "cpu"
+    return resolve_devices(device, segmentation=False).effects
 
 
 # --------------------------------------------------------------------------- threads
@@ -268,19 +260,23 @@ def run_process(
 
     ``effects`` ({stream_id: effect}) and ``segmenter`` can be injected (tests, the demo).
     """
+    from privacy_filter.devices import resolve_devices
+
     sid = plan.stream_id
+    # Before anything is opened: a device that cannot work is one error now, not covered frames later.
+    devices = resolve_devices(plan.device, plan.segmentation_device, plan.effects_device, model=plan.model,
+                              segmentation=segmenter is None, effects=not (effects and sid in effects))
     live = None if plan.policy is None else plan.policy == "live"
     decoder = make_source(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live)
     info = decoder.open()
     try:
-        device = resolve_device(plan.device)
         if segmenter is None:
             from privacy_filter.engines import create_segmenter
 
-            segmenter = create_segmenter(model=plan.model, device=device, tiles=plan.tiles, threads=plan.engine_threads)
+            segmenter = create_segmenter(model=plan.model, device=devices.segmentation, tiles=plan.tiles, threads=plan.engine_threads)
         board = Board([sid])
         counters = board.counters()
-        stage = FilterStage(segmenter, {sid: plan.stage}, device=device, counters=counters, effects=effects)
+        stage = FilterStage(segmenter, {sid: plan.stage}, device=devices.effects, counters=counters, effects=effects)
         masks = MaskWriter(mask_out) if mask_out else None
         try:
             # a ZeroMQ output keeps a ZeroMQ upstream's stream id, so the next stage sees the same stream
@@ -408,8 +404,9 @@ def build_plan(args: argparse.Namespace) -> ProcessPlan:
         overrides["effect"] = effect
     if getattr(args, "model", None):
         overrides["model"] = args.model
-    if getattr(args, "device", None):  # None: the flag was not given (config/env/default decide)
-        overrides["device"] = args.device
+    for name in ("device", "segmentation_device", "effects_device"):
+        if getattr(args, name, None):  # None: the flag was not given (config/env/default decide)
+            overrides[name] = getattr(args, name)
     cfg = stream_config(
         args.input, args.output, preset=getattr(args, "preset", None), config_path=getattr(args, "config", None), overrides=overrides
     )
@@ -424,6 +421,8 @@ def plan_from_stream_config(cfg: Any) -> ProcessPlan:
         encode=EncodeSettings.from_config(out) if out is not None else EncodeSettings(),
         model=getattr(cfg, "model", None),
         device=getattr(cfg, "device", "cpu") or "cpu",
+        segmentation_device=getattr(cfg, "segmentation_device", None) or getattr(cfg, "device", "cpu") or "cpu",
+        effects_device=getattr(cfg, "effects_device", None) or getattr(cfg, "device", "cpu") or "cpu",
         tiles=getattr(cfg, "tiles", None),
         policy=None if getattr(cfg, "policy", "auto") == "auto" else cfg.policy,
         stream_id=str(getattr(cfg, "id", "0") or "0"),

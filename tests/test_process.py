@@ -197,10 +197,10 @@ def test_device_auto_falls_back_to_cpu_with_a_reason(caplog: pytest.LogCaptureFi
     reason = cuda_unavailable_reason()
     if reason is None:
         pytest.skip("CUDA can run here, so --device auto does not fall back")
-    with caplog.at_level(logging.WARNING, logger="privacy_filter.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="privacy_filter.devices"):
         assert resolve_device("auto") == "cpu"
-    lines = [r.getMessage() for r in caplog.records if r.name == "privacy_filter.pipeline"]
-    assert lines == [f"--device auto: CUDA unavailable: {reason}; using the CPU"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "privacy_filter.devices"]
+    assert lines == [f"effects device: cpu (auto: CUDA unavailable: {reason})"]
 
 
 def test_device_auto_follows_the_cuda_backends_verdict(monkeypatch: pytest.MonkeyPatch,
@@ -209,9 +209,9 @@ def test_device_auto_follows_the_cuda_backends_verdict(monkeypatch: pytest.Monke
     from privacy_filter.effects import cuda
 
     monkeypatch.setattr(cuda, "cuda_unavailable_reason", lambda: "cudaErrorNoDevice")
-    with caplog.at_level(logging.WARNING, logger="privacy_filter.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="privacy_filter.devices"):
         assert resolve_device("auto") == "cpu"
-    assert "CUDA unavailable: cudaErrorNoDevice; using the CPU" in caplog.text
+    assert "effects device: cpu (auto: CUDA unavailable: cudaErrorNoDevice)" in caplog.text
     monkeypatch.setattr(cuda, "cuda_unavailable_reason", lambda: None)
     assert resolve_device("auto") == "cuda"
     assert resolve_device("cpu") == "cpu" and resolve_device("cuda") == "cuda"
