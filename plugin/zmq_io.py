@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import zmq
@@ -286,7 +286,7 @@ class ZmqSource:
             self._ctx.term()
             self._ctx = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> "ZmqSource":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -411,7 +411,7 @@ class ZmqSink:
             self._sock.close()
             self._ctx.term()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> "ZmqSink":
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -484,8 +484,12 @@ class CudaStreamEffect:
     def _temporal_quantize(self, prob: Any) -> Any:
         """Sanitize + temporal + quantize at model resolution → Q (h, w) uint8 on the device."""
         xp = self.xp
-        if self.rt.is_device_array(prob) and prob.dtype == np.float32 and prob.ndim == 2 and prob.flags.c_contiguous:
-            p = prob
+        if self.rt.is_device_array(prob):
+            if prob.ndim != 2:
+                raise ValueError(f"person probability must be a 2-D (h, w) map, got shape {tuple(prob.shape)}")
+            # A letterboxed map is a strided view of the engine's output: compact it on the device
+            # (np.asarray of a CuPy array raises TypeError; a host round trip is not wanted anyway).
+            p = prob if prob.dtype == np.float32 and prob.flags.c_contiguous else xp.ascontiguousarray(prob, dtype=np.float32)
         else:
             host = np.ascontiguousarray(np.asarray(prob, dtype=np.float32))
             if host.ndim != 2:
