@@ -36,7 +36,10 @@ ENV DEBIAN_FRONTEND=noninteractive \
     VIRTUAL_ENV=/opt/privacy-filter \
     PATH=/opt/privacy-filter/bin:$PATH \
     PRIVACY_FILTER_CACHE_DIR=/cache \
-    CUPY_CACHE_DIR=/cache/cupy
+    CUPY_CACHE_DIR=/cache/cupy \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility,video
+# `video`: the NVIDIA container runtime then mounts the driver's NVENC/NVDEC libraries
+# (libnvidia-encode, libnvcuvid); the CUDA base images ask only for compute,utility.
 
 # Python 3.12 (Ubuntu 24.04), in a virtualenv (PEP 668).  PyAV wheels bundle FFmpeg (with
 # NVENC/NVDEC, which use the driver libraries the NVIDIA container runtime mounts).

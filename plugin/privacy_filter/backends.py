@@ -8,13 +8,16 @@ above both, picks one per component.  GPU modules are imported lazily, only when
 
 from __future__ import annotations
 
+import importlib
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects import StreamEffect
 from privacy_filter.engines.base import Segmenter
 from privacy_filter.engines.tiling import AutoTiles, TileGrid, parse_tiles
-from privacy_filter.errors import ConfigError
+from privacy_filter.errors import ConfigError, UserError
 from privacy_filter.models.registry import ResolvedModel, resolve_model
 
 log = logging.getLogger(__name__)
@@ -64,17 +67,162 @@ def create_stream_effect(effect: EffectConfig, mask: MaskConfig, device: str = "
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when the CUDA backend can run here, else ``cpu`` with one log line saying why.
+    """The effects device for ``device`` (cpu|cuda|auto), with its one log line (``resolve_devices``)."""
+    return resolve_devices(device, segmentation=False).effects
 
-    Asks the same question ``effects.cuda.create_stream_effect`` does (device, driver *and* NVRTC),
-    so ``auto`` never picks a CUDA path that would then refuse to start.
-    """
-    if device != "auto":
-        return device
-    from privacy_filter.gpu.effects import cuda_unavailable_reason
 
-    reason = cuda_unavailable_reason()
+# --------------------------------------------------------------------------- devices
+# Which device each component runs on: segmentation and effects are separate settings.
+#
+# ``device`` (config, ``--device``) is a shorthand for both; ``segmentation_device`` and
+# ``effects_device`` (``--segmentation-device``, ``--effects-device``) override it per component.
+# Each is ``cpu``, ``cuda`` or ``auto``, resolved here, once, at start:
+#
+# * segmentation, ONNX model: ``cuda`` means ONNX Runtime's CUDA/TensorRT execution providers
+#   (the onnxruntime-gpu build) on a CUDA device; ``auto`` picks them when both are there.
+# * segmentation, TensorRT engine (``.engine``/``.plan``/``.trt``): ``cuda`` means TensorRT;
+#   ``auto`` falls back to the engine's source ONNX on the CPU when TensorRT or a device is missing.
+# * effects: ``cuda`` means the CuPy raw kernels, after the probe of
+#   ``gpu.effects.cuda_unavailable_reason`` (compile and launch one kernel).
+#
+# ``auto`` logs one line per component saying what it chose and why.  A component asked for
+# ``cuda`` that cannot run is one :class:`DeviceError` naming every such component and the reason,
+# raised before any frame is read: a configuration that cannot work never starts, and never
+# silently covers every frame.
+
+DEVICES = ("cpu", "cuda", "auto")
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+class DeviceError(UserError):
+    """A component was asked for a device that cannot run here."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    device: str  # "cpu" | "cuda"
+    why: str
+
+
+@dataclass(frozen=True)
+class Devices:
+    segmentation: str
+    effects: str
+
+
+def requested(device: str | None, segmentation_device: str | None = None, effects_device: str | None = None) -> tuple[str, str]:
+    """(segmentation, effects) as asked for: the per-component setting, else ``device``, else cpu."""
+    base = device or "cpu"
+    seg, fx = segmentation_device or base, effects_device or base
+    for name, value in (("segmentation device", seg), ("effects device", fx)):
+        if value not in DEVICES:
+            raise DeviceError(f"{name}: unknown device {value!r}; allowed: {', '.join(DEVICES)}")
+    return seg, fx
+
+
+# --------------------------------------------------------------------------- per component
+
+
+def _is_engine(model: Any) -> bool:
+    if not isinstance(model, str):
+        return False
+    from privacy_filter.gpu.tensorrt.sidecar import is_engine_path
+
+    return is_engine_path(model)
+
+
+def _ort_gpu_problem() -> str | None:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if not any(p in available for p in GPU_PROVIDERS):
+        return ("onnxruntime is the CPU build: no CUDA/TensorRT execution provider "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu for CUDA segmentation")
+    return None
+
+
+def _tensorrt_problem() -> str | None:
+    try:
+        importlib.import_module("tensorrt")
+    except ImportError as exc:
+        return f"TensorRT is not importable ({exc})"
+    return None
+
+
+def _device_problem() -> str | None:
+    from privacy_filter.gpu import effects as cuda
+
+    reason = cuda.cuda_device_reason()
+    return None if reason is None else f"no usable CUDA device ({reason})"
+
+
+def segmentation_choice(want: str, model: Any) -> Choice:
+    """Where segmentation runs for ``model``; DeviceError when ``want == 'cuda'`` cannot work."""
+    engine = _is_engine(model)
+    if want == "cpu":
+        return Choice("cpu", "requested" + ("; the TensorRT engine runs as its source ONNX on ONNX Runtime" if engine else ""))
+    problem = (_tensorrt_problem() or _device_problem()) if engine else (_ort_gpu_problem() or _device_problem())
+    what = "TensorRT" if engine else "ONNX Runtime CUDA/TensorRT execution providers"
+    if problem is None:
+        return Choice("cuda", f"{want}: {what} on a CUDA device" if want == "auto" else "requested")
+    if want == "cuda":
+        raise DeviceError(f"segmentation device cuda ({what}) cannot run here: {problem}")
+    if engine:
+        return Choice("cpu", f"auto: {problem}; running the engine's source ONNX on ONNX Runtime (CPU)")
+    return Choice("cpu", f"auto: {problem}")
+
+
+def effects_choice(want: str) -> Choice:
+    """Where the effects run; DeviceError when ``want == 'cuda'`` and the CUDA probe fails."""
+    if want == "cpu":
+        return Choice("cpu", "requested")
+    from privacy_filter.gpu import effects as cuda
+
+    reason = cuda.cuda_unavailable_reason()
     if reason is None:
-        return "cuda"
-    log.warning("--device auto: CUDA unavailable: %s; using the CPU", reason)
-    return "cpu"
+        return Choice("cuda", "auto: the CUDA probe kernel compiled, ran and read back" if want == "auto" else "requested")
+    if want == "cuda":
+        raise DeviceError(f"effects device cuda cannot run here: CUDA unavailable: {reason}")
+    return Choice("cpu", f"auto: CUDA unavailable: {reason}")
+
+
+# --------------------------------------------------------------------------- both
+
+
+def resolve_devices(
+    device: str | None,
+    segmentation_device: str | None = None,
+    effects_device: str | None = None,
+    *,
+    model: Any = None,
+    segmentation: bool = True,
+    effects: bool = True,
+    announce: bool = True,
+    where: str = "",
+) -> Devices:
+    """Resolve both components; one log line each (``announce``), or one DeviceError for all problems.
+
+    ``segmentation``/``effects`` False: that component is provided by the caller (an injected
+    engine or effect) and is neither probed nor logged; its device is reported as requested.
+    """
+    seg_want, fx_want = requested(device, segmentation_device, effects_device)
+    problems: list[str] = []
+    seg = fx = None
+    if segmentation:
+        try:
+            seg = segmentation_choice(seg_want, model)
+        except DeviceError as exc:
+            problems.append(str(exc))
+    if effects:
+        try:
+            fx = effects_choice(fx_want)
+        except DeviceError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise DeviceError(where + "; ".join(problems) + "; use --device cpu (or device: cpu) to run on the CPU")
+    if announce:
+        for name, c in (("segmentation", seg), ("effects", fx)):
+            if c is not None:
+                fell_back = c.device == "cpu" and c.why.startswith("auto")
+                (log.warning if fell_back else log.info)("%s device: %s (%s)", name, c.device, c.why)
+    return Devices(seg.device if seg else seg_want, fx.device if fx else fx_want)

@@ -128,6 +128,31 @@ class SourceConfig(_Strict):
         return self
 
 
+# Encoder presets and tunes per codec (FFmpeg's own lists: ``ffmpeg -h encoder=libx264`` / ``=h264_nvenc``).
+ENCODER_PRESETS: dict[str, tuple[str, ...]] = {
+    "libx264": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"),
+    "h264_nvenc": ("p1", "p2", "p3", "p4", "p5", "p6", "p7",
+                   "default", "slow", "medium", "fast", "hp", "hq", "bd", "ll", "llhq", "llhp", "lossless", "losslesshp"),
+}
+ENCODER_TUNES: dict[str, tuple[str, ...]] = {
+    "libx264": ("film", "animation", "grain", "stillimage", "psnr", "ssim", "fastdecode", "zerolatency"),
+    "h264_nvenc": ("hq", "ll", "ull", "lossless"),
+}
+#: The preset used when none is set: libx264's fast-enough default here, NVENC's own middle (p4).
+DEFAULT_PRESET: dict[str, str] = {"libx264": "veryfast", "h264_nvenc": "p4"}
+
+
+def check_encoder_settings(codec: str, preset: str | None, tune: str | None) -> None:
+    """ValueError naming the allowed values when ``preset``/``tune`` do not belong to ``codec``.
+
+    Codecs without a table here (e.g. ``mpeg4`` in EncodeSettings) are left to FFmpeg.
+    """
+    for what, value, table in (("preset", preset, ENCODER_PRESETS), ("tune", tune, ENCODER_TUNES)):
+        allowed = table.get(codec)
+        if value is not None and allowed is not None and value not in allowed:
+            raise ValueError(f"{what} {value!r} is not a {codec} {what}; allowed for {codec}: {', '.join(allowed)}")
+
+
 class OutputConfig(_Strict):
     """Where filtered frames go and how they are encoded.  A bare string in YAML is the ``url``.
 
@@ -140,8 +165,8 @@ class OutputConfig(_Strict):
     url: str = Field("", description="output file or URL (mp4, mkv, ts, udp://, rtmp://, rtsp://, .m3u8), or the next ZeroMQ stage: zmq+push://, zmq+pub:// (native protocol, with masks)")
     format: str | None = Field(None, description="container format when the url does not say (e.g. mpegts, flv, rtsp, hls)")
     codec: Literal["libx264", "h264_nvenc"] = "libx264"
-    preset: str = Field("veryfast", description="encoder preset (libx264: ultrafast..veryslow; h264_nvenc: p1..p7)")
-    tune: str | None = Field(None, description="libx264 tune, e.g. zerolatency for live outputs")
+    preset: str | None = Field(None, description="encoder preset, checked against codec (libx264: ultrafast..placebo, default veryfast; h264_nvenc: p1..p7 or its named presets, default p4)")
+    tune: str | None = Field(None, description="encoder tune, checked against codec (libx264: e.g. zerolatency for live outputs; h264_nvenc: hq, ll, ull, lossless)")
     bitrate: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?[kKmM]?$", description="target bitrate, e.g. 2M or 800k (unset: crf)")
     crf: int | None = Field(None, ge=0, le=51, description="constant quality when no bitrate is set (libx264 default 23)")
     gop: int | None = Field(None, ge=1, le=10000, description="keyframe interval in frames")
@@ -156,6 +181,7 @@ class OutputConfig(_Strict):
     @model_validator(mode="after")
     def _zmq(self) -> OutputConfig:
         _check_zmq_url(self.url, "output")
+        check_encoder_settings(self.codec, self.preset, self.tune)
         return self
 
     def bitrate_bps(self) -> int | None:
@@ -174,7 +200,9 @@ class StreamConfig(_Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
     preset: Literal["cctv", "video-call"] | None = Field(None, description="base layer loaded from configs/<preset>.yaml")
     model: str = Field("selfie", min_length=1, description="built-in model name or path to an ONNX / spec YAML / DeepStream config")
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="shorthand for segmentation_device and effects_device")
+    segmentation_device: Literal["cpu", "cuda", "auto"] | None = Field(None, description="cpu: ONNX Runtime CPU; cuda: ONNX Runtime CUDA/TensorRT EPs, or TensorRT for an engine; auto: cuda when it can run (unset: device)")
+    effects_device: Literal["cpu", "cuda", "auto"] | None = Field(None, description="cpu: NumPy/OpenCV; cuda: CuPy raw kernels; auto: cuda when the CUDA probe passes (unset: device)")
     tiles: str | None = Field(None, pattern=r"^(auto|off|[1-9][0-9]?x[1-9][0-9]?)$", description="tiled inference: auto, off or COLSxROWS")
     effect: EffectConfig = Field(default_factory=EffectConfig)
     mask: MaskConfig = Field(default_factory=MaskConfig)

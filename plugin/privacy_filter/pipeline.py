@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from privacy_filter.backends import resolve_device
 from privacy_filter.errors import UserError
 from privacy_filter.frames import YuvFrame
 from privacy_filter.io import Sink, Source, open_sink, open_source
@@ -42,7 +41,9 @@ class ProcessPlan:
     stage: StageStream
     encode: EncodeSettings
     model: str | None = None
-    device: str = "cpu"
+    device: str = "cpu"  # shorthand for both components (privacy_filter.backends)
+    segmentation_device: str | None = None  # None: ``device``
+    effects_device: str | None = None  # None: ``device``
     tiles: Any = None
     policy: str | None = None  # "live" | "file" | None (decided from the source)
     stream_id: str = "0"
@@ -253,19 +254,23 @@ def run_process(
 
     ``effects`` ({stream_id: effect}) and ``segmenter`` can be injected (tests, the demo).
     """
+    from privacy_filter.backends import resolve_devices
+
     sid = plan.stream_id
+    # Before anything is opened: a device that cannot work is one error now, not covered frames later.
+    devices = resolve_devices(plan.device, plan.segmentation_device, plan.effects_device, model=plan.model,
+                              segmentation=segmenter is None, effects=not (effects and sid in effects))
     live = None if plan.policy is None else plan.policy == "live"
     decoder = open_source(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live)
     info = decoder.open()
     try:
-        device = resolve_device(plan.device)
         if segmenter is None:
             from privacy_filter.backends import create_segmenter
 
-            segmenter = create_segmenter(model=plan.model, device=device, tiles=plan.tiles, threads=plan.engine_threads)
+            segmenter = create_segmenter(model=plan.model, device=devices.segmentation, tiles=plan.tiles, threads=plan.engine_threads)
         board = Board([sid])
         counters = board.counters()
-        stage = FilterStage(segmenter, {sid: plan.stage}, device=device, counters=counters, effects=effects)
+        stage = FilterStage(segmenter, {sid: plan.stage}, device=devices.effects, counters=counters, effects=effects)
         masks = MaskWriter(mask_out) if mask_out else None
         try:
             # a ZeroMQ output keeps a ZeroMQ upstream's stream id, so the next stage sees the same stream
@@ -392,6 +397,8 @@ def plan_from_stream_config(cfg: Any) -> ProcessPlan:
         encode=EncodeSettings.from_config(out) if out is not None else EncodeSettings(),
         model=getattr(cfg, "model", None),
         device=getattr(cfg, "device", "cpu") or "cpu",
+        segmentation_device=getattr(cfg, "segmentation_device", None) or getattr(cfg, "device", "cpu") or "cpu",
+        effects_device=getattr(cfg, "effects_device", None) or getattr(cfg, "device", "cpu") or "cpu",
         tiles=getattr(cfg, "tiles", None),
         policy=None if getattr(cfg, "policy", "auto") == "auto" else cfg.policy,
         stream_id=str(getattr(cfg, "id", "0") or "0"),

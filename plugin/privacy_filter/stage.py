@@ -74,6 +74,40 @@ class EngineFailure(RuntimeError):
     """Segmentation did not produce usable masks for a batch (raised, timed out, not ready)."""
 
 
+class DeviceLost(RuntimeError):
+    """A sticky CUDA error: the context is unusable until the process exits.
+
+    Not a per-frame failure: covering frames on a dead context would cover every frame for the
+    rest of the run.  It propagates out of the stage, so ``process`` fails and a service stage
+    exits non-zero and is restarted by its supervisor with a fresh context.
+    """
+
+
+#: CUDA errors after which the context is corrupted ("sticky", CUDA Runtime API docs): every later
+#: call fails too.  Runtime and driver API spellings.
+STICKY_CUDA_ERRORS = (
+    "cudaErrorIllegalAddress", "cudaErrorLaunchFailure", "cudaErrorHardwareStackError", "cudaErrorIllegalInstruction",
+    "cudaErrorMisalignedAddress", "cudaErrorInvalidAddressSpace", "cudaErrorInvalidPc", "cudaErrorECCUncorrectable",
+    "cudaErrorAssert", "cudaErrorContextIsDestroyed",
+    "CUDA_ERROR_ILLEGAL_ADDRESS", "CUDA_ERROR_LAUNCH_FAILED", "CUDA_ERROR_HARDWARE_STACK_ERROR",
+    "CUDA_ERROR_ILLEGAL_INSTRUCTION", "CUDA_ERROR_MISALIGNED_ADDRESS", "CUDA_ERROR_INVALID_ADDRESS_SPACE",
+    "CUDA_ERROR_INVALID_PC", "CUDA_ERROR_ECC_UNCORRECTABLE", "CUDA_ERROR_ASSERT", "CUDA_ERROR_CONTEXT_IS_DESTROYED",
+)
+
+
+def sticky_cuda_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) reports a sticky CUDA error."""
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 8:
+        text = f"{type(e).__name__}: {e}"
+        if any(code in text for code in STICKY_CUDA_ERRORS):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
+
+
 def cover_planes(frame: YuvFrame) -> None:
     """Last-resort whole-frame cover (black) when even the effect's own cover fails."""
     frame.y[...] = 16
@@ -156,6 +190,11 @@ class FilterStage:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        # An engine with device resources is released explicitly (TensorRT: context, engine, runtime in
+        # that order), unless a stalled call may still be using it.
+        close = getattr(self.segmenter, "close", None)
+        if callable(close) and (self._pending is None or self._pending.done()):
+            close()
 
     # -- internals --------------------------------------------------------------------
     def _infer(self, frames: list[YuvFrame], deadline_s: float) -> list[np.ndarray]:
@@ -181,6 +220,8 @@ class FilterStage:
                 self._pending = fut
                 raise EngineFailure(f"segmentation exceeded its deadline of {deadline_s * 1000:.0f} ms") from None
             except Exception as exc:  # the engine's own error: fail closed, keep running
+                if sticky_cuda_error(exc):
+                    raise DeviceLost(f"segmentation: sticky CUDA error, the context is lost: {type(exc).__name__}: {exc}") from exc
                 raise EngineFailure(f"segmentation failed: {type(exc).__name__}: {exc}") from exc
         if not isinstance(probs, (list, tuple)) or len(probs) != len(frames):
             raise EngineFailure(f"segmentation returned {len(probs) if hasattr(probs, '__len__') else probs!r} maps for {len(frames)} frames")
@@ -190,6 +231,9 @@ class FilterStage:
         try:
             mask = self._effects[frame.stream_id].apply(frame, prob)
         except Exception as exc:
+            if sticky_cuda_error(exc):
+                raise DeviceLost(f"stream {frame.stream_id}: effect: sticky CUDA error, the context is lost: "
+                                 f"{type(exc).__name__}: {exc}") from exc
             return self._fail(frame, f"effect failed: {type(exc).__name__}: {exc}")
         return StageResult(frame, mask, "filtered")
 
@@ -214,6 +258,8 @@ class FilterStage:
                 raise RuntimeError("no effect")
             mask = effect.cover_whole(frame)
         except Exception as exc:
+            if sticky_cuda_error(exc):
+                raise DeviceLost(f"stream {frame.stream_id}: cover: sticky CUDA error, the context is lost: {exc}") from exc
             log.error("stream %s: cover_whole failed (%s); blacking the frame out", frame.stream_id, exc)
             cover_planes(frame)
             mask = None

@@ -201,7 +201,7 @@ def test_device_auto_falls_back_to_cpu_with_a_reason(caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.WARNING, logger="privacy_filter.backends"):
         assert resolve_device("auto") == "cpu"
     lines = [r.getMessage() for r in caplog.records if r.name == "privacy_filter.backends"]
-    assert lines == [f"--device auto: CUDA unavailable: {reason}; using the CPU"]
+    assert lines == [f"effects device: cpu (auto: CUDA unavailable: {reason})"]
 
 
 def test_device_auto_follows_the_cuda_backends_verdict(monkeypatch: pytest.MonkeyPatch,
@@ -212,7 +212,7 @@ def test_device_auto_follows_the_cuda_backends_verdict(monkeypatch: pytest.Monke
     monkeypatch.setattr(cuda, "cuda_unavailable_reason", lambda: "cudaErrorNoDevice")
     with caplog.at_level(logging.WARNING, logger="privacy_filter.backends"):
         assert resolve_device("auto") == "cpu"
-    assert "CUDA unavailable: cudaErrorNoDevice; using the CPU" in caplog.text
+    assert "effects device: cpu (auto: CUDA unavailable: cudaErrorNoDevice)" in caplog.text
     monkeypatch.setattr(cuda, "cuda_unavailable_reason", lambda: None)
     assert resolve_device("auto") == "cuda"
     assert resolve_device("cpu") == "cpu" and resolve_device("cuda") == "cuda"

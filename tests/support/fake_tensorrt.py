@@ -110,6 +110,12 @@ class FakeStream:
     def synchronize(self) -> None:
         self.synchronized += 1
 
+    def __enter__(self) -> FakeStream:  # ``with stream:`` makes it current, as cupy.cuda.Stream does
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
 
 def make_fake_cupy(gpu_name: str = "Fake GPU H100") -> tuple[types.ModuleType, types.ModuleType]:
     """(cupy, cupyx) modules offering the documented calls the glue uses, over ``MEMORY``."""

@@ -27,6 +27,12 @@ def _add_model_args(p: argparse.ArgumentParser, device_default: str | None = "cp
                    + (", unless --config or the environment sets one)" if device_default is None else ")"))
 
 
+def _add_component_device_args(p: argparse.ArgumentParser) -> None:
+    for name, what in (("segmentation", "segmentation engine"), ("effects", "mask post-processing and effects")):
+        p.add_argument(f"--{name}-device", choices=["cpu", "cuda", "auto"], default=None,
+                       help=f"device of the {what} only (default: --device); see docs/gpu.md 'Devices'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="privacy-filter", description="Find people in video and hide them, or hide everything but them.")
     parser.add_argument("--version", action="version", version=f"privacy-filter {__version__}")
@@ -41,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=["person", "background"], default=None)
     p.add_argument("--effect", choices=["pixelate", "fill", "blur", "replace", "overlay", "none"], default=None)
     _add_model_args(p, device_default=None)
+    _add_component_device_args(p)
     p.add_argument("--config", default=None, help="YAML config; its defaults apply to this stream")
     p.add_argument("--mask-out", default=None, metavar="DIR", help="write each frame's mask as DIR/000000.png ...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

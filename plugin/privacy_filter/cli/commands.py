@@ -26,12 +26,13 @@ from privacy_filter.models import onnx_tools
 from privacy_filter.models.registry import EMBEDDED, resolve_model
 from privacy_filter.models.specs import BUILTIN_SPECS
 from privacy_filter.pipeline import ProcessPlan, plan_from_stream_config, run_process
-from privacy_filter.service.supervisor import run_service
+from privacy_filter.service.supervisor import preflight_devices, run_service
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``privacy-filter run CONFIG``."""
     cfg = load_service(args.config)
+    preflight_devices(cfg)
     return run_service(cfg)
 
 
@@ -45,8 +46,9 @@ def build_plan(args: argparse.Namespace) -> ProcessPlan:
         overrides["effect"] = effect
     if getattr(args, "model", None):
         overrides["model"] = args.model
-    if getattr(args, "device", None):  # None: the flag was not given (config/env/default decide)
-        overrides["device"] = args.device
+    for name in ("device", "segmentation_device", "effects_device"):
+        if getattr(args, name, None):  # None: the flag was not given (config/env/default decide)
+            overrides[name] = getattr(args, name)
     cfg = stream_config(
         args.input, args.output, preset=getattr(args, "preset", None), config_path=getattr(args, "config", None), overrides=overrides
     )

@@ -77,6 +77,16 @@ def typed_launch(kernel: Callable[..., Any], sig: KernelSignature, grid: Sequenc
 # ------------------------------------------------------------------------------- runtimes
 
 
+def compile_module(cupy: Any, source: str) -> Any:
+    """The one way a kernel source becomes a module: ``cupy.RawModule`` with NVRTC_OPTIONS.
+
+    Used by :class:`CupyRuntime` and by the availability probe, so that a host where this fails
+    (e.g. a pip-only install where CuPy cannot find the CUDA headers, docs/gpu.md) fails the
+    probe at start instead of every frame.
+    """
+    return cupy.RawModule(code=source, options=NVRTC_OPTIONS)
+
+
 class Runtime:
     """Where kernels run and how memory moves; the backend code is the same for both."""
 
@@ -125,7 +135,7 @@ class CupyRuntime(Runtime):
     def _module(self, filename: str) -> Any:
         if filename not in self._modules:
             source = kernel_source(filename)
-            self._modules[filename] = self.xp.RawModule(code=source, options=NVRTC_OPTIONS)
+            self._modules[filename] = compile_module(self.xp, source)
             self._sigs[filename] = parse_kernels(source)
         return self._modules[filename]
 
@@ -195,8 +205,21 @@ class CupyRuntime(Runtime):
 
 
 
-def cuda_unavailable_reason() -> str | None:
-    """None when CuPy can run kernels here, else a short reason (e.g. cudaErrorInsufficientDriver)."""
+#: The availability probe's kernel: compiled and launched through the production path.
+PROBE_SOURCE = r"""
+extern "C" __global__ void privacy_filter_probe(const int* __restrict__ x, int* __restrict__ out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = 2 * x[i] + 1;
+}
+"""
+PROBE_N = 64
+
+
+def cuda_device_reason() -> str | None:
+    """None when CuPy sees at least one CUDA device with a working driver, else a short reason.
+
+    The cheap half of the probe (no compile): what ONNX Runtime's and TensorRT's CUDA paths need.
+    """
     try:
         import cupy
     except Exception as exc:  # noqa: BLE001 - ImportError or a broken CUDA install: both mean 'no'
@@ -208,12 +231,50 @@ def cuda_unavailable_reason() -> str | None:
         return msg
     if n < 1:
         return "no CUDA device found"
+    return None
+
+
+def probe_kernel() -> None:
+    """Compile PROBE_SOURCE with :func:`compile_module`, launch it with :func:`typed_launch` on a
+    non-blocking stream, and read the result back; raises whatever fails, or RuntimeError on a wrong result."""
+    import cupy
+
+    sig = parse_kernels(PROBE_SOURCE)["privacy_filter_probe"]
+    fn = compile_module(cupy, PROBE_SOURCE).get_function("privacy_filter_probe")
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        x = cupy.arange(PROBE_N, dtype=cupy.int32)
+        out = cupy.zeros(PROBE_N, dtype=cupy.int32)
+        typed_launch(fn, sig, (1, 1, 1), (PROBE_N, 1, 1), (x, out, np.int32(PROBE_N)))
+        got = out.get(stream=stream)
+    stream.synchronize()
+    want = 2 * np.arange(PROBE_N, dtype=np.int32) + 1
+    if not np.array_equal(got, want):
+        raise RuntimeError(f"the probe kernel ran but returned wrong values ({got[:4].tolist()} ...)")
+
+
+def cuda_unavailable_reason() -> str | None:
+    """None when the CUDA effects can run here, else a short reason (e.g. cudaErrorInsufficientDriver).
+
+    A device and a driver are not enough: this compiles and launches one tiny kernel through the
+    production path (:func:`compile_module`, :func:`typed_launch`) and reads its result back, so that a
+    host whose NVRTC or CUDA headers are missing fails here, at start, rather than at every frame.
+    """
+    reason = cuda_device_reason()
+    if reason is not None:
+        return reason
     try:
         from cupy.cuda import nvrtc
 
         nvrtc.getVersion()
     except Exception as exc:  # noqa: BLE001 - a missing libnvrtc raises a loader error, not an NVRTCError
         return f"NVRTC not available ({exc}); install nvidia-cuda-nvrtc-cu12 or cupy-cuda12x[ctk]"
+    try:
+        probe_kernel()
+    except Exception as exc:  # noqa: BLE001 - compile, load, launch or copy: any failure means 'no'
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return (f"the probe kernel did not compile and run ({type(exc).__name__}: {first}); "
+                "see docs/gpu.md 'CUDA headers and NVRTC'")
     return None
 
 
@@ -375,8 +436,12 @@ class CudaStreamEffect:
     def _temporal_quantize(self, prob: Any) -> Any:
         """Sanitize + temporal + quantize at model resolution → Q (h, w) uint8 on the device."""
         xp = self.xp
-        if self.rt.is_device_array(prob) and prob.dtype == np.float32 and prob.ndim == 2 and prob.flags.c_contiguous:
-            p = prob
+        if self.rt.is_device_array(prob):
+            if prob.ndim != 2:
+                raise ValueError(f"person probability must be a 2-D (h, w) map, got shape {tuple(prob.shape)}")
+            # A letterboxed map is a strided view of the engine's output: compact it on the device
+            # (np.asarray of a CuPy array raises TypeError; a host round trip is not wanted anyway).
+            p = prob if prob.dtype == np.float32 and prob.flags.c_contiguous else xp.ascontiguousarray(prob, dtype=np.float32)
         else:
             host = np.ascontiguousarray(np.asarray(prob, dtype=np.float32))
             if host.ndim != 2:

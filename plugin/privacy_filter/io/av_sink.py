@@ -49,7 +49,7 @@ class EncodeSettings:
     """Per-stream codec settings.  Mirrors the output part of the stream config."""
 
     codec: str = "libx264"  # libx264 | h264_nvenc | libx265 | hevc_nvenc | mpeg4 ...
-    preset: str | None = "veryfast"
+    preset: str | None = None  # None: the codec's default (config.DEFAULT_PRESET)
     tune: str | None = None
     crf: int | None = None
     bitrate: str | int | None = None  # e.g. "4M" or 4000000
@@ -60,6 +60,21 @@ class EncodeSettings:
     container_options: dict[str, str] = field(default_factory=dict)  # extra muxer options
     threads: int = 0
     mask: bool = True  # ZeroMQ outputs: send each frame's mask (containers have no place for it)
+
+    def effective_preset(self) -> str | None:
+        """The preset the encoder gets: the one set, else the codec's default (None: FFmpeg's)."""
+        from privacy_filter.config import DEFAULT_PRESET
+
+        return self.preset if self.preset else DEFAULT_PRESET.get(self.codec)
+
+    def check(self) -> None:
+        """ConfigError naming the allowed values when preset/tune do not belong to the codec."""
+        from privacy_filter.config import check_encoder_settings
+
+        try:
+            check_encoder_settings(self.codec, self.preset, self.tune)
+        except ValueError as exc:
+            raise ConfigError(f"output: {exc}") from None
 
     @classmethod
     def from_config(cls, cfg: Any) -> EncodeSettings:
@@ -124,6 +139,26 @@ def codec_available(name: str) -> bool:
         return True
     except Exception:
         return False
+
+
+def _open_logging_errors(cc: Any, lines: list[str]) -> None:
+    """``cc.open()`` with FFmpeg's error log lines of the attempt collected into ``lines``.
+
+    PyAV's exception only carries the errno ("Operation not permitted"); what went wrong
+    ("Cannot load libcuda.so.1", "Unable to parse option value") is in FFmpeg's log.
+    """
+    import av.logging
+
+    old = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture(local=False) as logs:
+            try:
+                cc.open()
+            finally:
+                lines.extend(msg.strip() if not name else f"[{name}] {msg.strip()}" for _level, name, msg in logs if msg.strip())
+    finally:
+        av.logging.set_level(old)
 
 
 class Encoder:
@@ -216,8 +251,10 @@ class Encoder:
             cc.thread_type = "AUTO"
         opts: dict[str, str] = {}
         is_nvenc = s.codec.endswith("_nvenc")
-        if s.preset:
-            opts["preset"] = str(s.preset)
+        s.check()
+        preset = s.effective_preset()
+        if preset:
+            opts["preset"] = str(preset)
         if s.tune:
             opts["tune"] = str(s.tune)
         if s.crf is not None:
@@ -229,15 +266,16 @@ class Encoder:
             cc.bit_rate = br
         opts.update({k: str(v) for k, v in s.options.items()})
         cc.options = opts
+        ffmpeg_says: list[str] = []
         try:
-            cc.open()  # fail now, with a clear message, rather than at the first frame
+            _open_logging_errors(cc, ffmpeg_says)  # fail now, with FFmpeg's own words, rather than at the first frame
         except Exception as exc:
-            if is_nvenc:
-                raise SinkError(
-                    f"{s.codec} was requested but cannot be opened here ({exc}); it needs an NVIDIA GPU and driver. "
-                    "Use codec libx264 instead"
-                ) from exc
-            raise SinkError(f"cannot open video codec {s.codec} with options {opts}: {exc}") from exc
+            said = "; ".join(ffmpeg_says) or str(exc)
+            hint = ""
+            if is_nvenc and any(k in said.lower() for k in ("libcuda", "libnvidia-encode", "nvenc api", "no capable devices", "driver")):
+                hint = (" (NVENC needs an NVIDIA GPU, its driver, and in a container NVIDIA_DRIVER_CAPABILITIES "
+                        "including 'video'; or use codec libx264)")
+            raise SinkError(f"cannot open video encoder {s.codec} with options {opts}: FFmpeg: {said}{hint}") from exc
         return vs
 
     def _add_audio(self, audio: Any) -> Any:

@@ -395,3 +395,19 @@ def run_service(cfg: ServiceConfig, *, state_file: str | None = None) -> int:
     return Supervisor(cfg, state_file=state_file).run()
 
 
+def preflight_devices(cfg: ServiceConfig) -> None:
+    """Every stream's devices can run here, or one DeviceError (exit 2) before any worker starts.
+
+    Probes in this process: workers start from a forkserver (or spawn), so no CUDA state is inherited.
+    """
+    from privacy_filter.backends import DeviceError, resolve_devices
+
+    problems = []
+    for s in cfg.streams:
+        try:
+            resolve_devices(s.device, s.segmentation_device, s.effects_device, model=s.model, announce=False,
+                            where=f"stream {s.id!r}: ")
+        except DeviceError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise DeviceError(" | ".join(problems))

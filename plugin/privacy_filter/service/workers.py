@@ -158,17 +158,31 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
     rxs = {sid: Receiver(sock, counters=counters, fallback_stream=UNKNOWN_STREAM, known_streams=list(streams)) for sid, sock in pulls.items()}
     waiting: dict[str, collections.deque[list[Any]]] = {sid: collections.deque() for sid in push}
 
-    # one engine per (model, device, tiles); streams sharing one are batched together
-    from privacy_filter.backends import resolve_device
+    # one engine per (model, segmentation device, tiles); streams sharing one are batched together.
+    # Devices were checked at start (preflight_devices); one that has gone since ends the stage
+    # non-zero (the supervisor decides), it never covers every frame for the whole run.
+    from privacy_filter.backends import DeviceError, create_stream_effect, resolve_devices
 
-    resolved = {d: resolve_device(d) for d in {s.device for s in cfg.streams}}  # "auto" -> cuda | cpu, once
+    devices: dict[str, Any] = {}
+    announced: set[tuple[Any, ...]] = set()
+    for s in cfg.streams:
+        key = (s.model, s.device, s.segmentation_device, s.effects_device)
+        try:
+            devices[s.id] = resolve_devices(s.device, s.segmentation_device, s.effects_device, model=s.model,
+                                            announce=key not in announced, where=f"stream {s.id!r}: ")
+        except DeviceError as exc:
+            log.error("%s", exc)
+            sys.exit(EXIT_FATAL)
+        announced.add(key)
     groups: dict[tuple[str, str, str | None], list[str]] = {}
     for s in cfg.streams:
-        groups.setdefault((s.model, resolved[s.device], s.tiles), []).append(s.id)
+        groups.setdefault((s.model, devices[s.id].segmentation, s.tiles), []).append(s.id)
     stage_of: dict[str, FilterStage] = {}
     for (model, device, tiles), ids in groups.items():
         seg = _load_segmenter(model, device, tiles, ids)
-        fs = FilterStage(seg, {sid: StageStream.from_config(streams[sid]) for sid in ids}, device=device, counters=counters)
+        specs = {sid: StageStream.from_config(streams[sid]) for sid in ids}
+        effects = {sid: create_stream_effect(specs[sid].effect, specs[sid].mask, device=devices[sid].effects) for sid in ids}
+        fs = FilterStage(seg, specs, counters=counters, effects=effects)
         for sid in ids:
             stage_of[sid] = fs
 

@@ -188,7 +188,9 @@ class TensorRTSegmenter(Segmenter):
         if self.spec.output_kind == "argmax" and self.output.dtype.kind not in "iu":
             raise ModelError(f"{self.path}: output {self.output.name!r} is {self.output.dtype.name}, "
                              f"spec {self.spec.name!r} expects argmax class ids")
-        if self.input.shape[0] == -1:
+        # A static batch B > 1 always runs B items: fewer are padded (the padding's output is ignored).
+        self.static_batch = self.input.shape[0] != -1
+        if not self.static_batch:
             self.max_batch = int(self._engine.get_tensor_profile_shape(self.input.name, 0)[2][0])
         else:
             self.max_batch = int(self.input.shape[0])
@@ -210,6 +212,9 @@ class TensorRTSegmenter(Segmenter):
             self._dev[t.name] = cp.empty(shape, dtype=t.dtype)
             if not self._context.set_tensor_address(t.name, self._dev[t.name].data.ptr):
                 raise ModelError(f"{self.path}: TensorRT refused the buffer address of tensor {t.name!r}")
+        if self.static_batch and self.max_batch > 1:
+            with self.stream:  # padding items read zeros, not uninitialised memory; ordered before every run
+                self._dev[self.input.name].fill(0)
         self._pinned_in = cpx.empty_pinned(self._dev[self.input.name].shape, dtype=self.input.dtype)
         self._pinned_out = cpx.empty_pinned(self._dev[self.output.name].shape, dtype=self.output.dtype)
         log.info("TensorRT engine %s (%s, TensorRT %s): %s -> %s, batch 1..%d", self.path, info.precision,
@@ -222,10 +227,31 @@ class TensorRTSegmenter(Segmenter):
         self._batch = n
 
     def _execute(self, n: int, stream: Any = None) -> None:
+        n = self.max_batch if self.static_batch else n  # a static engine's input shape is fixed
         if n != self._batch:
             self._set_batch(n)
         if not self._context.execute_async_v3((stream or self.stream).ptr):
             raise RuntimeError(f"TensorRT execute_async_v3 failed for {self.path} (batch {n})")
+
+    def close(self) -> None:
+        """Release in reverse creation order once the stream is idle: execution context, buffers,
+        engine, runtime (TensorRT requires the context to go before its engine, the engine before
+        its runtime; left to the garbage collector, the order is the instance dict's)."""
+        stream = getattr(self, "stream", None)
+        if stream is not None and getattr(self, "_context", None) is not None:
+            try:
+                stream.synchronize()
+            except Exception as exc:  # noqa: BLE001 - a dead context must not stop the release
+                log.warning("%s: stream synchronize at close failed: %s", self.path, exc)
+        for name in ("_preprocessor", "_context", "_pinned_out", "_pinned_in", "_dev", "stream", "_engine", "_runtime"):
+            if hasattr(self, name):
+                setattr(self, name, None)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finalizer
+            pass
 
     # -- device API: the GPU pipeline keeps data on the device ----------------------------
     @property
