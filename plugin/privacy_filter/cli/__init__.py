@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML config; its defaults apply to this stream")
     p.add_argument("--mask-out", default=None, metavar="DIR", help="write each frame's mask as DIR/000000.png ...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--report", default=None, metavar="FILE.json",
+                   help="also write the run's report (frame counts, fps, CPU seconds per thread) as JSON")
     p.set_defaults(handler="cmd_process")
 
     # --- run -------------------------------------------------------------------------------

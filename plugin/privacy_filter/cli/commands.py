@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import sys
@@ -77,6 +78,9 @@ def cmd_process(args: argparse.Namespace) -> int:
         + (f"; {report.bad_messages} malformed messages dropped" if report.bad_messages else "")
         + (f"; {report.frames_resized} frames of another size scaled to the first's" if report.frames_resized else "")
     )
+    if getattr(args, "report", None):
+        fields = {f.name: getattr(report, f.name) for f in dataclasses.fields(report) if f.name != "info"}
+        Path(args.report).write_text(json.dumps({**fields, "fps": report.fps}, indent=2) + "\n")
     return 0
 
 
