@@ -11,14 +11,17 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.effects import StreamEffect
 from privacy_filter.engines.base import Segmenter
 from privacy_filter.engines.tiling import AutoTiles, TileGrid, parse_tiles
 from privacy_filter.errors import ConfigError, UserError
-from privacy_filter.models.registry import ResolvedModel, resolve_model
+from privacy_filter.models.registry import ResolvedDetector, ResolvedModel, resolve_detector, resolve_model
+
+if TYPE_CHECKING:
+    from privacy_filter.engines.detector import Detector, LongSide, Tiles
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,32 @@ def create_segmenter(
     seg = OrtSegmenter(resolved, device=device, threads=threads)
     seg.tiles = parse_tiles(tiles)
     return seg
+
+
+def create_detector(
+    model: str | ResolvedDetector | None = "nanodet",
+    device: str = "cpu",
+    *,
+    long_side: LongSide = "auto",
+    score_threshold: float | None = None,
+    tiles: Tiles = "auto",
+    tile_size: int | None = None,
+    max_batch: int | None = None,
+    threads: int | None = None,
+) -> Detector:
+    """A ready person detector for ``model``: ``nanodet`` (pulled and converted on first use, with
+    a progress bar), ``nanodet:/path.onnx``, a bare NanoDet ``.onnx``, or a resolved detector.
+
+    ``device``: 'cpu', 'cuda' (ONNX Runtime's CUDA/TensorRT execution providers; a ModelError
+    naming the problem when this onnxruntime has none) or 'auto', the rule of ``create_segmenter``.
+    There is no TensorRT-engine path for detectors yet.  See ``engines.detector.OrtDetector`` for
+    ``long_side`` ('auto' = clamp(source long side, 512, 640)), ``tiles`` and the threshold.
+    """
+    from privacy_filter.engines.detector import MAX_BATCH, OrtDetector
+
+    resolved = model if isinstance(model, ResolvedDetector) else resolve_detector(model)
+    return OrtDetector(resolved, device=device, long_side=long_side, score_threshold=score_threshold, tiles=tiles,
+                       tile_size=tile_size, max_batch=max_batch or MAX_BATCH, threads=threads)
 
 
 def create_stream_effect(effect: EffectConfig, mask: MaskConfig, device: str = "cpu") -> StreamEffect:

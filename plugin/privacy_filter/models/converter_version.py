@@ -7,3 +7,7 @@ converter for it would also load ``onnx`` and the ``tflite`` schema (~0.3 s of a
 
 #: Bumped whenever the produced graph changes; part of the model cache manifest.
 CONVERTER_VERSION = "1"
+
+#: The TF.js graph → ONNX converter's (``models.tfjs2onnx``) version, recorded with each cached
+#: detector model.  "2": the batch dimension is dynamic (the first release had batch 1 baked in).
+TFJS_CONVERTER_VERSION = "2"

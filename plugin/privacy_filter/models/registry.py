@@ -19,7 +19,7 @@ from pathlib import Path
 
 from privacy_filter.errors import ModelError
 from privacy_filter.models import onnx_tools
-from privacy_filter.models.specs import BUILTIN_SPECS, ModelSpec, load_deepstream_config, load_spec_yaml
+from privacy_filter.models.specs import BUILTIN_SPECS, DETECTOR_SPECS, DetectorSpec, ModelSpec, load_deepstream_config, load_spec_yaml
 
 DEFAULT_MODEL = "selfie"
 EMBEDDED = ("selfie", "selfie-landscape")
@@ -113,3 +113,49 @@ def resolve_model(name_or_path: str | None) -> ResolvedModel:
         return _finish(spec, path)
     raise ModelError(f"unknown model {text!r}; known names: {', '.join(known_names())} "
                      "(or a path to .onnx / spec .yaml / DeepStream .txt/.yml)")
+
+
+# ---------------------------------------------------------------------------------------------
+# detectors
+
+DEFAULT_DETECTOR = "nanodet"
+
+
+@dataclass(frozen=True)
+class ResolvedDetector:
+    spec: DetectorSpec
+    onnx_path: Path
+
+
+def validate_detector(spec: DetectorSpec, path: Path) -> None:
+    """ModelError unless the ONNX at ``path`` has the spec's input and every per-stride output."""
+    io = onnx_tools.read_io(path)
+    missing = [n for n in (spec.input_name,) if io.input(n) is None]
+    missing += [n for n in (*spec.score_outputs, *spec.box_outputs) if io.output(n) is None]
+    if missing:
+        raise ModelError(f"{path}: not a {spec.name} detector; missing tensor(s) {', '.join(missing)} "
+                         f"(has inputs {', '.join(str(t) for t in io.inputs)})")
+
+
+def resolve_detector(name_or_path: str | None) -> ResolvedDetector:
+    """Resolve a detector: ``nanodet`` (pulled and converted on first use), ``nanodet:/path.onnx``,
+    or a bare ``.onnx`` with NanoDet's I/O.  Raises ModelError naming the problem."""
+    text = (name_or_path or DEFAULT_DETECTOR).strip()
+    name, sep, rest = text.partition(":")
+    if name in DETECTOR_SPECS:
+        spec = DETECTOR_SPECS[name]
+        if sep and rest:
+            path = Path(rest).expanduser()
+        else:
+            from privacy_filter.models.detector_pull import detector_model_path
+
+            path = detector_model_path(name, auto_pull=True)
+    else:
+        path = Path(text).expanduser()
+        if path.suffix.lower() != ".onnx":
+            raise ModelError(f"unknown detector {text!r}; known: {', '.join(DETECTOR_SPECS)} (or a path to a .onnx)")
+        spec = DETECTOR_SPECS[DEFAULT_DETECTOR]
+    if not path.is_file():
+        raise ModelError(f"detector model file not found: {path}")
+    validate_detector(spec, path)
+    return ResolvedDetector(spec, path)

