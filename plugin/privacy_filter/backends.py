@@ -226,3 +226,35 @@ def resolve_devices(
                 fell_back = c.device == "cpu" and c.why.startswith("auto")
                 (log.warning if fell_back else log.info)("%s device: %s (%s)", name, c.device, c.why)
     return Devices(seg.device if seg else seg_want, fx.device if fx else fx_want)
+
+
+def create_cover_engine(
+    streams: dict[str, Any],
+    *,
+    model: str | None = None,
+    device: str = "cpu",
+    detector: Any = None,
+    threads: int | None = None,
+) -> Any:
+    """The CCTV cover engine (``engines.finder.PersonFinder``) for streams of ``CoverSettings``.
+
+    ``detector`` (anything with ``detect_yuv``) is built from the first stream's ``detector.name``
+    when not given; ``model`` is the segmentation model for ``cover: segment`` crops only.
+    """
+    from privacy_filter.engines.finder import PersonFinder
+
+    settings = list(streams.values())
+    if detector is None and any(s.detector.enabled for s in settings):
+        factory = globals().get("create_detector")  # the NanoDet engine (issue 10, part 1)
+        if factory is None:
+            raise ConfigError("detector: no person detector is available in this build; set detector.name: none")
+        name = next(s.detector.name for s in settings if s.detector.enabled)
+        detector = factory(name, device=device)
+        for attr in ("score", "long_side"):  # the stream's settings, when the engine takes them
+            want = getattr(next(s.detector for s in settings if s.detector.enabled), attr)
+            if want is not None and hasattr(detector, attr):
+                setattr(detector, attr, want)
+    segmenter = None
+    if any(s.cover == "segment" for s in settings):
+        segmenter = create_segmenter(model, device=device, threads=threads)
+    return PersonFinder(streams, detector=detector, segmenter=segmenter)
