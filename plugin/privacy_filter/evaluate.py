@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from privacy_filter.engines import Segmenter, upsample_probability
+from privacy_filter.engines.finder import PersonFinder
 from privacy_filter.engines.refine import Refine, refine_guided
 from privacy_filter.errors import SourceError, UserError
 
@@ -80,11 +81,12 @@ def read_mask(path: Path, width: int, height: int) -> np.ndarray:
 DEFAULT_REFINE: Refine = "guided"
 
 
-def person_probability(seg: Segmenter, image_bgr: np.ndarray, refine: Refine = DEFAULT_REFINE) -> np.ndarray:
+def person_probability(seg: Segmenter | PersonFinder, image_bgr: np.ndarray, refine: Refine = DEFAULT_REFINE) -> np.ndarray:
     """Probability at the image's size: model → guided-filter refinement (default) or plain
-    bilinear upsample (``refine='off'``, what the video pipeline does)."""
+    bilinear upsample (``refine='off'``, what the video pipeline does).  A cover engine's map
+    (detector boxes or crops) is never refined: its edges are the padded boxes, not the picture's."""
     prob = seg.infer_rgb([image_bgr], order="bgr")[0]
-    if refine == "guided":
+    if refine == "guided" and not isinstance(seg, PersonFinder):
         return refine_guided(prob, image_bgr)
     if refine != "off":
         raise UserError(f"unknown --refine {refine!r}: expected 'guided' or 'off'")
@@ -185,7 +187,7 @@ def pair_masks(images: list[Path], masks_dir: Path) -> list[tuple[Path, Path]]:
     return [(p, by_stem[p.stem]) for p in images]
 
 
-def evaluate(seg: Segmenter, pairs: list[tuple[Path, Path]], progress: bool = True, tiles: str = "off",
+def evaluate(seg: Segmenter | PersonFinder, pairs: list[tuple[Path, Path]], progress: bool = True, tiles: str = "off",
              refine: Refine = DEFAULT_REFINE) -> EvalResult:
     total = Confusion()
     per_image: list[dict] = []
@@ -199,7 +201,7 @@ def evaluate(seg: Segmenter, pairs: list[tuple[Path, Path]], progress: bool = Tr
         c = total.add(pred, gt)
         per_image.append({"image": img_path.name, "miou": round(c.miou, 5), "person_iou": round(c.person_iou, 5)})
     return EvalResult(
-        model=seg.spec.name, tiles=tiles, refine=refine, images=len(pairs), miou=total.miou, person_iou=total.person_iou,
+        model=seg.name if isinstance(seg, PersonFinder) else seg.spec.name, tiles=tiles, refine=refine, images=len(pairs), miou=total.miou, person_iou=total.person_iou,
         background_iou=total.background_iou, person_recall=total.recall,
         miou_per_image_mean=float(np.mean([r["miou"] for r in per_image])) if per_image else float("nan"),
         median_ms=statistics.median(times) if times else float("nan"), per_image=per_image,

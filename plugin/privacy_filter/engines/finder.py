@@ -323,9 +323,10 @@ def yuv_from_image(img: np.ndarray, order: str = "rgb") -> YuvFrame:
     if (h | w) & 1:
         bgr = cv2.copyMakeBorder(bgr, 0, h & 1, 0, w & 1, cv2.BORDER_REPLICATE)
     eh, ew = bgr.shape[:2]
-    i420 = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2YUV_I420)
-    y = i420[:eh]
-    u = i420[eh:eh + eh // 4].reshape(eh // 2, ew // 2)
-    v = i420[eh + eh // 4:].reshape(eh // 2, ew // 2)
+    flat = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2YUV_I420).reshape(-1)
+    n, q = eh * ew, (eh // 2) * (ew // 2)
+    y = flat[:n].reshape(eh, ew)
+    u = flat[n:n + q].reshape(eh // 2, ew // 2)
+    v = flat[n + q:n + 2 * q].reshape(eh // 2, ew // 2)
     cw, ch = chroma_size(w, h)
     return YuvFrame(np.ascontiguousarray(y[:h, :w]), np.ascontiguousarray(u[:ch, :cw]), np.ascontiguousarray(v[:ch, :cw]))
