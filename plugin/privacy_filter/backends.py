@@ -255,3 +255,29 @@ def resolve_devices(
                 fell_back = c.device == "cpu" and c.why.startswith("auto")
                 (log.warning if fell_back else log.info)("%s device: %s (%s)", name, c.device, c.why)
     return Devices(seg.device if seg else seg_want, fx.device if fx else fx_want)
+
+
+def create_cover_engine(
+    streams: dict[str, Any],
+    *,
+    model: str | None = None,
+    device: str = "cpu",
+    detector: Any = None,
+    threads: int | None = None,
+) -> Any:
+    """The CCTV cover engine (``engines.finder.PersonFinder``) for streams of ``CoverSettings``.
+
+    ``detector`` (anything with ``detect_yuv``) is built from the first stream's ``detector.name``
+    when not given; ``model`` is the segmentation model for ``cover: segment`` crops only.
+    """
+    from privacy_filter.engines.finder import PersonFinder
+
+    settings = list(streams.values())
+    if detector is None and any(s.detector.enabled for s in settings):
+        chosen = next(s.detector for s in settings if s.detector.enabled)
+        detector = create_detector(chosen.name, device=device, long_side=chosen.long_side or "auto",
+                                   score_threshold=chosen.score, threads=threads)
+    segmenter = None
+    if any(s.cover == "segment" for s in settings):
+        segmenter = create_segmenter(model, device=device, threads=threads)
+    return PersonFinder(streams, detector=detector, segmenter=segmenter)

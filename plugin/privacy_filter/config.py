@@ -92,6 +92,61 @@ class EffectConfig(_Strict):
         return max(1, int(round(self.blur_radius_frac * frame_height)))
 
 
+# =========================================================================== CCTV: people, motion, zones
+#
+# Defaults are the measured CCTV operating point (docs/cctv.md); the detector is off unless a
+# preset or config turns it on, so video-call streams keep the full-frame segmentation.
+
+
+class DetectorConfig(_Strict):
+    """The person detector that feeds the CCTV cover (docs/cctv.md)."""
+
+    name: str = Field("none", min_length=1, description="nanodet, none (no detector), or a path to a detector model")
+    long_side: int | None = Field(None, ge=128, le=4096, description="detector input long side in pixels; unset: the source's long side clamped to 512..640")
+    score: float = Field(0.2, gt=0.0, lt=1.0, description="person score threshold; 0.2 is privacy-first (0.3 is the balanced point)")
+    every: int = Field(1, ge=1, le=30, description="run the detector on every Nth frame and reuse its boxes in between (1 measured best: see docs/cctv.md)")
+    hold_missed: int = Field(2, ge=0, le=30, description="keep a box that the next detector runs do not find again for this many runs")
+    pad_frac: float = Field(0.01, ge=0.0, le=0.25, description="grow each box on every side by this fraction of the frame height")
+    head_extra: float = Field(0.10, ge=0.0, le=1.0, description="grow each box upwards by this fraction of its own height (detector boxes often end low at the head)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.name.lower() != "none"
+
+
+class MotionConfig(_Strict):
+    """Cover whatever moves against a learned background (docs/cctv.md, "Motion")."""
+
+    enabled: bool = Field(False, description="run the motion layer")
+    height: int = Field(240, ge=60, le=1080, description="processing height in pixels (never above the source's); also the cover map's height")
+    threshold: float = Field(18.0, gt=0.0, le=255.0, description="foreground if |luma - background| > threshold")
+    open_px: int = Field(3, ge=0, le=15, description="opening kernel in processing pixels: drops noise specks")
+    dilate_frac: float = Field(0.02, ge=0.0, le=0.25, description="grow the foreground by this fraction of the height")
+    hold_frames: int = Field(2, ge=0, le=30, description="also cover the foreground of this many previous frames")
+    history_s: float = Field(20.0, gt=0.0, le=3600.0, description="background memory: the running median spans this many seconds")
+    learn_s: float = Field(3.0, ge=0.0, le=600.0, description="live sources: the whole frame is covered this long while the background is learned")
+    global_frac: float = Field(0.5, gt=0.0, le=1.0, description="a foreground share above this is a global change (camera moved, lights): cover whole and relearn")
+    relearn_s: float = Field(2.0, ge=0.0, le=600.0, description="after a global change, cover the whole frame this long")
+    first_pass: bool = Field(True, description="file sources: learn the background from frames sampled across the file first (no learning period)")
+    first_pass_samples: int = Field(25, ge=3, le=500, description="frames sampled for the first pass")
+
+
+class ZoneConfig(_Strict):
+    """A polygon in normalised coordinates (0..1 of width and height)."""
+
+    mode: Literal["privacy", "exclude"] = Field(..., description="privacy: always covered; exclude: no motion cover there (people found by the detector stay covered)")
+    points: list[tuple[float, float]] = Field(..., description="[[x, y], ...], at least 3, each coordinate in [0, 1]")
+
+    @model_validator(mode="after")
+    def _check(self) -> ZoneConfig:
+        if len(self.points) < 3:
+            raise ValueError(f"points: a zone needs at least 3 points, got {len(self.points)}")
+        for i, (x, y) in enumerate(self.points):
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError(f"points[{i}]: coordinates must be in [0, 1] (fractions of width and height), got [{x}, {y}]")
+        return self
+
+
 # =========================================================================== streams and service
 #
 # Layers, later wins (documented in docs/service.md and configs/example-service.yaml):
@@ -210,6 +265,14 @@ class StreamConfig(_Strict):
     on_failure: Literal["cover", "drop", "pass"] = Field("cover", description="when segmentation fails or misses its deadline: cover the frame whole, drop it, or (explicitly) pass it unfiltered")
     deadline_ms: float = Field(5000.0, gt=0, le=600_000, description="segmentation budget per batch; a later mask counts as a failure (fail closed)")
     batch: int = Field(4, ge=1, le=64, description="at most this many frames of this stream in one inference batch")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    zones: list[ZoneConfig] = Field(default_factory=list, description="privacy and exclude polygons")
+    cover: Literal["box", "segment"] = Field("box", description="people found by the detector: box fills each padded box; segment runs the model on square crops (boxes the model misses are filled)")
+
+    def uses_cover_engine(self) -> bool:
+        """Whether the CCTV cover (detector, motion, zones) replaces the full-frame segmentation."""
+        return self.detector.enabled or self.motion.enabled or bool(self.zones)
 
     def is_live(self) -> bool:
         """The resolved policy: ``auto`` means live for network streams and devices."""

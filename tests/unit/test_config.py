@@ -78,9 +78,9 @@ def test_env_overrides_defaults_and_one_stream(tmp_path: Path, monkeypatch: pyte
 
 def test_cli_beats_env_beats_file_beats_preset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write(tmp_path, "defaults:\n  effect: {kind: blur, block_px: 10}\n  mask: {hold_frames: 3}\nstreams: []\n")
-    # file over preset: cctv says pixelate + hold 8
+    # file over preset: cctv says pixelate, temporal none
     sc = stream_config("in.mp4", "out.mp4", preset="cctv", config_path=path)
-    assert (sc.effect.kind, sc.mask.hold_frames, sc.mask.temporal, sc.output.audio) == ("blur", 3, "hold", "drop")
+    assert (sc.effect.kind, sc.mask.hold_frames, sc.mask.temporal, sc.output.audio) == ("blur", 3, "none", "drop")
     # env over file
     monkeypatch.setenv("PRIVACY_FILTER_DEFAULTS__EFFECT__KIND", "fill")
     assert stream_config("in.mp4", "out.mp4", preset="cctv", config_path=path).effect.kind == "fill"
@@ -96,12 +96,14 @@ def test_presets_load_and_say_what_they_promise(tmp_path: Path) -> None:
     assert set(PRESETS) == {"cctv", "video-call"}
     cctv = StreamConfig.model_validate({"id": "x", "source": "a.mp4", **load_preset("cctv")})
     assert cctv.effect.kind in ("pixelate", "fill") and cctv.effect.target == "person"
-    assert cctv.mask.temporal == "hold" and cctv.mask.hold_frames > 1 and cctv.mask.dilate_radius(1080) > 0
-    assert cctv.mask.threshold < 0.5 and cctv.output.audio == "drop" and cctv.on_failure == "cover"
+    # people are found by the detector and the motion layer, which pad, dilate and hold their own cover
+    assert cctv.uses_cover_engine() and cctv.detector.name == "nanodet" and cctv.motion.enabled and cctv.cover == "box"
+    assert cctv.detector.every == 1 and cctv.detector.hold_missed > 0 and cctv.motion.hold_frames > 0
+    assert cctv.output.audio == "drop" and cctv.on_failure == "cover"
     assert cctv.effect.block_size(1080) >= 32  # coarse
     vc = StreamConfig.model_validate({"id": "x", "source": "a.mp4", **load_preset("video-call")})
     assert (vc.effect.kind, vc.effect.target, vc.mask.temporal, vc.output.audio) == ("blur", "background", "smooth", "copy")
-    assert vc.mask.feather_px > 0
+    assert vc.mask.feather_px > 0 and not vc.uses_cover_engine()
     # a stream's preset beats the default preset; the stream's own fields beat its preset
     cfg = load_service(_write(tmp_path, "defaults: {preset: cctv}\nstreams:\n  - {id: a, source: a.mp4, output: a.mkv}\n"
                                         "  - {id: b, source: b.mp4, output: b.mkv, preset: video-call, mask: {feather_px: 1}}\n"))
@@ -212,3 +214,34 @@ def test_on_failure_pass_only_when_explicit_on_that_stream(tmp_path: Path, monke
     # process --config FILE: the file's defaults: are the one stream's own config
     one = _write(tmp_path, "defaults: {on_failure: pass}\n", "one.yaml")
     assert stream_config("in.mp4", "out.mp4", config_path=one).on_failure == "pass"
+
+
+@pytest.mark.parametrize(("zone", "expect"), [
+    ({"mode": "privacy", "points": [[0, 0], [1, 0]]}, "stream 'main': zones[0]: points: a zone needs at least 3 points, got 2"),
+    ({"mode": "exclude", "points": [[0, 0], [1, 0], [1, 1.5]]}, "stream 'main': zones[0]: points[2]: coordinates must be in [0, 1]"),
+    ({"mode": "privacy", "points": [[-0.1, 0], [1, 0], [1, 1]]}, "stream 'main': zones[0]: points[0]: coordinates must be in [0, 1]"),
+    ({"mode": "blur", "points": [[0, 0], [1, 0], [1, 1]]}, "stream 'main': zones[0].mode: must be one of privacy, exclude; got 'blur'"),
+    ({"points": [[0, 0], [1, 0], [1, 1]]}, "stream 'main': zones[0].mode: required"),
+])
+def test_bad_zones_are_config_errors_naming_stream_and_field(zone: dict, expect: str) -> None:  # type: ignore[type-arg]
+    from privacy_filter.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        stream_config("in.mp4", "out.mp4", preset="cctv", overrides={"zones": [{"mode": "privacy", "points": [[0, 0], [1, 0], [0, 1]]}, zone][1:]})
+    assert expect in str(exc.value)
+
+
+def test_zones_in_a_service_file_name_the_stream(tmp_path: Path) -> None:
+    from privacy_filter.errors import ConfigError
+
+    path = _write(tmp_path, "streams:\n  - {id: gate, source: a.mp4, output: o.mkv, zones: [{mode: privacy, points: [[0, 0], [2, 0], [0, 1]]}]}\n")
+    with pytest.raises(ConfigError, match=r"stream 'gate': zones\[0\]: points\[1\]"):
+        load_service(path)
+
+
+def test_cctv_keys_parse() -> None:
+    sc = stream_config("in.mp4", "out.mp4", preset="cctv", overrides={
+        "detector": {"score": 0.3, "every": 2}, "motion": {"learn_s": 10}, "cover": "segment",
+        "zones": [{"mode": "exclude", "points": [[0, 0], [0.5, 0], [0.5, 0.5]]}]})
+    assert (sc.detector.score, sc.detector.every, sc.motion.learn_s, sc.cover) == (0.3, 2, 10.0, "segment")
+    assert sc.zones[0].mode == "exclude" and sc.zones[0].points[1] == (0.5, 0.0)

@@ -27,6 +27,13 @@ def _add_model_args(p: argparse.ArgumentParser, device_default: str | None = "cp
                    + (", unless --config or the environment sets one)" if device_default is None else ")"))
 
 
+def _add_cover_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", choices=["nanodet", "none"], default=None,
+                   help="person detector feeding the cover (default: the preset/config's; cctv: nanodet); see docs/cctv.md")
+    p.add_argument("--cover", choices=["box", "segment"], default=None,
+                   help="people found by the detector: fill their padded boxes, or segment square crops (boxes filled when missed)")
+
+
 def _add_component_device_args(p: argparse.ArgumentParser) -> None:
     for name, what in (("segmentation", "segmentation engine"), ("effects", "mask post-processing and effects")):
         p.add_argument(f"--{name}-device", choices=["cpu", "cuda", "auto"], default=None,
@@ -47,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=["person", "background"], default=None)
     p.add_argument("--effect", choices=["pixelate", "fill", "blur", "replace", "overlay", "none"], default=None)
     _add_model_args(p, device_default=None)
+    _add_cover_args(p)
     _add_component_device_args(p)
     p.add_argument("--config", default=None, help="YAML config; its defaults apply to this stream")
     p.add_argument("--mask-out", default=None, metavar="DIR", help="write each frame's mask as DIR/000000.png ...")
@@ -65,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--out", required=True, metavar="DIR")
     _add_model_args(p)
+    _add_cover_args(p)
     p.add_argument("--soft", action="store_true", help="write probability x 255 instead of 0/255")
     p.add_argument("--tiles", default=None, help="tiling: 'auto', 'off', or COLSxROWS (e.g. 2x1)")
     p.add_argument("--refine", choices=("guided", "off"), default=None,
@@ -79,9 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiles", default=None, help="tiling: 'auto', 'off', or COLSxROWS")
     p.add_argument("--refine", choices=("guided", "off"), default=None,
                    help="edge refinement of the upsampled mask: 'guided' (default) or 'off' (the video pipeline's plain bilinear)")
+    _add_cover_args(p)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler="cmd_eval")
+
+    # --- eval-video ------------------------------------------------------------------------
+    p = sub.add_parser("eval-video", help="per-person coverage of a clip against ground-truth boxes (docs/cctv.md)")
+    p.add_argument("video")
+    p.add_argument("--boxes", required=True, metavar="GT.csv", help="frame,person_id,x,y,w,h[,visibility] per person-frame")
+    p.add_argument("--heads", default=None, metavar="HEADS.csv", help="head boxes, same columns (default: top 15 %% x middle 50 %% of the body)")
+    p.add_argument("--preset", choices=["cctv", "video-call"], default=None)
+    p.add_argument("--config", default=None, help="YAML config; its defaults apply")
+    _add_model_args(p)
+    _add_cover_args(p)
+    p.add_argument("--picture", default=None, metavar="PNG", help="worst frame with exposed people boxed (default: VIDEO stem + _worst.png here)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler="cmd_eval_video")
 
     # --- models ----------------------------------------------------------------------------
     p = sub.add_parser("models", help="list, pull or inspect segmentation models")

@@ -50,10 +50,49 @@ def build_plan(args: argparse.Namespace) -> ProcessPlan:
     for name in ("device", "segmentation_device", "effects_device"):
         if getattr(args, name, None):  # None: the flag was not given (config/env/default decide)
             overrides[name] = getattr(args, name)
+    overrides.update(cover_overrides(args))
     cfg = stream_config(
         args.input, args.output, preset=getattr(args, "preset", None), config_path=getattr(args, "config", None), overrides=overrides
     )
     return plan_from_stream_config(cfg)
+
+
+def cover_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--detector`` / ``--cover`` as config keys."""
+    out: dict[str, Any] = {}
+    if getattr(args, "detector", None):
+        out["detector"] = {"name": args.detector}
+    if getattr(args, "cover", None):
+        out["cover"] = args.cover
+    return out
+
+
+def still_engine(args: argparse.Namespace) -> Any:
+    """``segment``/``eval``: the full-frame model, or with ``--detector`` the cover engine without motion."""
+    if (getattr(args, "detector", None) or "none") == "none":
+        return create_segmenter(args.model, device=args.device, tiles=getattr(args, "tiles", None))
+    from privacy_filter.backends import create_cover_engine
+    from privacy_filter.config import DetectorConfig
+    from privacy_filter.engines.finder import CoverSettings
+
+    settings = CoverSettings(detector=DetectorConfig(name=args.detector), cover=getattr(args, "cover", None) or "box")
+    return create_cover_engine({"still": settings}, model=args.model, device=args.device)
+
+
+def cmd_eval_video(args: argparse.Namespace) -> int:
+    """``privacy-filter eval-video VIDEO --boxes GT.csv [--heads H.csv] [--preset/--config] [--json]``."""
+    from privacy_filter.config import stream_config
+    from privacy_filter.evaluate import evaluate_video, format_video_report
+
+    overrides: dict[str, Any] = cover_overrides(args)
+    if getattr(args, "model", None):
+        overrides["model"] = args.model
+    cfg = stream_config(args.video, "", preset=args.preset, config_path=args.config, overrides=overrides)
+    picture = args.picture or f"{Path(args.video).stem}_worst.png"
+    report = evaluate_video(args.video, args.boxes, cfg, heads_csv=args.heads, picture=picture,
+                            progress=not args.no_progress and not args.json)
+    print(json.dumps(asdict(report), indent=2) if args.json else format_video_report(report))
+    return 0
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -99,7 +138,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         stems[p.stem] = p
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    seg = create_segmenter(args.model, device=args.device, tiles=getattr(args, "tiles", None))
+    seg = still_engine(args)
     failed: list[str] = []
     for path in progress_bar(images, "segment"):
         try:
@@ -128,7 +167,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise SourceError(f"no images found in {images_dir}")
     pairs = pair_masks(images, Path(args.masks))
     tiles = getattr(args, "tiles", None)
-    seg = create_segmenter(args.model, device=args.device, tiles=tiles)
+    seg = still_engine(args)
     result = evaluate(seg, pairs, progress=True, tiles=str(tiles or "off"), refine=_refine_arg(args))
     if args.json:
         print(json.dumps(asdict(result), indent=2))

@@ -37,6 +37,7 @@ from fractions import Fraction
 from typing import Any
 
 import av
+import numpy as np
 
 from privacy_filter.errors import SourceError
 from privacy_filter.frames import ROTATION, YuvFrame, plane_view, quarter_turns
@@ -500,3 +501,38 @@ def _reason(exc: BaseException) -> str:
     return text
 
 
+
+
+def sample_lumas(url: str, n: int) -> list[np.ndarray]:
+    """Y planes of about ``n`` frames spread evenly over a local file (seek, then decode one frame each).
+
+    For the motion layer's first pass: a median over frames from the whole file is an
+    empty-scene background as long as people move, so the file's first seconds need no learning
+    period.  Returns [] when the file cannot be sought (the layer then learns as a live source does).
+    """
+    try:
+        container = av.open(url)
+    except Exception:
+        return []
+    out: list[np.ndarray] = []
+    try:
+        stream = main_video_stream(container)
+        duration = float(stream.duration * stream.time_base) if stream.duration else (
+            container.duration / 1e6 if container.duration else 0.0)
+        if duration <= 0 or stream.time_base is None:
+            return []
+        for k in range(n):
+            t = duration * (k + 0.5) / n
+            container.seek(int(t / stream.time_base), stream=stream, backward=True, any_frame=False)
+            for frame in container.decode(stream):
+                if frame.pts is not None and float(frame.pts * stream.time_base) + 1e-3 < t and \
+                        float(frame.pts * stream.time_base) < duration - 1e-3:
+                    continue
+                yuv = frame if frame.format.name == "yuv420p" else frame.reformat(format="yuv420p")
+                out.append(plane_view(yuv.planes[0]).copy())  # stored Y values, as the stage sees them
+                break
+    except Exception:
+        return out
+    finally:
+        container.close()
+    return out

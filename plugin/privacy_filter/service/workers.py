@@ -176,10 +176,14 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
         announced.add(key)
     groups: dict[tuple[str, str, str | None], list[str]] = {}
     for s in cfg.streams:
-        groups.setdefault((s.model, devices[s.id].segmentation, s.tiles), []).append(s.id)
+        # CCTV cover streams (detector, motion, zones) share one cover engine per device and model
+        kind = "cover" if s.uses_cover_engine() else "segment"
+        groups.setdefault((f"{kind}:{s.model}", devices[s.id].segmentation, s.tiles), []).append(s.id)
     stage_of: dict[str, FilterStage] = {}
-    for (model, device, tiles), ids in groups.items():
-        seg = _load_segmenter(model, device, tiles, ids)
+    for (keyed_model, device, tiles), ids in groups.items():
+        kind, model = keyed_model.split(":", 1)
+        seg = (_load_cover_engine({sid: streams[sid] for sid in ids}, model, device) if kind == "cover"
+               else _load_segmenter(model, device, tiles, ids))
         specs = {sid: StageStream.from_config(streams[sid]) for sid in ids}
         effects = {sid: create_stream_effect(specs[sid].effect, specs[sid].mask, device=devices[sid].effects) for sid in ids}
         fs = FilterStage(seg, specs, counters=counters, effects=effects)
@@ -279,6 +283,23 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
         s.close(linger=1000)
     ctx.term()
     sys.exit(EXIT_OK)
+
+
+def _load_cover_engine(cfgs: dict[str, Any], model: str, device: str) -> Any:
+    """The CCTV cover engine for these streams, or None (frames covered whole) when it cannot load.
+
+    No first pass here: the stage worker never sees the source, so every stream learns its
+    background while its frames are covered whole (counted as ``covered_whole:learning``).
+    """
+    try:
+        from privacy_filter.backends import create_cover_engine
+        from privacy_filter.engines.finder import CoverSettings
+
+        settings = {sid: CoverSettings.from_config(c, live=True) for sid, c in cfgs.items()}
+        return create_cover_engine(settings, model=model, device=device)
+    except Exception as exc:  # noqa: BLE001 - any load failure must fail closed, not crash-loop
+        log.error("the cover engine for streams %s cannot be loaded (%s); their frames will be covered whole", ", ".join(cfgs), exc)
+        return None
 
 
 def _load_segmenter(model: str, device: str, tiles: str | None, ids: list[str]) -> Any:

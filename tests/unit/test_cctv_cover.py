@@ -1,0 +1,159 @@
+"""The CCTV cover: motion layer (learning, global change, first pass), zones, the fused cover map,
+and the stage's handling of frames covered whole on purpose.  Synthetic frames only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from privacy_filter.config import DetectorConfig, EffectConfig, MaskConfig, MotionConfig, ZoneConfig
+from privacy_filter.engines.finder import CoverSettings, PersonFinder, hold_missed, pad_boxes
+from privacy_filter.engines.motion import MotionLayer, grid_size
+from privacy_filter.engines.zones import zone_masks
+from privacy_filter.frames import CoverWhole, YuvFrame
+from privacy_filter.stage import FilterStage, StageStream
+
+W, H, FPS = 320, 240, 10.0
+
+
+def scene(t: int, person: bool = True, level: int = 100) -> YuvFrame:
+    """A flat background with a bright 20x40 'person' walking right 4 px per frame."""
+    f = YuvFrame.blank(W, H, index=t, stream_id="cam")
+    f.y[...] = level
+    if person:
+        x = 20 + 4 * t
+        f.y[100:140, x:x + 20] = 220
+    return f
+
+
+def motion(**kw: float) -> MotionConfig:
+    return MotionConfig(enabled=True, **kw)  # type: ignore[arg-type]
+
+
+def test_grid_size_keeps_aspect_and_never_upscales() -> None:
+    assert grid_size(1920, 1080, 240) == (427, 240)
+    assert grid_size(320, 180, 240) == (320, 180)
+
+
+def test_live_source_covers_whole_while_learning_then_finds_the_mover() -> None:
+    layer = MotionLayer(W, H, FPS, motion(learn_s=1.0), live=True)
+    reasons = [layer.step(scene(t).y)[1] for t in range(10)]
+    assert reasons == ["learning"] * 10  # learn_s x fps frames
+    mask, reason = layer.step(scene(10).y)
+    assert reason is None
+    assert mask[120, 60 + 10] == 255  # the person now (x = 60..80)
+    assert mask[20, 300] == 0  # static background
+
+
+def test_file_with_first_pass_needs_no_learning_period() -> None:
+    layer = MotionLayer(W, H, FPS, motion(), live=False)
+    layer.prime([scene(0, person=False).y] * 5)
+    mask, reason = layer.step(scene(0).y)
+    assert reason is None and mask[120, 30] == 255 and mask[20, 300] == 0
+
+
+def test_global_change_covers_whole_then_relearns() -> None:
+    layer = MotionLayer(W, H, FPS, motion(relearn_s=0.5, hold_frames=0), live=False)
+    layer.prime([scene(0, person=False).y] * 5)
+    for t in range(3):
+        assert layer.step(scene(t).y)[1] is None
+    # lights switched on: every pixel changes by far more than the threshold
+    out = [layer.step(scene(t, level=180).y)[1] for t in range(3, 12)]
+    assert out[:5] == ["global_change"] * 5  # relearn_s x fps
+    assert out[-1] is None
+    mask, _ = layer.step(scene(12, level=180).y)
+    assert mask[20, 300] == 0  # the new background is learned, not covered
+
+
+def test_zones_rasterise_normalised_polygons() -> None:
+    z = zone_masks([ZoneConfig(mode="privacy", points=[(0.0, 0.0), (0.5, 0.0), (0.5, 0.5), (0.0, 0.5)])], 100, 50)
+    assert z.exclude is None and z.privacy is not None
+    assert z.privacy[10, 10] == 255 and z.privacy[40, 80] == 0 and z.privacy[24, 49] == 255
+
+
+def test_pad_boxes_margin_and_head_extra() -> None:
+    b = pad_boxes(np.array([[100, 100, 120, 200, 0.9]], np.float32), 1000, 500, pad_frac=0.01, head_extra=0.1)
+    np.testing.assert_allclose(b[0, :4], [95, 85, 125, 205])
+
+
+def test_hold_missed_keeps_only_unmatched_boxes_for_n_runs() -> None:
+    a = np.array([[0, 0, 10, 10, 1]], np.float32)
+    held = hold_missed([], a, 2)
+    held = hold_missed(held, np.zeros((0, 5), np.float32), 2)  # missed once: kept
+    assert len(held) == 1 and held[0][1] == 1
+    held = hold_missed(held, np.array([[1, 1, 11, 11, 1]], np.float32), 2)  # found again: the new box only
+    assert len(held) == 1 and held[0][1] == 0
+    for _ in range(3):
+        held = hold_missed(held, np.zeros((0, 5), np.float32), 2)
+    assert held == []
+
+
+class FixedDetector:
+    def __init__(self, boxes: np.ndarray) -> None:
+        self.boxes = boxes
+        self.calls = 0
+
+    def detect_yuv(self, frames: Sequence[YuvFrame]) -> list[np.ndarray]:
+        self.calls += 1
+        return [self.boxes for _ in frames]
+
+
+def test_cover_map_is_motion_or_boxes_or_privacy_minus_exclude_for_motion_only() -> None:
+    still = np.array([[200, 20, 240, 100, 0.9]], np.float32)  # a person standing still, found by the detector
+    zones = (ZoneConfig(mode="privacy", points=[(0.0, 0.9), (0.1, 0.9), (0.1, 1.0), (0.0, 1.0)]),
+             ZoneConfig(mode="exclude", points=[(0.0, 0.0), (1.0, 0.0), (1.0, 0.55), (0.0, 0.55)]))  # top half
+    s = CoverSettings(detector=DetectorConfig(name="test", pad_frac=0.0, head_extra=0.0), motion=motion(hold_frames=0), zones=zones)
+    finder = PersonFinder({"cam": s}, detector=FixedDetector(still))
+    finder.prime("cam", [scene(0, person=False).y] * 5)
+    (m,) = finder.infer_yuv([scene(0)])
+    assert isinstance(m, np.ndarray) and m.shape == (240, 320)
+    assert m[137, 30] == 1.0 and m[110, 30] == 0.0  # moving person: covered below the exclude zone only
+    assert m[60, 220] == 1.0  # detector box inside the exclude zone stays covered
+    assert m[235, 5] == 1.0  # privacy zone
+    assert m[200, 300] == 0.0
+    # motion inside the exclude zone is not covered
+    f = scene(1)
+    f.y[20:40, 20:40] = 250
+    (m2,) = finder.infer_yuv([f])
+    assert isinstance(m2, np.ndarray) and m2[30, 30] == 0.0
+
+
+def test_detector_every_n_frames_reuses_boxes() -> None:
+    det = FixedDetector(np.array([[10, 10, 50, 90, 0.9]], np.float32))
+    s = CoverSettings(detector=DetectorConfig(name="test", every=3))
+    finder = PersonFinder({"cam": s}, detector=det)
+    maps = [finder.infer_yuv([scene(t, person=False)])[0] for t in range(6)]
+    assert det.calls == 2 and all(isinstance(m, np.ndarray) and m[50, 30] == 1.0 for m in maps)
+
+
+def test_stage_covers_learning_frames_whole_and_counts_the_reason() -> None:
+    s = CoverSettings(motion=motion(learn_s=0.3), live=True, fps=FPS)
+    finder = PersonFinder({"cam": s})
+    stage = FilterStage(finder, {"cam": StageStream(effect=EffectConfig(kind="fill"), mask=MaskConfig())})
+    res = [stage.process([scene(t)])[0] for t in range(5)]
+    assert [r.status for r in res] == ["covered"] * 3 + ["filtered"] * 2
+    assert res[0].reason == "learning" and res[0].mask is not None and (res[0].mask == 255).all()
+    assert stage.counters.get("cam", "covered_whole:learning") == 3
+    assert stage.counters.get("cam", "frames_covered_whole") == 3
+    assert isinstance(finder.infer_yuv([scene(5)])[0], np.ndarray)
+    assert CoverWhole("learning").reason == "learning"
+
+
+def test_a_failing_detector_fails_closed() -> None:
+    class Broken:
+        def detect_yuv(self, frames: Sequence[YuvFrame]) -> list[np.ndarray]:
+            raise RuntimeError("boom")
+
+    finder = PersonFinder({"cam": CoverSettings(detector=DetectorConfig(name="x"))}, detector=Broken())
+    stage = FilterStage(finder, {"cam": StageStream(effect=EffectConfig(kind="fill"))})
+    (r,) = stage.process([scene(0)])
+    assert r.status == "covered" and r.mask is not None and (r.mask == 255).all()
+
+
+def test_stills_any_size_go_through_the_finder() -> None:
+    det = FixedDetector(np.array([[10, 10, 50, 90, 0.9]], np.float32))
+    finder = PersonFinder({"still": CoverSettings(detector=DetectorConfig(name="test"))}, detector=det)
+    for h, w in ((414, 455), (101, 77)):
+        (m,) = finder.infer_rgb([np.zeros((h, w, 3), np.uint8)], order="bgr")
+        assert m.shape == (h, w) and m[50, 30] == 1.0
