@@ -164,7 +164,7 @@ def run_demo(out_dir: Path, progress: bool = True) -> dict[str, Path]:
         log.info("%s: %d frames, %.1f fps", preset, rep.frames_out, rep.fps)
         files[preset] = out
     picture = out_dir / "before-after.png"
-    shown = [("original", clip), ("cctv: people pixelated", files["cctv"]), ("video-call: room blurred", files["video-call"])]
+    shown = [("original", clip), ("cctv: person pixelated (one photo, two sizes)", files["cctv"]), ("video-call: room blurred", files["video-call"])]
     before_after(shown, int(n * 0.3), picture)  # a frame where the two walkers do not overlap
     files["picture"] = picture
     return files

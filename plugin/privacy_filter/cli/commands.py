@@ -179,7 +179,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     out_dir = Path(getattr(args, "out", None) or DEFAULT_OUT)
     files = run_demo(out_dir)
-    print("privacy-filter demo: a 4 s clip of two people walking through a room, filtered with both presets")
+    print("privacy-filter demo: a 4 s clip of one photo of a person (scikit-image's astronaut) pasted at two sizes,\n"
+          "crossing a drawn room, filtered with both presets")
     print(f"  input clip          {files['input']}")
     print(f"  cctv preset         {files['cctv']}   (people pixelated, audio dropped)")
     print(f"  video-call preset   {files['video-call']}   (background blurred, audio kept)")
