@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_tensorrt_glue import pssn_onnx  # noqa: F401  (fixture)
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.py"
 
@@ -48,3 +49,24 @@ def test_a_failing_or_hanging_step_is_reported_and_the_rest_still_run(tmp_path: 
     monkeypatch.setattr(mod, "step_probe", boom)
     res = mod.run_step("probe", argparse.Namespace(emulate=True))
     assert res["ok"] is False and "cudaErrorIllegalAddress" in res["error"]
+
+
+@pytest.mark.mocked_tensorrt
+@pytest.mark.emulated_gpu
+def test_tensorrt_check_runs_against_the_fake(pssn_onnx: Path, tmp_path: Path, monkeypatch) -> None:
+    """scripts/tensorrt_check.py's own plumbing, against the FAKE TensorRT (never real TensorRT here)."""
+    for name in ("tensorrt", "cupy", "cupyx"):
+        monkeypatch.setitem(sys.modules, name, sys.modules.get(name))
+    monkeypatch.setenv("PRIVACY_FILTER_CACHE_DIR", str(tmp_path / "cache"))
+    spec = importlib.util.spec_from_file_location("tensorrt_check", SCRIPT.parent / "tensorrt_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rc = mod.main(["--onnx", str(pssn_onnx), "--out", str(tmp_path / "o"), "--fake", "10.8.0.43"])
+    report = json.loads((tmp_path / "o" / "tensorrt_report.json").read_text())
+    assert report["fake"] is True
+    cases = report["cases"]
+    assert cases["int8 from cache"]["skipped"] == "no --calib-cache given"
+    for name in ("fp32 batch 1..1", "fp32 batch 1..4", "fp16 batch 1..1", "fp16 batch 1..4"):
+        assert cases[name]["ok"] is True, (name, cases[name])
+    assert cases["fp32 batch 1..4"]["frames_3"]["infer_device_vs_host_agree"] >= 0.99
+    assert rc == 0
