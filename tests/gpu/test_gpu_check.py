@@ -53,7 +53,7 @@ def test_a_failing_or_hanging_step_is_reported_and_the_rest_still_run(tmp_path: 
 
 @pytest.mark.mocked_tensorrt
 @pytest.mark.emulated_gpu
-def test_tensorrt_check_runs_against_the_fake(pssn_onnx: Path, tmp_path: Path, monkeypatch) -> None:
+def test_tensorrt_check_runs_against_the_fake(pssn_onnx: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
     """scripts/tensorrt_check.py's own plumbing, against the FAKE TensorRT (never real TensorRT here)."""
     for name in ("tensorrt", "cupy", "cupyx"):
         monkeypatch.setitem(sys.modules, name, sys.modules.get(name))
