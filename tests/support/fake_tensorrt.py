@@ -17,7 +17,8 @@ Python API, the 10.x → 11.x migration guide) and CuPy:
   slicing, ``cupy.cuda.Stream(non_blocking=True).ptr``, ``cupyx.empty_pinned``.
 
 What it proves and what it does not: a "serialized engine" here is a JSON description of
-the parsed ONNX, and ``execute_async_v3`` runs that ONNX with ONNX Runtime on the host,
+the parsed ONNX, and ``execute_async_v3`` queues a run of that ONNX with ONNX Runtime on the
+given lazy stream (support.lazy_streams; it runs when that stream is synchronised or waited on),
 reading and writing the numpy buffers behind the fake device pointers.  So a test can check
 the glue's *data plumbing* (which tensor goes to which address, shapes, batch handling,
 output dtype handling, decoding) against the real model's output, and that the glue calls

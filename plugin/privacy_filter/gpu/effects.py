@@ -14,8 +14,9 @@ Design:
 * every launch goes through :func:`typed_launch`, which refuses a Python ``int``/``float``
   (CuPy would pass them as 64-bit) and arrays of the wrong dtype — the same check the
   emulator does;
-* all work of one stream runs on its own non-blocking CUDA stream; host↔device copies go
-  through pinned buffers (``cupyx.empty_pinned``);
+* all work of one filter stage runs on one non-blocking CUDA stream (:class:`StageDevice`), shared
+  by every stream's effect and the TensorRT engine; host↔device copies go through double-buffered
+  pinned buffers (:class:`PinnedStaging`);
 * the mask stays on the device from the probability map to the composite: only the final
   planes and the alpha come back.  :meth:`CudaStreamEffect.apply_device` takes device
   planes (I420 or NV12) and a device probability map and copies nothing.
