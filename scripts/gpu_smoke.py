@@ -148,10 +148,11 @@ def run(args: argparse.Namespace) -> dict:
     pre = CudaPreprocessor(SELFIE, rt)
     batch = frames[:4]
     dev = []
-    for i, f in enumerate(batch):
-        d = DevicePlanes.allocate(rt.xp, f.width, f.height, "nv12" if i % 2 else "i420")
-        d.upload(rt, f.y, f.u, f.v)
-        dev.append(d)
+    with rt.stream_context():  # allocations (CuPy: memsets) and uploads on the runtime's stream, in order
+        for i, f in enumerate(batch):
+            d = DevicePlanes.allocate(rt.xp, f.width, f.height, "nv12" if i % 2 else "i420")
+            d.upload(rt, f.y, f.u, f.v)
+            dev.append(d)
     out, _ = pre(dev)
     got = _host(rt, out)
     want = np.zeros_like(got)
@@ -160,7 +161,9 @@ def run(args: argparse.Namespace) -> dict:
     pre_diff = float(np.abs(got - want).max() * 255.0)
     logits = (np.stack([person_prob(t, len(frames)) for t in range(4)])[:, None] * 8.0 - 4.0).astype(np.float32)
     spec = SELFIE.model_copy(update={"output_kind": "logits"})
-    dec = _host(rt, decode_output(rt.xp.asarray(logits), spec, rt))
+    with rt.stream_context():  # the input must be uploaded on the stream that decodes it, not the default stream
+        d_logits = rt.to_device(logits)
+    dec = _host(rt, decode_output(d_logits, spec, rt))
     dec_diff = float(np.abs(dec - cpu_outputs.to_probability(logits, spec)).max() * 255.0)
     report["preprocess_max_diff_levels"] = pre_diff
     report["decode_max_diff_levels"] = dec_diff
@@ -181,7 +184,10 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _host(rt, a) -> np.ndarray:
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+    """A device result on the host: copied on the runtime's (non-blocking) stream, which is then
+    synchronised (``Runtime.to_host``).  ``a.get()`` would copy on the default stream, which does
+    not wait for a non-blocking stream: a race."""
+    return rt.to_host(a, np.empty(a.shape, a.dtype))
 
 
 def _device_name(rt) -> str:

@@ -79,8 +79,9 @@ def create_detector(
                        tile_size=tile_size, max_batch=max_batch or MAX_BATCH, threads=threads)
 
 
-def create_stream_effect(effect: EffectConfig, mask: MaskConfig, device: str = "cpu") -> StreamEffect:
-    """The effect for one stream on ``device`` ("cpu" or "cuda").
+def create_stream_effect(effect: EffectConfig, mask: MaskConfig, device: str = "cpu", runtime: Any = None) -> StreamEffect:
+    """The effect for one stream on ``device`` ("cpu" or "cuda"); ``runtime``: the stage's CUDA
+    runtime (``create_stage_device().rt``), whose one stream every effect of the stage shares.
 
     Raises ConfigError for an unusable replacement file or an unknown device.
     """
@@ -91,8 +92,16 @@ def create_stream_effect(effect: EffectConfig, mask: MaskConfig, device: str = "
     if device == "cuda":
         from privacy_filter.gpu import effects as cuda_effects  # lazily: CuPy/NVRTC only when asked for
 
-        return cuda_effects.create_stream_effect(effect, mask)
+        return cuda_effects.create_stream_effect(effect, mask, runtime=runtime)
     raise ConfigError(f"device: unknown effects device {device!r}; allowed: cpu, cuda")
+
+
+def create_stage_device(device_index: int = 0) -> Any:
+    """The CUDA device of one filter stage (``gpu.effects.StageDevice``): one runtime and stream for the
+    segmenter and every effect, device selection per thread, warm-up, the device-resident chain."""
+    from privacy_filter.gpu import effects as cuda_effects
+
+    return cuda_effects.StageDevice.create(device_index)
 
 
 def resolve_device(device: str) -> str:

@@ -153,10 +153,24 @@ class FilterStage:
             self.board = None
         self.counters = counters
         self._effects: dict[str, Any] = dict(effects or {})
+        # device "cuda": one StageDevice (one runtime, one CUDA stream) for the segmenter and every effect
+        self.gpu: Any = None
+        if device == "cuda":
+            self.gpu = _stage_device(self._effects, [sid for sid in self.streams if sid not in self._effects])
         for sid, spec in self.streams.items():
             if sid not in self._effects:
-                self._effects[sid] = _make_effect(spec, device)
-        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment")
+                self._effects[sid] = _make_effect(spec, device, self.gpu.rt if self.gpu is not None else None)
+        self.resident = False  # the device-resident chain: infer_device -> apply_device, one upload per frame
+        if self.gpu is not None:
+            self.gpu.bind(segmenter)
+            self.resident = self.gpu.resident(segmenter, list(self._effects.values()), self.gpu.rt)
+            log.info("filter stage on cuda: %s", "device-resident chain (TensorRT infer_device -> apply_device)"
+                     if self.resident else "host segmentation maps, CUDA effects")
+            self.gpu.warm_up(list(self._effects.values()), segmenter if segmenter is not None and getattr(segmenter, "ready", True) else None,
+                             resident=self.resident)
+        # the segmentation thread selects the stage's device too (CuPy's current device is per thread)
+        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment",
+                                           initializer=self.gpu.select if self.gpu is not None else None)
         self._pending: cf.Future | None = None  # an earlier inference still running (stalled)
         self._lock = threading.Lock()
         self._logged: set[tuple[str, str]] = set()
@@ -216,7 +230,10 @@ class FilterStage:
                 if not self._pending.done():
                     raise EngineFailure("segmentation engine still busy with a stalled call")
             self._pending = None
-            fut = self._pool.submit(seg.infer_yuv, frames)
+            if self.resident and all(f.turns == 0 for f in frames):
+                fut = self._pool.submit(self.gpu.segment, seg, frames)  # maps stay on the device (DeviceMap)
+            else:
+                fut = self._pool.submit(seg.infer_yuv, frames)
             remaining = max(0.0, deadline_s - (time.perf_counter() - t0))
             try:
                 probs = fut.result(timeout=remaining)
@@ -231,11 +248,15 @@ class FilterStage:
             raise EngineFailure(f"segmentation returned {len(probs) if hasattr(probs, '__len__') else probs!r} maps for {len(frames)} frames")
         return list(probs)
 
-    def _apply(self, frame: YuvFrame, prob: np.ndarray | CoverWhole) -> StageResult:
+    def _apply(self, frame: YuvFrame, prob: Any) -> StageResult:
+        """``prob``: a host probability map, the device-resident chain's DeviceMap, or CoverWhole."""
         if isinstance(prob, CoverWhole):
             return self._cover_on_purpose(frame, prob.reason)
         try:
-            mask = self._effects[frame.stream_id].apply(frame, prob)
+            if self.resident and not isinstance(prob, np.ndarray):  # a DeviceMap of the device-resident chain
+                mask = self.gpu.finish(self._effects[frame.stream_id], frame, prob)
+            else:
+                mask = self._effects[frame.stream_id].apply(frame, prob)
         except Exception as exc:
             if sticky_cuda_error(exc):
                 raise DeviceLost(f"stream {frame.stream_id}: effect: sticky CUDA error, the context is lost: "
@@ -293,7 +314,22 @@ class FilterStage:
             log.warning("stream %s: %s; %s (counted)", sid, reason, action)
 
 
-def _make_effect(spec: StageStream, device: str) -> Any:
+def _stage_device(effects: dict[str, Any], missing: list[str]) -> Any:
+    """The stage's CUDA device: the runtime the given effects already share (tests, embedding), or a
+    new one when effects must be made here; None when there is nothing on CUDA to share."""
+    runtimes = {id(rt): rt for rt in (getattr(fx, "rt", None) for fx in effects.values()) if rt is not None}
+    if len(runtimes) == 1:
+        from privacy_filter.gpu.effects import StageDevice
+
+        return StageDevice(next(iter(runtimes.values())))
+    if missing:
+        from privacy_filter.backends import create_stage_device
+
+        return create_stage_device()
+    return None
+
+
+def _make_effect(spec: StageStream, device: str, runtime: Any = None) -> Any:
     """The stream's effect from the effects module.
 
     Raises (``ConfigError`` for an unknown device or effect) instead of returning a
@@ -301,4 +337,4 @@ def _make_effect(spec: StageStream, device: str) -> Any:
     """
     from privacy_filter.backends import create_stream_effect
 
-    return create_stream_effect(spec.effect, spec.mask, device=device)
+    return create_stream_effect(spec.effect, spec.mask, device=device, runtime=runtime)

@@ -119,7 +119,9 @@ def test_temporal_quantize_bit_exact(shared_data: Path, temporal: str) -> None:
     fx = CudaStreamEffect(EffectConfig(kind="none"), mc, EmulatedRuntime())
     want = [R.quantize_ref(m) for m in R.temporal_ref(probs, mc)]
     for t, p in enumerate(probs):
-        q = fx._temporal_quantize(p).copy()
+        q = fx._temporal_quantize(p)
+        fx.rt.synchronize()  # queued on the effect's stream (lazy-stream emulation)
+        q = fx.rt.host(q)
         assert np.array_equal(q, want[t]), f"{temporal} frame {t}: max diff {_maxdiff(q, want[t])}"
 
 
@@ -315,6 +317,7 @@ def test_preprocess_batch_matches_cpu(shared_data: Path, spec_name: str) -> None
         host_frames.append(f)
     pre = CudaPreprocessor(spec, rt)
     out, places = pre(dev, [c for _, _, c in items])
+    rt.synchronize()
     assert out.shape[0] == 3
     inv_scale = 1.0 / np.asarray(spec.scale, np.float32)
     for i, (f, (_, _, (matrix, full))) in enumerate(zip(host_frames, items)):
@@ -344,6 +347,7 @@ def test_preprocessor_reuses_tables_and_fills_a_max_batch_buffer(shared_data: Pa
         ring.append(d)
     buf = np.full((3, *pre.item_shape), -7.0, np.float32)
     got, places = pre(ring[:1], out=buf)
+    rt.synchronize()
     assert got.shape == (1, *pre.item_shape) and np.shares_memory(got, buf)
     assert (buf[1:] == -7.0).all(), "items past the batch must be left alone"
     tables = pre._last[1]
@@ -353,6 +357,7 @@ def test_preprocessor_reuses_tables_and_fills_a_max_batch_buffer(shared_data: Pa
     pre(ring[:1], out=buf)  # same surface again: the uploaded tables are reused
     assert all(a is b for a, b in zip(pre._last[1], tables))
     pre(ring[1:], out=buf)  # another surface of the same geometry: new plane addresses, same rows
+    rt.synchronize()
     assert pre._last[1][0] is not tables[0] and len(pre._rows) == 1
     assert np.array_equal(buf[0], got[0])
     assert rt.launches.count("preprocess_yuv") == 3
@@ -374,6 +379,7 @@ def test_preprocess_resampling_within_one_level(shared_data: Path, size, model) 
     rt = EmulatedRuntime()
     d = DevicePlanes.allocate(np, W, H, "nv12")
     d.upload(rt, f.y, f.u, f.v)
+    rt.synchronize()  # the direct kernel call below is not on rt's stream
     planes = np.array([[d.y.ctypes.data, d.u.ctypes.data, d.v.ctypes.data]], np.uint64)
     geom = np.array([[W, H, d.ypitch, d.cpitch, d.cstep, 0, 0, MW, MH]], np.int32)
     coef = np.array([[1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0]], np.float32)
@@ -427,7 +433,9 @@ def _variants(soft: np.ndarray) -> dict[str, tuple[np.ndarray, ModelSpec]]:
                                      "sigmoid-1ch", "logits-1ch-nhwc", "logits-2ch", "logits-3ch"])
 def test_output_decoding_matches_cpu(sinet_output: np.ndarray, variant: str) -> None:
     raw, spec = _variants(sinet_output)[variant]
-    got = decode_output(raw, spec, EmulatedRuntime())
+    rt = EmulatedRuntime()
+    got = decode_output(raw, spec, rt)
+    rt.synchronize()
     want = cpu_outputs.to_probability(raw, spec)
     assert got.shape == want.shape == (2, 320, 320)
     assert np.abs(got - want).max() * 255 <= TOL

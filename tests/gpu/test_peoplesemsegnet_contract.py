@@ -104,7 +104,7 @@ def test_int32_argmax_and_yuv_input(tmp_path: Path, selfie_model: ResolvedModel,
                                inner_layout=selfie_model.spec.input_layout, input_name="input_1:0", out_dtype="int32")
     assert onnx_tools.read_io(path).outputs[0].dtype == np.int32
     seg = create_segmenter(f"peoplesemsegnet-vanilla:{path}")
-    from test_engines import even, to_i420
+    from support.pictures import even, to_i420
 
     im = even(images[0])
     p = seg.infer_yuv([to_i420(im)])[0]

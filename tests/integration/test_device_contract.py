@@ -55,14 +55,16 @@ def working_cuda_emulated(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     from support.gpu_emulation import EmulatedRuntime
 
     made: list[Any] = []
+    shared = EmulatedRuntime()  # the stage's one runtime (one stream)
 
-    def create(effect: Any, mask: Any) -> Any:
-        fx = cuda.CudaStreamEffect(effect, mask, runtime=EmulatedRuntime())
+    def create(effect: Any, mask: Any, runtime: Any = None) -> Any:
+        fx = cuda.CudaStreamEffect(effect, mask, runtime=runtime or shared)
         made.append(fx)
         return fx
 
     monkeypatch.setattr(cuda, "cuda_unavailable_reason", lambda: None)
     monkeypatch.setattr(cuda, "create_stream_effect", create)
+    monkeypatch.setattr(cuda.StageDevice, "create", classmethod(lambda cls, device=0: cls(shared)))
     return made
 
 

@@ -15,26 +15,8 @@ from privacy_filter.engines.onnxruntime import physical_cores
 from privacy_filter.errors import ConfigError, ModelError
 from privacy_filter.frames import YuvFrame
 from privacy_filter.models.registry import ResolvedModel
+from support.pictures import even, to_i420
 from support.seg_fixtures import image_and_mask, iou, selfie_model, spec_dir  # noqa: F401  (fixtures)
-
-
-def to_i420(bgr: np.ndarray, pad: int = 0) -> YuvFrame:
-    """An I420 frame from an even-sized BGR image, with planes as strided views when ``pad``."""
-    h, w = bgr.shape[:2]
-    flat = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420).reshape(-1)
-    n, c = h * w, (h // 2) * (w // 2)
-    y, u, v = flat[:n].reshape(h, w), flat[n:n + c].reshape(h // 2, w // 2), flat[n + c:].reshape(h // 2, w // 2)
-    if pad:
-        def strided(p: np.ndarray) -> np.ndarray:
-            big = np.zeros((p.shape[0], p.shape[1] + pad), np.uint8)
-            big[:, : p.shape[1]] = p
-            return big[:, : p.shape[1]]
-        y, u, v = strided(y), strided(u), strided(v)
-    return YuvFrame(y, u, v)
-
-
-def even(img: np.ndarray) -> np.ndarray:
-    return img[: img.shape[0] & ~1, : img.shape[1] & ~1]
 
 
 @pytest.fixture(scope="module")

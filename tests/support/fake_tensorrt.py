@@ -17,7 +17,8 @@ Python API, the 10.x → 11.x migration guide) and CuPy:
   slicing, ``cupy.cuda.Stream(non_blocking=True).ptr``, ``cupyx.empty_pinned``.
 
 What it proves and what it does not: a "serialized engine" here is a JSON description of
-the parsed ONNX, and ``execute_async_v3`` runs that ONNX with ONNX Runtime on the host,
+the parsed ONNX, and ``execute_async_v3`` queues a run of that ONNX with ONNX Runtime on the
+given lazy stream (support.lazy_streams; it runs when that stream is synchronised or waited on),
 reading and writing the numpy buffers behind the fake device pointers.  So a test can check
 the glue's *data plumbing* (which tensor goes to which address, shapes, batch handling,
 output dtype handling, decoding) against the real model's output, and that the glue calls
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from support.lazy_streams import SCHED, EmuDeviceArray, EmuEvent, EmuStream, byte_range, current_stream
 
 MAGIC = b"FAKE-TRT-PLAN\n"
 
@@ -55,6 +58,7 @@ class FakeMemory:
 
     def view(self, ptr: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """The array of ``shape``/``dtype`` at ``ptr``; raises if it is not inside one allocation."""
+        shape = tuple(int(d) for d in shape)
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
         for base, buf in self.allocations.items():
             if base <= ptr and ptr + nbytes <= base + buf.nbytes:
@@ -66,16 +70,42 @@ class FakeMemory:
 MEMORY = FakeMemory()
 
 
+class FakeDevice:
+    """``cupy.cuda.Device(n)``: ``use()`` records the device selected for the calling thread."""
+
+    selected: dict[int, int] = {}
+
+    def __init__(self, device: int = 0) -> None:
+        self.id = int(device)
+
+    def use(self) -> None:
+        import threading
+
+        FakeDevice.selected[threading.get_ident()] = self.id
+
+    def __enter__(self) -> FakeDevice:
+        self.use()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 class _Data:
     def __init__(self, ptr: int) -> None:
         self.ptr = ptr
 
 
-class FakeDeviceArray(np.ndarray):
+class PinnedArray(np.ndarray):
+    """``cupyx.empty_pinned``: a copy from it reads it when the copy runs, not when it is queued."""
+
+
+class FakeDeviceArray(EmuDeviceArray):
     """A numpy array standing in for ``cupy.ndarray``: ``.data.ptr``, ``set``, ``get`` and slicing.
 
     Being a real numpy array, it can also be handed to the CUDA kernels run under host emulation
-    (support.gpu_emulation), exactly as a CuPy array is handed to the real kernels.
+    (support.gpu_emulation), exactly as a CuPy array is handed to the real kernels.  Copies are
+    queued on a lazy stream (support.lazy_streams), as CuPy queues them on a CUDA stream.
     """
 
     @property
@@ -83,38 +113,33 @@ class FakeDeviceArray(np.ndarray):
         return _Data(self.ctypes.data)
 
     def set(self, arr: np.ndarray, stream: Any = None) -> None:
-        arr = np.asarray(arr)
+        """Host → device on ``stream`` (default: the current stream), asynchronous like CuPy's."""
+        if not isinstance(arr, PinnedArray):
+            arr = np.array(arr, copy=True)  # pageable memory is staged at the call
         if arr.shape != self.shape or arr.dtype != self.dtype:
             raise ValueError(f"fake cupy set: {arr.dtype}{arr.shape} into {self.dtype}{self.shape}")
-        np.copyto(self, arr)
+        dst = self.view(np.ndarray)
+        SCHED.enqueue(stream, "cupy set (h2d)", lambda: np.copyto(dst, arr.view(np.ndarray)), writes=[byte_range(dst)])
 
     def get(self, stream: Any = None, out: np.ndarray | None = None) -> np.ndarray:
-        host = self.view(np.ndarray)
-        if out is None:
-            return host.copy()
-        if out.shape != self.shape or out.dtype != self.dtype:
+        """Device → host on ``stream`` (default: the current stream), then that stream is synchronised
+        (CuPy's ``blocking=True``): pending writes to this array on *another* stream are a race."""
+        src = self.view(np.ndarray)
+        if out is not None and (out.shape != self.shape or out.dtype != self.dtype):
             raise ValueError(f"fake cupy get: {self.dtype}{self.shape} into {out.dtype}{out.shape}")
-        np.copyto(out, host)
-        return out
+        dst = out if out is not None else np.empty(self.shape, self.dtype)
+        s = stream or SCHED.current()
+        SCHED.enqueue(s, "cupy get (d2h)", lambda: np.copyto(dst, src), reads=[byte_range(src)])
+        s.synchronize()
+        return dst
+
+    def fill(self, value: Any) -> None:
+        dst = self.view(np.ndarray)
+        SCHED.enqueue(None, "cupy fill", lambda: dst.fill(value), writes=[byte_range(dst)])
 
 
-class FakeStream:
-    _next = 0x5000
-
-    def __init__(self, null: bool = False, non_blocking: bool = False, ptds: bool = False) -> None:
-        FakeStream._next += 16
-        self.ptr = FakeStream._next
-        self.non_blocking = non_blocking
-        self.synchronized = 0
-
-    def synchronize(self) -> None:
-        self.synchronized += 1
-
-    def __enter__(self) -> FakeStream:  # ``with stream:`` makes it current, as cupy.cuda.Stream does
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+#: ``cupy.cuda.Stream`` of the fake: the lazy stream of the host emulator.
+FakeStream = EmuStream
 
 
 def make_fake_cupy(gpu_name: str = "Fake GPU H100") -> tuple[types.ModuleType, types.ModuleType]:
@@ -134,12 +159,14 @@ def make_fake_cupy(gpu_name: str = "Fake GPU H100") -> tuple[types.ModuleType, t
         getDevice=lambda: 0,
         getDeviceProperties=lambda dev: {"name": gpu_name.encode(), "major": 9, "minor": 0},
     )
-    cp.cuda = types.SimpleNamespace(Stream=FakeStream, runtime=runtime, is_available=lambda: True)  # type: ignore[attr-defined]
+    cp.cuda = types.SimpleNamespace(Stream=FakeStream, Event=EmuEvent, runtime=runtime,  # type: ignore[attr-defined]
+                                    is_available=lambda: True, get_current_stream=current_stream,
+                                    Device=FakeDevice)
 
     cpx = types.ModuleType("cupyx")
 
     def empty_pinned(shape: Any, dtype: Any = np.float32) -> np.ndarray:
-        return np.empty(shape, dtype)
+        return np.empty(shape, dtype).view(PinnedArray)
 
     cpx.empty_pinned = empty_pinned  # type: ignore[attr-defined]
     return cp, cpx
@@ -522,32 +549,40 @@ class IExecutionContext:
         return True
 
     def execute_async_v3(self, stream_handle: int) -> bool:
-        import onnxruntime as ort
-
+        """Queue the engine on the stream whose handle is given (it runs when that stream is
+        synchronised or waited on, like TensorRT's enqueue); False where TensorRT fails at once."""
         self.executions.append(int(stream_handle))
         eng = self.engine
         names = eng._order
         if any(n not in self.addresses for n in names):
             return False  # the real runtime reports "address not set" and fails
         inputs = [n for n in names if eng._io[n]["input"]]
+        outputs = [n for n in names if not eng._io[n]["input"]]
         if any(-1 in eng.get_tensor_shape(n) and n not in self.input_shapes for n in inputs):
             return False
-        sess = self._sessions.get(eng.plan["onnx"])
-        if sess is None:
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = 1
-            so.log_severity_level = 3
-            sess = ort.InferenceSession(eng.plan["onnx"], so, providers=["CPUExecutionProvider"])
-            self._sessions[eng.plan["onnx"]] = sess
-        feed = {}
-        for n in inputs:
-            shape = self.get_tensor_shape(n)
-            feed[n] = MEMORY.view(self.addresses[n], shape, nptype(eng.get_tensor_dtype(n))).copy()
-        outs = sess.run([n for n in names if not eng._io[n]["input"]], feed)
-        for n, val in zip([n for n in names if not eng._io[n]["input"]], outs):
-            dt = nptype(eng.get_tensor_dtype(n))
-            dst = MEMORY.view(self.addresses[n], self.get_tensor_shape(n), dt)
-            dst[...] = np.asarray(val).astype(dt)
+        stream = next((s for s in SCHED.streams.values() if s.ptr == int(stream_handle)), None)
+        if stream is None:
+            raise RuntimeError(f"fake TensorRT: {stream_handle:#x} is not a stream handle")
+        ins = {n: MEMORY.view(self.addresses[n], self.get_tensor_shape(n), nptype(eng.get_tensor_dtype(n))) for n in inputs}
+        outs = {n: MEMORY.view(self.addresses[n], self.get_tensor_shape(n), nptype(eng.get_tensor_dtype(n))) for n in outputs}
+        onnx = eng.plan["onnx"]
+
+        def run() -> None:
+            import onnxruntime as ort
+
+            sess = self._sessions.get(onnx)
+            if sess is None:
+                so = ort.SessionOptions()
+                so.intra_op_num_threads = 1
+                so.log_severity_level = 3
+                sess = ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
+                self._sessions[onnx] = sess
+            vals = sess.run(outputs, {n: a.copy() for n, a in ins.items()})
+            for n, val in zip(outputs, vals):
+                outs[n][...] = np.asarray(val).astype(outs[n].dtype)
+
+        SCHED.enqueue(stream, "TensorRT execute_async_v3", run,
+                      reads=[byte_range(a) for a in ins.values()], writes=[byte_range(a) for a in outs.values()])
         return True
 
 

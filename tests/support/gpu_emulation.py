@@ -13,8 +13,10 @@ Nothing here is a production path.  It exists because no machine of this project
   which work without a driver (``RawModule`` compilation does not).
 * :func:`nvcc_compile` compiles a source to a cubin for one ``sm_XX`` with ``nvcc``.
 
-The emulator is 10-25x slower than OpenCV and does not model warps or races: it proves the
-arithmetic, indexing and edge handling of the kernels, not their speed (docs/gpu.md).
+The emulator is 10-25x slower than OpenCV and does not model warps or intra-kernel races: it
+proves the arithmetic, indexing and edge handling of the kernels, not their speed (docs/gpu.md).
+Stream ordering *is* modelled: :class:`EmulatedRuntime` queues its work on lazy streams
+(:mod:`support.lazy_streams`), so a missing synchronisation or event fails a test.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 from privacy_filter.gpu.effects import Runtime
 from privacy_filter.gpu.kernel_abi import KernelSignature, check_args, expand_includes, parse_kernels
 from privacy_filter.gpu.kernels import KERNEL_DIR
+from support.lazy_streams import SCHED, EmuDeviceArray, EmuStream, as_device, byte_range, check_host_read
 
 EMU_DIR = Path(__file__).resolve().parent / "emu"  # the host shim: test harness, not product
 MODE_AUTO, MODE_PLAIN, MODE_FIBER = "auto", "plain", "fiber"
@@ -252,14 +255,57 @@ def ptx_entries(ptx: bytes) -> list[str]:
     return [e.decode() for e in re.findall(rb"\.entry\s+(\w+)", ptx)]
 
 
-class EmulatedRuntime(Runtime):
-    """Host emulation: the same kernels built by g++ (test harness; see gpu_emulation)."""
+class _EmuXp:
+    """The ``xp`` of :class:`EmulatedRuntime`: NumPy, but new arrays are :class:`EmuDeviceArray`.
 
-    def __init__(self, workers: int = 0) -> None:
-        self.xp = np
+    Allocations are immediate (CuPy's are asynchronous memsets on the current stream: not modelled).
+    ``asarray`` of host data is a copy queued on the current stream, like CuPy's.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    def empty(self, shape: Any, dtype: Any = np.float32) -> EmuDeviceArray:
+        return as_device(np.full(shape, 0xCD if np.dtype(dtype).kind in "iu" else np.nan, dtype))
+
+    def zeros(self, shape: Any, dtype: Any = np.float32) -> EmuDeviceArray:
+        return as_device(np.zeros(shape, dtype))
+
+    def full(self, shape: Any, value: Any, dtype: Any = None) -> EmuDeviceArray:
+        return as_device(np.full(shape, value, dtype))
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        if isinstance(a, EmuDeviceArray) and (dtype is None or a.dtype == dtype):
+            return a
+        host = np.array(a, dtype=dtype, copy=True)  # pageable source: staged at the call
+        dev = self.empty(host.shape, host.dtype)
+        SCHED.enqueue(None, "cupy.asarray (h2d)", lambda: np.copyto(dev.view(np.ndarray), host), writes=[byte_range(dev)])
+        return dev
+
+    def ascontiguousarray(self, a: Any, dtype: Any = None) -> Any:
+        if isinstance(a, np.ndarray) and a.flags.c_contiguous and (dtype is None or a.dtype == dtype):
+            return a
+        src = a
+        dev = self.empty(np.shape(a), dtype or a.dtype)
+        SCHED.enqueue(None, "ascontiguousarray (d2d)", lambda: np.copyto(dev.view(np.ndarray), src, casting="unsafe"),
+                      reads=[byte_range(src)], writes=[byte_range(dev)])
+        return dev
+
+
+_XP = _EmuXp()
+
+
+class EmulatedRuntime(Runtime):
+    """Host emulation of :class:`CupyRuntime`: the same kernels built by g++, and the same stream
+    behaviour: launches and copies are queued on this runtime's non-blocking stream
+    (:mod:`support.lazy_streams`) and run only when the stream is synchronised or waited on."""
+
+    def __init__(self, workers: int = 0, stream: EmuStream | None = None) -> None:
+        self.xp = _EmuXp()
         self._load = load_kernel_module
         self._modules: dict[str, Any] = {}
         self.workers = workers
+        self.stream = stream if stream is not None else EmuStream(non_blocking=True)
         self.launches: list[str] = []  # kernel names in launch order, for tests
         self.profile: dict[str, list[float]] | None = None
 
@@ -267,29 +313,57 @@ class EmulatedRuntime(Runtime):
         if filename not in self._modules:
             self._modules[filename] = self._load(filename)
         fn = self._modules[filename].get_function(name)
+        params = fn.sig.params
 
         def launch(grid: Sequence[int], block: Sequence[int], args: Sequence[Any]) -> None:
+            check_args(fn.sig, args)  # at the call, as CuPy does
             self.launches.append(name)
-            t0 = time.perf_counter()
-            fn(grid, block, args, workers=self.workers)  # HostFunction checks the types itself
-            if self.profile is not None:
-                self.profile.setdefault(name, []).append((time.perf_counter() - t0) * 1e3)
+            args = tuple(args)
+            reads = [byte_range(a) for p, a in zip(params, args) if p.pointer]
+            writes = [byte_range(a) for p, a in zip(params, args) if p.pointer and not p.decl.startswith("const")]
+
+            def run() -> None:
+                t0 = time.perf_counter()
+                fn(grid, block, args, workers=self.workers)  # HostFunction checks the types itself
+                if self.profile is not None:
+                    self.profile.setdefault(name, []).append((time.perf_counter() - t0) * 1e3)
+
+            SCHED.enqueue(self.stream, name, run, reads=reads, writes=writes)
 
         return launch
 
     def kernel_times(self) -> dict[str, list[float]]:
         """Milliseconds per launch on the CPU (emulation, not GPU time)."""
+        self.stream.synchronize()
         return self.profile or {}
 
     def to_device(self, host: np.ndarray, out: Any | None = None) -> Any:
-        if out is None:
-            return np.array(host, copy=True)
-        out[tuple(slice(0, s) for s in host.shape)] = host
+        if out is None:  # CupyRuntime: xp.asarray on the current stream
+            return _XP.asarray(host)
+        src = np.array(host, copy=True)  # through the staging buffer (CupyRuntime waits before reusing it)
+        dst = out[tuple(slice(0, s) for s in host.shape)]
+        SCHED.enqueue(self.stream, "to_device (h2d)", lambda: np.copyto(dst.view(np.ndarray), src),
+                      writes=[byte_range(dst)])
         return out
 
     def to_host(self, dev: Any, out: np.ndarray) -> np.ndarray:
-        out[...] = dev[tuple(slice(0, s) for s in out.shape)]
+        src = dev[tuple(slice(0, s) for s in out.shape)]
+        stage = np.empty(out.shape, out.dtype)
+        SCHED.enqueue(self.stream, "to_host (d2h)", lambda: np.copyto(stage, src), reads=[byte_range(src)])
+        self.stream.synchronize()
+        out[...] = stage
         return out
+
+    def host(self, dev: Any) -> np.ndarray:
+        """What a test reads: a host copy, refused while a stream still has writes to ``dev`` queued."""
+        check_host_read(dev)
+        return np.array(dev, copy=True).view(np.ndarray)
 
     def is_device_array(self, a: Any) -> bool:
         return isinstance(a, np.ndarray)
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def stream_context(self) -> Any:
+        return self.stream

@@ -14,8 +14,9 @@ Design:
 * every launch goes through :func:`typed_launch`, which refuses a Python ``int``/``float``
   (CuPy would pass them as 64-bit) and arrays of the wrong dtype — the same check the
   emulator does;
-* all work of one stream runs on its own non-blocking CUDA stream; host↔device copies go
-  through pinned buffers (``cupyx.empty_pinned``);
+* all work of one filter stage runs on one non-blocking CUDA stream (:class:`StageDevice`), shared
+  by every stream's effect and the TensorRT engine; host↔device copies go through double-buffered
+  pinned buffers (:class:`PinnedStaging`);
 * the mask stays on the device from the probability map to the composite: only the final
   planes and the alpha come back.  :meth:`CudaStreamEffect.apply_device` takes device
   planes (I420 or NV12) and a device probability map and copies nothing.
@@ -115,22 +116,97 @@ class Runtime:
 
         return contextlib.nullcontext()
 
+    def select(self) -> None:
+        """Make this runtime's device current for the calling thread (``cupy.cuda.Device(n).use()``)."""
+
+    def evict_staging(self, shapes: Sequence[tuple[int, ...]]) -> None:
+        """Free the pinned staging buffers of device buffers of these shapes (a frame size no longer used)."""
+
+
+_StagingKey = tuple[str, tuple[int, ...], str]
+
+
+class PinnedStaging:
+    """Double-buffered pinned host buffers for asynchronous copies, per (direction, shape, dtype).
+
+    Each key has two buffers used in turn.  After a copy is queued from (or into) a buffer an event
+    is recorded on the stream; before the host writes that buffer again it waits on *that event*
+    only, so frame N+1's upload does not wait for frame N's compute (a full stream synchronisation
+    did).  Keys are evicted when the frame size they belong to goes away (:meth:`evict`) and, as a
+    bound, the least recently used beyond ``max_keys``; an evicted buffer's pending copy is waited for.
+    """
+
+    def __init__(self, cupy: Any, cupyx: Any, buffers: int = 2, max_keys: int = 16) -> None:
+        from collections import OrderedDict
+
+        self._cp, self._cpx = cupy, cupyx
+        self.buffers = buffers
+        self.max_keys = max_keys
+        self._pool: OrderedDict[_StagingKey, list[Any]] = OrderedDict()  # key -> [bufs, events, next]
+
+    def __len__(self) -> int:
+        return len(self._pool)
+
+    def acquire(self, direction: str, shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, _StagingKey, int]:
+        key = (direction, tuple(int(d) for d in shape), np.dtype(dtype).str)
+        entry = self._pool.get(key)
+        if entry is None:
+            entry = self._pool[key] = [[self._cpx.empty_pinned(shape, dtype) for _ in range(self.buffers)],
+                                       [None] * self.buffers, 0]
+            while len(self._pool) > self.max_keys:
+                self._drop(next(iter(self._pool)))
+        self._pool.move_to_end(key)
+        slot = entry[2]
+        entry[2] = (slot + 1) % self.buffers
+        ev = entry[1][slot]
+        if ev is not None:  # the copy that last used this buffer must have run before the host touches it
+            ev.synchronize()
+            entry[1][slot] = None
+        return entry[0][slot], key, slot
+
+    def release(self, key: _StagingKey, slot: int, stream: Any) -> None:
+        """Record, on ``stream``, the end of the copy just queued with this buffer."""
+        ev = self._cp.cuda.Event(block=False, disable_timing=True)
+        ev.record(stream)
+        self._pool[key][1][slot] = ev
+
+    def evict(self, shapes: Sequence[tuple[int, ...]]) -> None:
+        wanted = {tuple(int(d) for d in s) for s in shapes}
+        for key in [k for k in self._pool if k[1] in wanted]:
+            self._drop(key)
+
+    def _drop(self, key: _StagingKey) -> None:
+        for ev in self._pool[key][1]:
+            if ev is not None:
+                ev.synchronize()
+        del self._pool[key]
+
 
 class CupyRuntime(Runtime):
-    """The real thing: NVRTC-compiled raw kernels on one non-blocking stream, pinned staging."""
+    """The real thing: NVRTC-compiled raw kernels on one non-blocking stream, pinned staging.
 
-    def __init__(self) -> None:
+    One runtime per filter stage and device (:class:`StageDevice`): its stream is shared by the
+    effects of every stream of the stage and by the TensorRT engine, so the device-resident chain
+    needs no synchronisation; work that crosses to another stream is ordered with events.
+    """
+
+    def __init__(self, device: int = 0) -> None:
         import cupy
         import cupyx
 
         self.xp = cupy
         self._cupyx = cupyx
+        self.device = int(device)
+        self.select()
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self._modules: dict[str, Any] = {}
         self._sigs: dict[str, dict[str, KernelSignature]] = {}
-        self._pinned: dict[tuple[tuple[int, ...], str, str], np.ndarray] = {}
+        self.staging = PinnedStaging(cupy, cupyx)
         self.profile: dict[str, list[float]] | None = None  # set to {} to time every launch
         self._events: list[tuple[str, Any, Any]] = []
+
+    def select(self) -> None:
+        self.xp.cuda.Device(self.device).use()
 
     def _module(self, filename: str) -> Any:
         if filename not in self._modules:
@@ -164,34 +240,24 @@ class CupyRuntime(Runtime):
         self._events.clear()
         return self.profile
 
-    def _staging(self, shape: tuple[int, ...], dtype: np.dtype, role: str) -> np.ndarray:
-        """The pinned buffer for one device buffer and direction, reused frame after frame.
-
-        Reuse waits for the stream first: an earlier asynchronous copy may still read it.
-        """
-        key = (tuple(shape), np.dtype(dtype).str, role)
-        buf = self._pinned.get(key)
-        if buf is None:
-            buf = self._cupyx.empty_pinned(shape, dtype)
-            self._pinned[key] = buf
-        else:
-            self.stream.synchronize()
-        return buf
-
     def to_device(self, host: np.ndarray, out: Any | None = None) -> Any:
-        if out is None:  # small tables, made once per size: a plain synchronous copy
+        if out is None:  # small tables, made once per size: a copy on the current stream
             return self.xp.asarray(host)
-        stage = self._staging(out.shape, out.dtype, f"h2d{id(out)}")
+        stage, key, slot = self.staging.acquire("h2d", out.shape, out.dtype)
         stage[tuple(slice(0, s) for s in host.shape)] = host
         out.set(stage, stream=self.stream)
+        self.staging.release(key, slot, self.stream)
         return out
 
     def to_host(self, dev: Any, out: np.ndarray) -> np.ndarray:
-        stage = self._staging(dev.shape, dev.dtype, f"d2h{id(dev)}")
-        dev.get(stream=self.stream, out=stage)
+        stage, key, slot = self.staging.acquire("d2h", dev.shape, dev.dtype)
+        dev.get(stream=self.stream, out=stage)  # blocking: CuPy synchronises the stream after the copy
         self.stream.synchronize()
         out[...] = stage[tuple(slice(0, s) for s in out.shape)]
         return out
+
+    def evict_staging(self, shapes: Sequence[tuple[int, ...]]) -> None:
+        self.staging.evict(shapes)
 
     def is_device_array(self, a: Any) -> bool:
         return isinstance(a, self.xp.ndarray)
@@ -412,6 +478,9 @@ class CudaStreamEffect:
         if st is not None and (st.geo.width, st.geo.height) == (width, height):
             return st
         xp = self.xp
+        if st is not None:  # a new frame size: the old size's pinned staging buffers go
+            old = [a.shape for a in (st.frame.y, st.frame.uv, st.frame.u_plane, st.frame.v_plane, st.alpha) if a is not None]
+            self.rt.evict_staging(old)
         geo = resolve_geometry(self.effect, self.mask, width, height)
         ap = aligned_pitch(width)
         st = _SizeState(
@@ -608,17 +677,121 @@ class CudaStreamEffect:
             st.frame.download(self.rt, frame.y, frame.u, frame.v)
         return np.full((frame.height, frame.width), 255, np.uint8)
 
+    def warm_up(self, width: int = 64, height: int = 64) -> None:
+        """Compile every kernel module this effect uses and run it once on a blank frame, so that the
+        first NVRTC compile and the first allocations happen before the first real frame's deadline.
+        The temporal state is reset afterwards."""
+        with self.rt.stream_context():
+            for filename in ("mask.cu", "effects.cu"):
+                self._fn(filename, "mask_temporal_quantize" if filename == "mask.cu" else "composite_const")
+        cw, ch = chroma_size(width, height)
+        frame = YuvFrame(np.zeros((height, width), np.uint8), np.full((ch, cw), 128, np.uint8), np.full((ch, cw), 128, np.uint8))
+        self.apply(frame, np.zeros((max(1, height // 4), max(1, width // 4)), np.float32))
+        self.reset()
+
     def close(self) -> None:
         if self._replacement is not None:
             self._replacement.close()
 
 
-def create_stream_effect(effect: EffectConfig, mask: MaskConfig) -> CudaStreamEffect:
-    """The CUDA effect for one stream; a UserError naming the reason when CUDA cannot run here."""
-    reason = cuda_unavailable_reason()
-    if reason is not None:
-        raise UserError(f"device cuda: CUDA unavailable: {reason}")
-    return CudaStreamEffect(effect, mask)
+def create_stream_effect(effect: EffectConfig, mask: MaskConfig, runtime: Runtime | None = None) -> CudaStreamEffect:
+    """The CUDA effect for one stream on ``runtime`` (the stage's :class:`StageDevice` runtime, whose
+    stream all effects of a stage share); a UserError naming the reason when CUDA cannot run here."""
+    if runtime is None:
+        reason = cuda_unavailable_reason()
+        if reason is not None:
+            raise UserError(f"device cuda: CUDA unavailable: {reason}")
+    return CudaStreamEffect(effect, mask, runtime=runtime)
+
+
+# ------------------------------------------------------------------------ the stage's device
+
+
+@dataclass
+class DeviceMap:
+    """A frame on the device and its probability map there: what the device-resident path's
+    ``segment`` hands to ``finish`` (the frame went up once; the map never comes down)."""
+
+    planes: DevicePlanes
+    prob: Any
+
+
+class StageDevice:
+    """One device of one filter stage: one runtime (one CUDA stream) for the segmenter and every
+    stream's effect, device selection per thread, warm-up, and the device-resident chain.
+
+    The chain (:meth:`segment` then :meth:`finish`): each frame's planes are uploaded once on the
+    stage stream, ``segmenter.infer_device`` fills the engine input with the preprocessing kernel,
+    runs the engine and decodes the map on that stream, ``CudaStreamEffect.apply_device`` draws the
+    mask and the effect on the same planes, and only the finished planes and the alpha come back.
+    One stream, so no synchronisation inside the chain; the host waits only to read the results.
+    """
+
+    def __init__(self, runtime: Runtime | None = None, device: int = 0) -> None:
+        self.rt = runtime if runtime is not None else CupyRuntime(device)
+
+    @classmethod
+    def create(cls, device: int = 0) -> StageDevice:
+        reason = cuda_unavailable_reason()
+        if reason is not None:
+            raise UserError(f"device cuda: CUDA unavailable: {reason}")
+        return cls(device=device)
+
+    def select(self) -> None:
+        """Make the stage's device current for the calling thread (each thread that launches work)."""
+        self.rt.select()
+
+    def bind(self, segmenter: Any) -> None:
+        """Put the segmenter's device work on the stage stream (a TensorRT engine's ``use_stream``)."""
+        use = getattr(segmenter, "use_stream", None)
+        stream = getattr(self.rt, "stream", None)
+        if callable(use) and stream is not None:
+            use(stream)
+
+    @staticmethod
+    def resident(segmenter: Any, effects: Sequence[Any], runtime: Runtime) -> bool:
+        """Whether the device-resident chain applies: an engine with ``infer_device``, untiled, and
+        every effect a CUDA effect on this runtime."""
+        return (callable(getattr(segmenter, "infer_device", None)) and not getattr(segmenter, "tiles", None)
+                and bool(effects) and all(isinstance(fx, CudaStreamEffect) and fx.rt is runtime for fx in effects))
+
+    def warm_up(self, effects: Sequence[Any], segmenter: Any | None = None, resident: bool = False) -> None:
+        """Kernel compile and one run of every effect, and one inference (device chain when
+        ``segmenter`` is given), before the first frame."""
+        self.select()
+        for fx in effects:
+            if isinstance(fx, CudaStreamEffect):
+                fx.warm_up()
+        if segmenter is not None:
+            blank = YuvFrame(np.zeros((64, 64), np.uint8), np.full((32, 32), 128, np.uint8), np.full((32, 32), 128, np.uint8))
+            if resident:
+                self.segment(segmenter, [blank])
+                self.rt.synchronize()
+            elif callable(getattr(segmenter, "infer_yuv", None)):
+                segmenter.infer_yuv([blank])
+
+    def segment(self, segmenter: Any, frames: Sequence[YuvFrame]) -> list[DeviceMap]:
+        from privacy_filter.engines.preprocess import frame_colorimetry
+
+        rt = self.rt
+        planes = []
+        with rt.stream_context():  # allocation (CuPy: a memset) and upload on the stage stream
+            for f in frames:
+                d = DevicePlanes.allocate(rt.xp, f.width, f.height, "i420")
+                d.upload(rt, f.y, f.u, f.v)
+                planes.append(d)
+        probs = segmenter.infer_device(planes, rt, [frame_colorimetry(f) for f in frames])
+        return [DeviceMap(d, p) for d, p in zip(planes, probs)]
+
+    def finish(self, effect: CudaStreamEffect, frame: YuvFrame, item: DeviceMap) -> np.ndarray:
+        """Draw the effect on the device planes and bring the finished planes and the alpha back."""
+        alpha_dev = effect.apply_device(item.planes, item.prob)
+        _writable(frame)
+        with self.rt.stream_context():
+            item.planes.download(self.rt, frame.y, frame.u, frame.v)
+            alpha = np.empty((frame.height, frame.width), np.uint8)
+            self.rt.to_host(alpha_dev, alpha)
+        return alpha
 
 
 def _writable(frame: YuvFrame) -> None:

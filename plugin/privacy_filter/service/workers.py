@@ -161,7 +161,7 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
     # one engine per (model, segmentation device, tiles); streams sharing one are batched together.
     # Devices were checked at start (preflight_devices); one that has gone since ends the stage
     # non-zero (the supervisor decides), it never covers every frame for the whole run.
-    from privacy_filter.backends import DeviceError, create_stream_effect, resolve_devices
+    from privacy_filter.backends import DeviceError, create_stage_device, create_stream_effect, resolve_devices
 
     devices: dict[str, Any] = {}
     announced: set[tuple[Any, ...]] = set()
@@ -185,8 +185,12 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
         seg = (_load_cover_engine({sid: streams[sid] for sid in ids}, model, device) if kind == "cover"
                else _load_segmenter(model, device, tiles, ids))
         specs = {sid: StageStream.from_config(streams[sid]) for sid in ids}
-        effects = {sid: create_stream_effect(specs[sid].effect, specs[sid].mask, device=devices[sid].effects) for sid in ids}
-        fs = FilterStage(seg, specs, counters=counters, effects=effects)
+        # one CUDA runtime (one stream) per stage, shared by its CUDA effects and its TensorRT engine
+        on_cuda = [sid for sid in ids if devices[sid].effects == "cuda"]
+        gpu_rt = create_stage_device().rt if on_cuda else None
+        effects = {sid: create_stream_effect(specs[sid].effect, specs[sid].mask, device=devices[sid].effects,
+                                             runtime=gpu_rt if sid in on_cuda else None) for sid in ids}
+        fs = FilterStage(seg, specs, counters=counters, effects=effects, device="cuda" if len(on_cuda) == len(ids) else "cpu")
         for sid in ids:
             stage_of[sid] = fs
 

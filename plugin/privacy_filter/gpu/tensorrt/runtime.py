@@ -253,6 +253,13 @@ class TensorRTSegmenter(Segmenter):
         except Exception:  # noqa: BLE001 - never raise from a finalizer
             pass
 
+    def use_stream(self, stream: Any) -> None:
+        """Run this engine on ``stream`` (the filter stage's one stream) from now on; work already
+        queued on the old stream is finished first."""
+        if stream is not self.stream:
+            self.stream.synchronize()
+            self.stream = stream
+
     # -- device API: the GPU pipeline keeps data on the device ----------------------------
     @property
     def input_buffer(self) -> Any:
@@ -285,7 +292,13 @@ class TensorRTSegmenter(Segmenter):
         pre = self._preprocessor
         if pre is None or pre.rt is not rt:  # one per runtime: it caches tables per frame geometry
             pre = self._preprocessor = CudaPreprocessor(self.spec, rt)
-        stream = getattr(rt, "stream", None)
+        stream: Any = getattr(rt, "stream", None)
+        # The engine's buffers were last used on self.stream (run(), the static-batch zero fill): when the
+        # chain runs on another stream, order it after that work with an event, and order later work on
+        # self.stream after the chain with another.  On the stage's shared stream there is nothing to order.
+        crossing = stream is not None and stream is not self.stream
+        if crossing:
+            stream.wait_event(self.stream.record())
         colorimetry = list(colorimetry) if colorimetry is not None else [DEFAULT_COLORIMETRY] * len(frames)
         maps: list[Any] = []
         for start in range(0, len(frames), self.max_batch):
@@ -294,6 +307,8 @@ class TensorRTSegmenter(Segmenter):
             raw = self.run_device(len(chunk), stream)
             prob = decode_output(raw, self.spec, rt)
             maps.extend(place.crop(prob[i]) for i, place in enumerate(places))
+        if crossing:
+            self.stream.wait_event(stream.record())
         return maps
 
     # -- Segmenter --------------------------------------------------------------------------
