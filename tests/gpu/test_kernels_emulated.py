@@ -213,7 +213,7 @@ def _check_against_reference(frames, probs, ec: EffectConfig, mc: MaskConfig, re
 @pytest.mark.parametrize("layout", ["i420", "nv12"])
 @pytest.mark.parametrize("target", ["person", "background"])
 @pytest.mark.parametrize("kind", ["pixelate", "fill", "blur", "overlay", "replace", "none"])
-def test_effect_matches_reference(shared_data: Path, kind: str, target: str, layout: str) -> None:
+def test_effect_matches_reference(shared_data: Path, kind: str, target: str, layout: str, make_runtime) -> None:
     """Every kind × target × plane layout, 641×361 real frames (device pitch 768 > width)."""
     W, H = SMALL
     mname = {"pixelate": "dilate+feather", "blur": "feather", "fill": "plain"}.get(kind, "dilate+feather")
@@ -221,50 +221,50 @@ def test_effect_matches_reference(shared_data: Path, kind: str, target: str, lay
     ec = EffectConfig(kind=kind, target=target, color=(30, 200, 90), overlay_opacity=0.6)
     frames = [G.frame(shared_data, W, H, i) for i in range(2)]
     probs = [G.prob_map(shared_data, 144, 256, i) for i in range(2)]
-    fx = CudaStreamEffect(ec, mc, EmulatedRuntime(), layout=layout)
+    fx = CudaStreamEffect(ec, mc, make_runtime(), layout=layout)
     assert fx._size_state(W, H).frame.ypitch > W
     _check_against_reference(frames, probs, ec, mc, _run_stream(fx, frames, probs))
 
 
 @pytest.mark.parametrize("kind", ["pixelate", "blur"])
-def test_effect_odd_1080_nv12(shared_data: Path, kind: str) -> None:
+def test_effect_odd_1080_nv12(shared_data: Path, kind: str, make_runtime) -> None:
     W, H = ODD_1080
     mc = MaskConfig(dilate_frac=0.01, feather_px=6)
     ec = EffectConfig(kind=kind, target="person")
     frames = [G.frame(shared_data, W, H, 0)]
     probs = [G.prob_map(shared_data, 256, 256, 2)]
-    fx = CudaStreamEffect(ec, mc, EmulatedRuntime(), layout="nv12")
+    fx = CudaStreamEffect(ec, mc, make_runtime(), layout="nv12")
     _check_against_reference(frames, probs, ec, mc, _run_stream(fx, frames, probs))
 
 
-def test_replace_with_real_image(shared_data: Path) -> None:
+def test_replace_with_real_image(shared_data: Path, make_runtime) -> None:
     W, H = SMALL
     ec = EffectConfig(kind="replace", replace_image=str(G.portrait_image(shared_data, 3)))
     mc = MaskConfig(feather_px=2)
     frames = [G.frame(shared_data, W, H, 1)]
     probs = [G.prob_map(shared_data, 144, 256, 0)]
-    fx = CudaStreamEffect(ec, mc, EmulatedRuntime())
+    fx = CudaStreamEffect(ec, mc, make_runtime())
     replacement = fx._replacement.planes(W, H)
     _check_against_reference(frames, probs, ec, mc, _run_stream(fx, frames, probs), replacement)
 
 
 @pytest.mark.parametrize("kind", ["pixelate", "blur", "fill", "overlay", "none"])
-def test_cover_whole_matches_reference(shared_data: Path, kind: str) -> None:
+def test_cover_whole_matches_reference(shared_data: Path, kind: str, make_runtime) -> None:
     W, H = SMALL
     ec = EffectConfig(kind=kind, color=(250, 250, 10))
     f = G.frame(shared_data, W, H, 2)
     g = f.copy()
-    fx = CudaStreamEffect(ec, MaskConfig(), EmulatedRuntime(), layout="nv12")
+    fx = CudaStreamEffect(ec, MaskConfig(), make_runtime(), layout="nv12")
     a = fx.cover_whole(g)
     assert (a == 255).all()
     assert _planes_maxdiff(g.planes, R.cover_whole_ref(f.planes, ec)) <= TOL
 
 
-def test_size_change_and_reset(shared_data: Path) -> None:
+def test_size_change_and_reset(shared_data: Path, make_runtime) -> None:
     """A new frame size re-makes the buffers; reset() drops the hold state (like the CPU backend)."""
     mc = MaskConfig(temporal="hold", hold_frames=4)
     ec = EffectConfig(kind="fill")
-    fx = CudaStreamEffect(ec, mc, EmulatedRuntime())
+    fx = CudaStreamEffect(ec, mc, make_runtime())
     p_full = np.ones((144, 256), np.float32)
     p_none = np.zeros((144, 256), np.float32)
     a1 = fx.apply(G.frame(shared_data, 320, 180).copy(), p_full)
@@ -455,14 +455,14 @@ def test_output_decoding_refuses_what_it_cannot_decode() -> None:
 # -------------------------------------------------------------- the 1080p effect chain
 
 
-def test_full_chain_1080p_equals_cpu_backend(shared_data: Path) -> None:
+def test_full_chain_1080p_equals_cpu_backend(shared_data: Path, make_runtime) -> None:
     """cctv-like chain (hold, dilation, feather, pixelate) on 1920×1080 real frames: emulated CUDA = CPU."""
     W, H = 1920, 1080
     mc = MaskConfig(temporal="hold", hold_frames=3, dilate_frac=0.02, feather_px=8)
     ec = EffectConfig(kind="pixelate", target="person")
     frames = [G.frame(shared_data, W, H, i) for i in range(2)]
     probs = [G.prob_map(shared_data, 256, 256, i) for i in range(2)]
-    gpu = _run_stream(CudaStreamEffect(ec, mc, EmulatedRuntime()), frames, probs)
+    gpu = _run_stream(CudaStreamEffect(ec, mc, make_runtime()), frames, probs)
     cpu = _run_stream(CpuStreamEffect(ec, mc), frames, probs)
     for t, ((gf, ga), (cf, ca)) in enumerate(zip(gpu, cpu)):
         assert np.array_equal(ga, ca), f"frame {t}: alpha differs from the CPU backend"
