@@ -270,7 +270,11 @@ def run_process(
     """
     sid = plan.stream_id
     live = None if plan.policy is None else plan.policy == "live"
-    decoder = make_source(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live)
+    board = Board([sid])
+    counters = board.counters()
+    # the counters go to the source too: a ZeroMQ or peer source counts what it drops (other
+    # streams, other sizes, malformed messages), and the summary must include those drops
+    decoder = make_source(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live, counters=counters)
     info = decoder.open()
     try:
         device = resolve_device(plan.device)
@@ -278,8 +282,6 @@ def run_process(
             from privacy_filter.engines import create_segmenter
 
             segmenter = create_segmenter(model=plan.model, device=device, tiles=plan.tiles, threads=plan.engine_threads)
-        board = Board([sid])
-        counters = board.counters()
         stage = FilterStage(segmenter, {sid: plan.stage}, device=device, counters=counters, effects=effects)
         masks = MaskWriter(mask_out) if mask_out else None
         try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
@@ -662,9 +663,13 @@ class PeerSource:
         self.counters = counters
         self.should_stop = should_stop or (lambda: False)
         self.hwm = hwm
+        self.live = True  # these senders never wait for us: always a live source
         self.reconnects = 0
         self.frames_decoded = 0
         self.size_mismatch = 0
+        self.bad: dict[str, int] = {}  # malformed messages dropped, by ProtocolError kind
+        self.end_reason: str | None = None
+        self._stop = threading.Event()
         self._ctx: zmq.Context | None = None
         self._sock: zmq.Socket | None = None
         self._first: YuvFrame | None = None
@@ -675,7 +680,7 @@ class PeerSource:
     def _next(self) -> YuvFrame | None:
         """The next valid picture; None at the sender's terminate or on stop."""
         assert self._sock is not None
-        while not self.should_stop():
+        while not (self._stop.is_set() or self.should_stop()):
             if not self._sock.poll(200, zmq.POLLIN):
                 continue
             parts = self._sock.recv_multipart(copy=False)
@@ -688,6 +693,7 @@ class PeerSource:
                 m = decode_foreign(parts, stream_id=self.stream_id, seq=self.frames_decoded,
                                    pts=int(round((now - self._t0) * 1000)), time_base=Fraction(1, 1000))
             except ProtocolError as err:
+                self.bad[err.kind] = self.bad.get(err.kind, 0) + 1
                 if self.counters is not None:
                     self.counters.inc(self.stream_id, f"bad_messages:{err.kind}")
                 if err.kind not in self._logged:
@@ -695,6 +701,7 @@ class PeerSource:
                     log.warning("%s: dropping malformed message (%s); further %r errors are only counted", self.url, err, err.kind)
                 continue
             if m.kind == "eos":
+                self.end_reason = "end"
                 return None
             assert m.frame is not None
             if self._first is not None and (m.frame.width, m.frame.height) != (self._first.width, self._first.height):
@@ -709,6 +716,10 @@ class PeerSource:
             self.frames_decoded += 1
             return m.frame
         return None
+
+    def stop(self) -> None:
+        """Ask a blocked ``open()``/iteration to return (thread-safe; the socket is closed by ``close``)."""
+        self._stop.set()
 
     def open(self) -> Any:
         """Bind/connect and wait for the first picture (its size is the stream's)."""

@@ -253,3 +253,87 @@ def test_netgear_receiver_counts_nested_headers_and_empty_jpegs() -> None:
     assert len(rest) == 1 and replies == [b"ok"] * 5  # the one good picture (iteration yields the first too)
     snap = board.snapshot()["ng"]
     assert snap["bad_messages:size"] == 1 and snap["bad_messages:json"] == 2, snap
+
+
+# --------------------------------------------------------------------------- process with every source kind (defects 6, 11)
+
+
+PEER_KINDS = ["imagezmq+rep", "imagezmq+sub", "netgear+rep", "netgear+sub"]
+
+
+def _peer_sender(kind: str, port: int, stop: threading.Event) -> threading.Thread:
+    """Pictures through ``kind``'s real wire: good ones, one of another size and one malformed per round."""
+    good, small = _bgr(), _bgr(32, 24)
+
+    def netgear(img: np.ndarray) -> list[bytes]:
+        h = {"terminate_flag": False, "compression": False, "message": None, "pattern": "1", "dtype": "uint8", "shape": list(img.shape)}
+        return [json.dumps(h).encode(), np.ascontiguousarray(img).tobytes()]
+
+    def run() -> None:
+        rep = kind.endswith("+rep")
+        if kind.startswith("imagezmq"):
+            import imagezmq
+
+            sender = imagezmq.ImageSender(connect_to=f"tcp://127.0.0.1:{port}", REQ_REP=rep)  # +sub: the sender's PUB binds
+            sock = sender.zmq_socket
+            msgs = [[b'{"msg":"cam","dtype":"uint8","shape":[48,64,3]}', good.tobytes()],
+                    [b'{"msg":"cam","dtype":"uint8","shape":[24,32,3]}', small.tobytes()],
+                    [NESTED, b"x"]]
+        else:
+            ctx = zmq.Context.instance()
+            sock = ctx.socket(zmq.REQ if rep else zmq.PUB)
+            sock.connect(f"tcp://127.0.0.1:{port}")  # NetGear senders connect; the receiver binds
+            msgs = [netgear(good), netgear(small), [NESTED, b"x"]]
+        sock.RCVTIMEO = 2000
+        try:
+            k = 0
+            while not stop.is_set():
+                sock.send_multipart(msgs[k % 3])
+                k += 1
+                if rep:
+                    sock.recv()
+                time.sleep(0.01)
+        except zmq.ZMQError:
+            pass  # the receiver went away
+        finally:
+            sock.close(linger=0)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("kind", PEER_KINDS)
+def test_process_with_each_peer_source_kind(tmp_path: Path, kind: str) -> None:
+    """``process imagezmq+.../netgear+...``: no 'PeerSource' has no attribute 'live'; drops and bad messages reach the summary."""
+    port = _port()
+    src, out = f"{kind}://127.0.0.1:{port}", tmp_path / "out.mkv"
+    plan = plan_from_stream_config(stream_config(src, str(out), overrides={"effect": {"kind": "fill"}}))
+    stop = threading.Event()
+    t = _peer_sender(kind, port, stop)
+    try:
+        report = run_process(src, str(out), plan, segmenter=Nobody(), progress=False, max_frames=6)
+    finally:
+        stop.set()
+        t.join(10)
+    assert report.info is not None and report.info.live
+    assert report.frames_out >= 1 and report.frames_in >= 6
+    # pictures of another size are dropped by the source: counted in the summary's dropped count
+    assert report.frames_dropped >= 4 and report.bad_messages >= 4, report
+    assert len(read_video(out)[0]) == report.frames_out
+
+
+def test_process_counts_zmq_source_drops_in_the_summary(tmp_path: Path) -> None:
+    """Frames of another upstream stream or another size, dropped by a ``zmq+pull`` source, are in ``frames_dropped``."""
+    ep = f"ipc://{tmp_path}/in.sock"
+    src, out = f"zmq+pull://{ep}", tmp_path / "out.mkv"
+    plan = plan_from_stream_config(stream_config(src, str(out), overrides={"effect": {"kind": "fill"}, "output": {"audio": "drop"}}))
+    others = [P.frame_parts(frame(k, stream="other")) for k in range(5)] + [P.frame_parts(frame(k, w=32, h=24)) for k in range(3)]
+    done = threading.Event()
+    t = _producer(ep, others, n_valid=6, gap=2, done=done)
+    try:
+        report = run_process(src, str(out), plan, segmenter=Nobody(), progress=False)
+    finally:
+        done.set()
+        t.join(10)
+    assert report.frames_out == 6 and report.frames_dropped == 8 and report.bad_messages == 0, report
