@@ -200,6 +200,27 @@ class StreamConfig(_Strict):
         return is_live_source(self.source.url)
 
 
+def local_file(url: str) -> str | None:
+    """The filesystem path a source/output string names, or None for URLs, devices, generators."""
+    u = str(url)
+    if not u or "://" in u or u.startswith(("lavfi:", "v4l2:", "/dev/")):
+        return u[len("file://"):] if u.startswith("file://") else None
+    return u[len("file:"):] if u.startswith("file:") else u
+
+
+def same_file(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` name one local file: the same path spelt differently, a symlink or a hard link."""
+    pa, pb = local_file(a), local_file(b)
+    if pa is None or pb is None:
+        return False
+    try:
+        if os.path.exists(pa) and os.path.exists(pb):
+            return os.path.samefile(pa, pb)
+    except OSError:
+        pass
+    return os.path.realpath(pa) == os.path.realpath(pb)
+
+
 class ZmqConfig(_Strict):
     """Transport between the service's worker processes."""
 
@@ -245,6 +266,16 @@ class ServiceConfig(_Strict):
             if s.id in seen:
                 raise ValueError(f"stream id {s.id!r} is used twice")
             seen.add(s.id)
+        # two encoders writing one file lose one output; an output over a source destroys it
+        for i, a in enumerate(self.streams):
+            for b in self.streams[i + 1:]:
+                if a.output.url and b.output.url and same_file(a.output.url, b.output.url):
+                    raise ValueError(f"streams {a.id!r} and {b.id!r} both write {a.output.url!r}"
+                                     + (f" (as {b.output.url!r})" if b.output.url != a.output.url else "") + "; give each stream its own output")
+            for b in self.streams:
+                if a.output.url and same_file(a.output.url, b.source.url):
+                    whose = "its own" if a is b else f"stream {b.id!r}'s"
+                    raise ValueError(f"stream {a.id!r} writes {a.output.url!r}, which is {whose} source; writing it would destroy that input")
         return self
 
 

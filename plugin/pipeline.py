@@ -268,6 +268,10 @@ def run_process(
 
     ``effects`` ({stream_id: effect}) and ``segmenter`` can be injected (tests, the demo).
     """
+    from privacy_filter.config import same_file
+
+    if same_file(source, output):  # as ffmpeg does: encoding over the input would destroy it while reading it
+        raise UserError(f"output {output} is the input file {source}; choose another output (the input would be destroyed)")
     sid = plan.stream_id
     live = None if plan.policy is None else plan.policy == "live"
     board = Board([sid])
