@@ -233,7 +233,7 @@ class ZmqConfig(_Strict):
 
 class MetricsConfig(_Strict):
     port: int | None = Field(None, ge=1, le=65535, description="serve Prometheus /metrics on this port (unset: off)")
-    addr: str = "0.0.0.0"
+    addr: str = Field("127.0.0.1", description="address /metrics listens on: this host only by default; 0.0.0.0 (all interfaces) lets other hosts scrape it")
     dump: str | None = Field(None, description="write a JSON snapshot of all counters here at exit")
 
 
