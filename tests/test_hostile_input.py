@@ -214,8 +214,8 @@ def test_imagezmq_hub_counts_nested_headers_and_empty_jpegs() -> None:
     finally:
         src.close()
     assert replies == [b"OK"] * 5
-    snap = board.snapshot()["cam"]
-    assert snap["bad_messages:size"] == 2 and snap["bad_messages:json"] == 2, snap
+    snap = board.snapshot()["cam"]  # empty: size; not a JPEG/PNG/BMP: field; nested: json
+    assert snap["bad_messages:size"] == 1 and snap["bad_messages:field"] == 1 and snap["bad_messages:json"] == 2, snap
 
 
 def test_netgear_receiver_counts_nested_headers_and_empty_jpegs() -> None:
@@ -337,3 +337,96 @@ def test_process_counts_zmq_source_drops_in_the_summary(tmp_path: Path) -> None:
         done.set()
         t.join(10)
     assert report.frames_out == 6 and report.frames_dropped == 8 and report.bad_messages == 0, report
+
+
+# --------------------------------------------------------------------------- size bounds before allocation (defect 5)
+
+
+def _png_bomb(w: int, h: int) -> bytes:
+    """A real, valid 8-bit grey PNG of w x h zeros: a few hundred KB that decode to w*h bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    z = zlib.compressobj(9)
+    row = bytes(w + 1)  # filter byte 0 + w zero pixels
+    body = b"".join(z.compress(row * 500) for _ in range(h // 500)) + z.compress(row * (h % 500)) + z.flush()
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def test_picture_size_is_read_from_the_header() -> None:
+    img = _bgr(53, 37)
+    for ext, fmt in ((".jpg", "jpeg"), (".png", "png"), (".bmp", "bmp")):
+        assert P.picture_size(cv2.imencode(ext, img)[1]) == (fmt, 53, 37)
+    assert P.picture_size(_png_bomb(9000, 9000)) == ("png", 9000, 9000)
+    assert P.picture_size(b"\xff\xd8\xff\xe0garbage") is None and P.picture_size(b"GIF89a") is None
+
+
+def test_imagezmq_png_declaring_a_huge_picture_is_refused_before_decoding() -> None:
+    """A ~80 KB PNG declaring 9000x9000 (81 Mpixel, above the 8K bound) is counted, not decoded; the stream takes the next picture."""
+    import imagezmq
+
+    bomb = _png_bomb(9000, 9000)
+    assert len(bomb) < 300_000
+    port = _port()
+    board = Board(["cam"])
+    src = P.PeerSource(f"imagezmq+rep://127.0.0.1:{port}", stream_id="cam", counters=board.counters())
+    replies: list[bytes] = []
+
+    def sender() -> None:
+        s = imagezmq.ImageSender(connect_to=f"tcp://127.0.0.1:{port}")
+        replies.append(s.send_jpg("cam", np.frombuffer(bomb, np.uint8)))
+        replies.append(s.send_image("cam", _bgr()))
+        s.close()
+
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    try:
+        info = src.open()
+        assert src._sock is not None
+        max_msg = src._sock.getsockopt(zmq.MAXMSGSIZE)
+        t.join(10)
+    finally:
+        src.close()
+    assert (info.video.width, info.video.height) == (W, H) and replies == [b"OK"] * 2
+    assert board.value("cam", "bad_messages:size") == 1
+    assert max_msg == 4 * 7680 * 4320  # peers: a raw BGRA picture of the largest legal size
+
+
+def test_receivers_set_maxmsgsize_from_the_largest_legal_frame(tmp_path: Path) -> None:
+    """ZMQ_MAXMSGSIZE is set on zmq+ and peer sources; a part above it never reaches the application."""
+    assert P.max_message_bytes() == 2 * 7680 * 4320 and P.max_message_bytes(peer=True) == 4 * 7680 * 4320
+    from privacy_filter.zmq_io import ZmqSource
+
+    ep = f"ipc://{tmp_path}/in.sock"
+    src = ZmqSource(f"zmq+pull://{ep}", stream_id="up", max_pixels=W * H, open_timeout_s=20)
+    done = threading.Event()
+
+    def run() -> None:
+        ctx = zmq.Context()
+        s = P.socket(ctx, zmq.PUSH, ep, bind=False, hwm=100, linger_ms=10_000)
+        P.send(s, P.frame_parts(frame(0, w=640, h=480)))  # Y plane 307,200 bytes > 2 * 64 * 48
+        time.sleep(1.0)  # ZeroMQ dropped that connection; the PUSH reconnects
+        P.send(s, stream_start())
+        for k in range(3):
+            P.send(s, P.frame_parts(frame(k)))
+        P.send(s, P.eos_parts("up", frames=3))
+        done.wait(30)
+        s.close()
+        ctx.term()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        info = src.open()
+        assert src._rx is not None and src._rx.sock.getsockopt(zmq.MAXMSGSIZE) == P.max_message_bytes(W * H)
+        got = [f.index for f in src if isinstance(f, YuvFrame)]
+    finally:
+        done.set()
+        src.close()
+        t.join(10)
+    assert (info.video.width, info.video.height) == (W, H) and got == [0, 1, 2]
+    default = P.PeerSource("imagezmq+rep://127.0.0.1:1", stream_id="x")
+    assert default.max_pixels == P.MAX_PICTURE_PIXELS
