@@ -116,15 +116,32 @@ class SourceConfig(_Strict):
 
     url: str = Field(..., min_length=1, description="file, rtsp://, http(s)://, udp://, rtmp://, /dev/videoN, lavfi:SPEC, an upstream ZeroMQ stage: zmq+pull://, zmq+sub:// (native protocol), or a ZeroMQ peer: imagezmq+rep://, imagezmq+sub://, netgear+sub://, netgear+rep://")
     audio: bool = Field(True, description="read the source's audio (it may still be dropped by output.audio)")
+    udp_buffer_s: float = Field(3.0, gt=0, le=60.0, description="udp:// only: receive buffer in seconds at udp_max_bitrate (FFmpeg fifo_size)")
+    udp_max_bitrate: str | int = Field("40M", description="udp:// only: the highest bitrate the buffer is sized for (bits/s; 40M, 8000k)")
 
     @model_validator(mode="before")
     @classmethod
     def _from_str(cls, v: Any) -> Any:
         return {"url": v} if isinstance(v, str) else v
 
+    def udp_bitrate_bps(self) -> int:
+        from privacy_filter.encode import parse_bitrate
+
+        try:
+            bps = parse_bitrate(self.udp_max_bitrate)
+        except ConfigError as exc:
+            raise ConfigError(f"udp_max_bitrate: {exc}") from None
+        if not bps or bps <= 0:
+            raise ConfigError(f"source.udp_max_bitrate: {self.udp_max_bitrate!r} is not a positive bitrate")
+        return bps
+
     @model_validator(mode="after")
     def _zmq(self) -> "SourceConfig":
         _check_zmq_url(self.url, "source")
+        try:
+            self.udp_bitrate_bps()
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
 
