@@ -171,15 +171,32 @@ class SourceConfig(_Strict):
 
     url: str = Field(..., min_length=1, description="file, rtsp://, http(s)://, udp://, rtmp://, /dev/videoN, lavfi:SPEC, an upstream ZeroMQ stage: zmq+pull://, zmq+sub:// (native protocol), or a ZeroMQ peer: imagezmq+rep://, imagezmq+sub://, netgear+sub://, netgear+rep://")
     audio: bool = Field(True, description="read the source's audio (it may still be dropped by output.audio)")
+    udp_buffer_s: float = Field(3.0, gt=0, le=60.0, description="udp:// only: receive buffer in seconds at udp_max_bitrate (FFmpeg fifo_size)")
+    udp_max_bitrate: str | int = Field("40M", description="udp:// only: the highest bitrate the buffer is sized for (bits/s; 40M, 8000k)")
 
     @model_validator(mode="before")
     @classmethod
     def _from_str(cls, v: Any) -> Any:
         return {"url": v} if isinstance(v, str) else v
 
+    def udp_bitrate_bps(self) -> int:
+        from privacy_filter.encode import parse_bitrate
+
+        try:
+            bps = parse_bitrate(self.udp_max_bitrate)
+        except ConfigError as exc:
+            raise ConfigError(f"udp_max_bitrate: {exc}") from None
+        if not bps or bps <= 0:
+            raise ConfigError(f"source.udp_max_bitrate: {self.udp_max_bitrate!r} is not a positive bitrate")
+        return bps
+
     @model_validator(mode="after")
     def _zmq(self) -> SourceConfig:
         _check_zmq_url(self.url, "source")
+        try:
+            self.udp_bitrate_bps()
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
 
@@ -290,6 +307,27 @@ class StreamConfig(_Strict):
         return is_live_source(self.source.url)
 
 
+def local_file(url: str) -> str | None:
+    """The filesystem path a source/output string names, or None for URLs, devices, generators."""
+    u = str(url)
+    if not u or "://" in u or u.startswith(("lavfi:", "v4l2:", "/dev/")):
+        return u[len("file://"):] if u.startswith("file://") else None
+    return u[len("file:"):] if u.startswith("file:") else u
+
+
+def same_file(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` name one local file: the same path spelt differently, a symlink or a hard link."""
+    pa, pb = local_file(a), local_file(b)
+    if pa is None or pb is None:
+        return False
+    try:
+        if os.path.exists(pa) and os.path.exists(pb):
+            return os.path.samefile(pa, pb)
+    except OSError:
+        pass
+    return os.path.realpath(pa) == os.path.realpath(pb)
+
+
 class ZmqConfig(_Strict):
     """Transport between the service's worker processes."""
 
@@ -302,7 +340,7 @@ class ZmqConfig(_Strict):
 
 class MetricsConfig(_Strict):
     port: int | None = Field(None, ge=1, le=65535, description="serve Prometheus /metrics on this port (unset: off)")
-    addr: str = "0.0.0.0"
+    addr: str = Field("127.0.0.1", description="address /metrics listens on: this host only by default; 0.0.0.0 (all interfaces) lets other hosts scrape it")
     dump: str | None = Field(None, description="write a JSON snapshot of all counters here at exit")
 
 
@@ -335,6 +373,16 @@ class ServiceConfig(_Strict):
             if s.id in seen:
                 raise ValueError(f"stream id {s.id!r} is used twice")
             seen.add(s.id)
+        # two encoders writing one file lose one output; an output over a source destroys it
+        for i, a in enumerate(self.streams):
+            for b in self.streams[i + 1:]:
+                if a.output.url and b.output.url and same_file(a.output.url, b.output.url):
+                    raise ValueError(f"streams {a.id!r} and {b.id!r} both write {a.output.url!r}"
+                                     + (f" (as {b.output.url!r})" if b.output.url != a.output.url else "") + "; give each stream its own output")
+            for b in self.streams:
+                if a.output.url and same_file(a.output.url, b.source.url):
+                    whose = "its own" if a is b else f"stream {b.id!r}'s"
+                    raise ValueError(f"stream {a.id!r} writes {a.output.url!r}, which is {whose} source; writing it would destroy that input")
         return self
 
 

@@ -143,7 +143,7 @@ class Board:
         reg.register(self.collector())
         return reg
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
+    def serve(self, port: int, addr: str = "127.0.0.1") -> Any:
         """Start the ``/metrics`` HTTP endpoint in a daemon thread of this process."""
         from prometheus_client import start_http_server
 

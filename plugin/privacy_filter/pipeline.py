@@ -260,13 +260,20 @@ def run_process(
     injected (tests, the demo).
     """
     from privacy_filter.backends import resolve_devices
+    from privacy_filter.config import same_file
 
+    if same_file(source, output):  # as ffmpeg does: encoding over the input would destroy it while reading it
+        raise UserError(f"output {output} is the input file {source}; choose another output (the input would be destroyed)")
     sid = plan.stream_id
     # Before anything is opened: a device that cannot work is one error now, not covered frames later.
     devices = resolve_devices(plan.device, plan.segmentation_device, plan.effects_device, model=plan.model,
                               segmentation=segmenter is None, effects=not (effects and sid in effects))
     live = None if plan.policy is None else plan.policy == "live"
-    decoder = open_source(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live)
+    board = Board([sid])
+    counters = board.counters()
+    # the counters go to the source too: a ZeroMQ or peer source counts what it drops (other
+    # streams, other sizes, malformed messages), and the summary must include those drops
+    decoder = open_source(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live, counters=counters)
     info = decoder.open()
     try:
         if segmenter is None and plan.cover is not None:
@@ -275,8 +282,6 @@ def run_process(
             from privacy_filter.backends import create_segmenter
 
             segmenter = create_segmenter(model=plan.model, device=devices.segmentation, tiles=plan.tiles, threads=plan.engine_threads)
-        board = Board([sid])
-        counters = board.counters()
         stage = FilterStage(segmenter, {sid: plan.stage}, device=devices.effects, counters=counters, effects=effects)
         masks = MaskWriter(mask_out) if mask_out else None
         try:

@@ -41,6 +41,18 @@ log = logging.getLogger(__name__)
 VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024
 MAX_DIM = 16384
+#: A time base is ``[num, den]`` of FFmpeg ``AVRational`` terms: C ints, 1 .. 2^31 - 1.
+MAX_TB_TERM = 2**31 - 1
+#: Largest ``|pts| * time_base`` (and dts/duration) accepted, in seconds: 2^31 s (68 years;
+#: Unix-epoch seconds fit).  Any such time rescaled into any time base of 32-bit terms stays
+#: below 2^62, so an encoder's int64 arithmetic never overflows.
+MAX_TIME_S = 2**31
+#: Largest picture area a receiver facing the outside accepts (8K UHD): it bounds ZMQ_MAXMSGSIZE
+#: (``max_message_bytes``) and the size a compressed peer picture may declare before it is decoded.
+MAX_PICTURE_PIXELS = 7680 * 4320
+MAX_INT64 = 2**63 - 1  # seq, gen, eos frames: counters, never beyond int64
+#: Largest JSON nesting accepted in a header (real headers nest 3 deep: ``meta`` may add some).
+MAX_JSON_DEPTH = 32
 KINDS = ("frame", "audio", "stream-start", "eos")
 PIX_FMTS = ("yuv420p",)
 
@@ -215,15 +227,36 @@ def _int(h: dict[str, Any], key: str, lo: int = 0, hi: int | None = None, *, opt
         return None
     if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
         rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-        raise ProtocolError("field", f"{key!r} must be an integer {rng}, got {v!r}")
+        raise ProtocolError("field", f"{key!r} must be an integer {rng}, got {shorten(v)}")
     return v
 
 
-def _time_base(h: dict[str, Any]) -> Fraction:
-    tb = h.get("time_base")
-    if not (isinstance(tb, list) and len(tb) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in tb) and tb[0] > 0 and tb[1] > 0):
-        raise ProtocolError("field", f"'time_base' must be [num, den] of positive integers, got {tb!r}")
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _time_base(h: dict[str, Any], key: str = "time_base") -> Fraction:
+    tb = h.get(key)
+    if not (isinstance(tb, list) and len(tb) == 2 and all(_is_int(x) and 0 < x <= MAX_TB_TERM for x in tb)):
+        raise ProtocolError("field", f"{key!r} must be [num, den] of integers in 1..{MAX_TB_TERM}, got {shorten(tb)}")
     return Fraction(tb[0], tb[1])
+
+
+def shorten(v: Any, n: int = 80) -> str:
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def _timestamp(h: dict[str, Any], key: str, tb: Fraction) -> int | None:
+    """An optional integer timestamp in ``tb`` units, at most ``MAX_TIME_S`` seconds either way."""
+    v = h.get(key)
+    if v is None:
+        return None
+    if not _is_int(v):
+        raise ProtocolError("field", f"{key!r} must be an integer or null, got {shorten(v)}")
+    if abs(v) * tb > MAX_TIME_S:
+        raise ProtocolError("field", f"{key!r} {shorten(v)} x time_base {tb} is beyond {MAX_TIME_S} s")
+    return v
 
 
 def _plane_view(buf: memoryview, rows: int, cols: int, stride: int, what: str) -> np.ndarray:
@@ -237,14 +270,38 @@ def _plane_view(buf: memoryview, rows: int, cols: int, stride: int, what: str) -
     return np.lib.stride_tricks.as_strided(flat, shape=(rows, cols), strides=(stride, 1))
 
 
+def _json_depth(data: bytes) -> int:
+    """Deepest ``[``/``{`` nesting of a JSON text (brackets inside strings not counted).
+
+    Exact for valid JSON (for anything else, a number that ``json.loads`` then rejects anyway);
+    a text with at most ``MAX_JSON_DEPTH`` brackets returns their count without scanning.
+    """
+    opening = data.count(b"[") + data.count(b"{")
+    if opening <= MAX_JSON_DEPTH:  # the usual header: cannot nest deeper than it has brackets
+        return opening
+    a = np.frombuffer(data.replace(b"\\\\", b"  "), np.uint8)  # escaped backslashes escape nothing
+    quote = a == ord('"')
+    quote[1:] &= a[:-1] != ord("\\")  # an escaped quote does not end a string
+    inside = (np.cumsum(quote) & 1).astype(bool) | quote
+    step = np.zeros(a.shape, np.int64)
+    step[(a == ord("[")) | (a == ord("{"))] = 1
+    step[(a == ord("]")) | (a == ord("}"))] = -1
+    step[inside] = 0
+    return int(np.cumsum(step).max(initial=0))
+
+
 def json_object(raw: memoryview) -> dict[str, Any]:
     """A size-bounded JSON object: the first part of native, imagezmq and NetGear messages alike."""
     if raw.nbytes > MAX_HEADER_BYTES:
         raise ProtocolError("header-size", f"header is {raw.nbytes} bytes; the limit is {MAX_HEADER_BYTES}")
+    data = bytes(raw)
+    depth = _json_depth(data)
+    if depth > MAX_JSON_DEPTH:  # checked before parsing: deep nesting makes json.loads raise RecursionError
+        raise ProtocolError("json", f"header nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}")
     try:
-        h = json.loads(bytes(raw).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError("json", f"header is not UTF-8 JSON: {exc}") from None
+        h = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError("json", f"header is not UTF-8 JSON: {shorten(str(exc), 120)}") from None
     if not isinstance(h, dict):
         raise ProtocolError("json", f"header must be a JSON object, got {type(h).__name__}")
     return h
@@ -253,14 +310,15 @@ def json_object(raw: memoryview) -> dict[str, Any]:
 def parse_header(raw: memoryview) -> dict[str, Any]:
     """Bounded, validated JSON header (the common part of every kind)."""
     h = json_object(raw)
-    if h.get("v") != VERSION:
-        raise ProtocolError("version", f"protocol version {h.get('v')!r} is not supported (this receiver speaks {VERSION})")
+    v = h.get("v")
+    if not (type(v) is int and v == VERSION):  # not True, not 1.0: only the integer 1 is version 1
+        raise ProtocolError("version", f"protocol version {shorten(v)} is not supported (this receiver speaks the integer {VERSION})")
     if h.get("kind") not in KINDS:
         raise ProtocolError("kind", f"message kind {h.get('kind')!r} is not one of {', '.join(KINDS)}")
     if not isinstance(h.get("stream"), str) or not h["stream"]:
         raise ProtocolError("field", f"'stream' must be a non-empty string, got {h.get('stream')!r}")
-    _int(h, "seq")
-    _int(h, "gen", optional=True)
+    _int(h, "seq", 0, MAX_INT64)
+    _int(h, "gen", 0, MAX_INT64, optional=True)
     return h
 
 
@@ -279,22 +337,30 @@ def decode(parts: Sequence[Part]) -> Message:
         if len(parts) != 2:
             raise ProtocolError("parts", f"audio message has {len(parts)} parts, expected 2")
         payload = part_buffer(parts[1])
-        _time_base(h)
+        tb = _time_base(h)
         for k in ("pts", "dts", "duration"):
-            if h.get(k) is not None and (not isinstance(h[k], int) or isinstance(h[k], bool)):
-                raise ProtocolError("field", f"{k!r} must be an integer or null, got {h[k]!r}")
+            _timestamp(h, k, tb)
         if h.get("size") != payload.nbytes:
             raise ProtocolError("size", f"audio packet is {payload.nbytes} bytes, header says {h.get('size')!r}")
         return Message(kind, sid, seq, h, payload=payload, parts=parts)
     if len(parts) != 1:
         raise ProtocolError("parts", f"{kind} message has {len(parts)} parts, expected 1")
     if kind == "eos":
-        _int(h, "frames")
+        _int(h, "frames", 0, MAX_INT64)
     else:
-        if not isinstance(h.get("video"), dict):
+        video = h.get("video")
+        if not isinstance(video, dict):
             raise ProtocolError("field", "'video' must be an object")
-        if h.get("audio") is not None and not isinstance(h["audio"], dict):
-            raise ProtocolError("field", "'audio' must be an object or null")
+        _int(video, "width", 1, MAX_DIM)
+        _int(video, "height", 1, MAX_DIM)
+        _time_base(video)
+        if video.get("rate") is not None:
+            _time_base(video, "rate")
+        if h.get("audio") is not None:
+            if not isinstance(h["audio"], dict):
+                raise ProtocolError("field", "'audio' must be an object or null")
+            if h["audio"].get("time_base") is not None:
+                _time_base(h["audio"])
     return Message(kind, sid, seq, h, parts=parts)
 
 
@@ -304,10 +370,8 @@ def _decode_frame(h: dict[str, Any], parts: Sequence[Part]) -> Message:
     assert w is not None and ht is not None
     if h.get("pix_fmt") not in PIX_FMTS:
         raise ProtocolError("field", f"pix_fmt {h.get('pix_fmt')!r} is not one of {', '.join(PIX_FMTS)}")
-    pts = h.get("pts")
-    if pts is not None and (not isinstance(pts, int) or isinstance(pts, bool)):
-        raise ProtocolError("field", f"'pts' must be an integer or null, got {pts!r}")
     tb = _time_base(h)
+    pts = _timestamp(h, "pts", tb)
     strides = h.get("strides")
     if not (isinstance(strides, list) and len(strides) == 3 and all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= 4 * MAX_DIM for s in strides)):
         raise ProtocolError("field", f"'strides' must be 3 positive integers, got {strides!r}")
@@ -341,7 +405,20 @@ def _decode_frame(h: dict[str, Any], parts: Sequence[Part]) -> Message:
 # --------------------------------------------------------------------------- sockets
 
 
-def socket(ctx: zmq.Context, kind: int, endpoint: str, *, bind: bool, hwm: int = 4, linger_ms: int = 2000) -> zmq.Socket:
+def max_message_bytes(max_pixels: int = MAX_PICTURE_PIXELS, *, peer: bool = False) -> int:
+    """ZMQ_MAXMSGSIZE for a receiver: the largest legal part of a message (libzmq checks each part).
+
+    Native: a Y plane or mask of ``max_pixels`` whose rows may be padded up to twice their
+    width (PyAV's line alignment, a crop of a wider picture).  Peers: a raw BGRA picture
+    (4 bytes a pixel); a compressed one is smaller.  Never below ``MAX_HEADER_BYTES``.
+    A larger part makes ZeroMQ drop the connection (the sender reconnects) before any of
+    it is allocated.
+    """
+    return max(MAX_HEADER_BYTES, (4 if peer else 2) * int(max_pixels))
+
+
+def socket(ctx: zmq.Context, kind: int, endpoint: str, *, bind: bool, hwm: int = 4, linger_ms: int = 2000,
+           max_msg_bytes: int | None = None) -> zmq.Socket:
     """A socket with small high-water marks (backpressure, bounded staleness) and a bounded linger.
 
     ``bind`` follows one rule in this project: the receiving side of a PUSH/PULL hop binds,
@@ -351,6 +428,8 @@ def socket(ctx: zmq.Context, kind: int, endpoint: str, *, bind: bool, hwm: int =
     s.setsockopt(zmq.SNDHWM, hwm)
     s.setsockopt(zmq.RCVHWM, hwm)
     s.setsockopt(zmq.LINGER, linger_ms)
+    if max_msg_bytes is not None:  # before bind/connect: libzmq applies it to the connections made afterwards
+        s.setsockopt(zmq.MAXMSGSIZE, int(max_msg_bytes))
     if kind == zmq.SUB:
         s.setsockopt(zmq.SUBSCRIBE, b"")
     (s.bind if bind else s.connect)(endpoint)

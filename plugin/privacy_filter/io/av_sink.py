@@ -200,7 +200,7 @@ class Encoder:
         self.width = video.width + (video.width & 1)
         self.height = video.height + (video.height & 1)
         if (self.width, self.height) != (video.width, video.height):
-            log.info(
+            log.warning(  # once per output: the picture the viewer sees is one row/column larger than the source
                 "%s: %dx%d is odd; H.264 4:2:0 needs even sizes, padding to %dx%d by repeating the last row/column",
                 self.url, video.width, video.height, self.width, self.height,
             )

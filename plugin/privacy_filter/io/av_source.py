@@ -46,6 +46,7 @@ from privacy_filter.urls import NETWORK_SCHEMES, is_live_source
 
 log = logging.getLogger(__name__)
 
+TS_PACKET_BYTES = 188  # the unit of FFmpeg's udp fifo_size
 _SEQUENCE = re.compile(r"%0?(\d*)d")  # the frame-number field of an image sequence's name
 
 
@@ -81,9 +82,19 @@ class ReconnectPolicy:
     max_attempts: int | None = 5
     open_timeout_s: float = 10.0
     read_timeout_s: float = 10.0
+    # udp:// receive buffer (FFmpeg's fifo_size, counted in 188-byte MPEG-TS packets): enough
+    # for udp_buffer_s seconds at udp_max_bitrate_bps.  FFmpeg examples use 1,000,000 packets,
+    # which is 188 MB per source and let a soak's UDP decoder grow by ~100 MB.
+    udp_buffer_s: float = 3.0
+    udp_max_bitrate_bps: int = 40_000_000  # a high broadcast/camera bitrate (1080p H.264 is ~4-20 Mbit/s)
 
     def delay(self, attempt: int) -> float:
         return min(self.max_s, self.initial_s * (2 ** max(0, attempt - 1)))
+
+    @property
+    def udp_fifo_packets(self) -> int:
+        """fifo_size for udp:// (3 s at 40 Mbit/s by default: 79,787 packets, 15 MB)."""
+        return max(1, int(self.udp_buffer_s * self.udp_max_bitrate_bps / (8 * TS_PACKET_BYTES)))
 
 
 # --------------------------------------------------------------------------- source parsing
@@ -124,7 +135,7 @@ def open_arguments(url: str, policy: ReconnectPolicy) -> tuple[str, dict[str, An
             # TCP interleaving survives NAT and packet loss; `timeout` is the socket I/O timeout in µs.
             kwargs["options"].update({"rtsp_transport": "tcp", "timeout": str(int(policy.read_timeout_s * 1e6))})
         elif scheme == "udp":
-            kwargs["options"].update({"fifo_size": "1000000", "overrun_nonfatal": "1"})
+            kwargs["options"].update({"fifo_size": str(policy.udp_fifo_packets), "overrun_nonfatal": "1"})
     return u, kwargs
 
 

@@ -18,7 +18,18 @@ import zmq
 from privacy_filter.errors import ProtocolError, SourceError
 from privacy_filter.frames import YuvFrame, chroma_size
 from privacy_filter.media import AudioPacket, SourceInfo, VideoInfo
-from privacy_filter.wire import MAX_DIM, VERSION, Message, Part, json_object, part_buffer, socket
+from privacy_filter.wire import (
+    MAX_DIM,
+    MAX_PICTURE_PIXELS,
+    VERSION,
+    Message,
+    Part,
+    json_object,
+    max_message_bytes,
+    part_buffer,
+    shorten,
+    socket,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +67,75 @@ def bgr_to_yuv_frame(img: np.ndarray, **kw: Any) -> YuvFrame:
 _BGR_TO_UV = np.array([[112.0, -74.203, -37.797], [-18.214, -93.786, 112.0]], np.float32) / 255.0
 
 
-def _foreign_picture(h: dict[str, Any], payload: memoryview, jpeg: bool) -> np.ndarray:
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (DHT, JPG, DAC are not)
+
+
+def picture_size(data: memoryview | bytes) -> tuple[str, int, int] | None:
+    """``(format, width, height)`` declared by a JPEG, PNG or BMP header, read without decoding; None if unknown."""
+    b = bytes(data[:65536]) if len(data) > 65536 else bytes(data)
+    n = len(b)
+    if b[:8] == b"\x89PNG\r\n\x1a\n":
+        if n >= 24 and b[12:16] == b"IHDR":
+            return "png", int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
+        return None
+    if b[:2] == b"BM" and n >= 26:
+        return "bmp", abs(int.from_bytes(b[18:22], "little", signed=True)), abs(int.from_bytes(b[22:26], "little", signed=True))
+    if b[:2] == b"\xff\xd8":
+        i = 2
+        while i + 4 <= n:
+            if b[i] != 0xFF:
+                return None
+            marker = b[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+                i += 2
+                continue
+            if marker in _JPEG_SOF:
+                if i + 9 > n:
+                    return None
+                return "jpeg", int.from_bytes(b[i + 7:i + 9], "big"), int.from_bytes(b[i + 5:i + 7], "big")
+            if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before it
+                return None
+            i += 2 + int.from_bytes(b[i + 2:i + 4], "big")
+    return None
+
+
+def _foreign_picture(h: dict[str, Any], payload: memoryview, jpeg: bool, max_pixels: int = MAX_PICTURE_PIXELS) -> np.ndarray:
     if jpeg:
         import cv2
 
-        img = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED)
+        if payload.nbytes == 0:
+            raise ProtocolError("size", "compressed picture payload is empty")
+        declared = picture_size(payload)
+        if declared is None:
+            raise ProtocolError("field", f"compressed picture of {payload.nbytes} bytes is not a JPEG, PNG or BMP with a readable size")
+        fmt, w, ht = declared
+        if not (0 < w <= MAX_DIM and 0 < ht <= MAX_DIM and w * ht <= max_pixels):  # before decoding: a small file can declare a huge picture
+            raise ProtocolError("size", f"{fmt.upper()} declares {w}x{ht}; the limit is {MAX_DIM} a side and {max_pixels} pixels")
+        try:
+            img = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error as exc:  # OpenCV raises for some bad input rather than returning None
+            raise ProtocolError("size", f"compressed picture of {payload.nbytes} bytes cannot be decoded: {shorten(str(exc).strip(), 120)}") from None
         if img is None:
-            raise ProtocolError("size", f"JPEG payload of {payload.nbytes} bytes cannot be decoded")
+            raise ProtocolError("size", f"compressed picture of {payload.nbytes} bytes cannot be decoded")
         return img
     dtype, shape = h.get("dtype"), h.get("shape")
     if dtype != "uint8":
         raise ProtocolError("field", f"'dtype' must be 'uint8' (8-bit pictures), got {dtype!r}")
     if not (isinstance(shape, list) and len(shape) in (2, 3) and all(isinstance(x, int) and 0 < x <= MAX_DIM for x in shape)):
         raise ProtocolError("field", f"'shape' must be [H, W] or [H, W, C], got {shape!r}")
+    if shape[0] * shape[1] > max_pixels:
+        raise ProtocolError("size", f"picture {shape[1]}x{shape[0]} is above the limit of {max_pixels} pixels")
     n = int(np.prod(shape))
     if payload.nbytes != n:
         raise ProtocolError("size", f"array is {payload.nbytes} bytes, shape {shape} needs {n}")
     return np.frombuffer(payload, np.uint8).reshape(shape)
 
 
-def decode_foreign(parts: Sequence[Part], *, stream_id: str, seq: int, pts: int | None, time_base: Fraction) -> Message:
+def decode_foreign(parts: Sequence[Part], *, stream_id: str, seq: int, pts: int | None, time_base: Fraction,
+                   max_pixels: int = MAX_PICTURE_PIXELS) -> Message:
     """An imagezmq or NetGear message as a ``frame`` Message (or ``eos`` for NetGear's terminate).
 
     The sender's text (imagezmq ``msg``, NetGear ``message``) goes to ``frame.metadata``
@@ -99,8 +159,13 @@ def decode_foreign(parts: Sequence[Part], *, stream_id: str, seq: int, pts: int 
         meta = {"msg": h.get("msg")}
     else:
         raise ProtocolError("kind", "neither an imagezmq ({msg, dtype, shape}) nor a NetGear ({terminate_flag, ...}) header")
-    img = _foreign_picture(h, payload, jpeg)
-    frame = bgr_to_yuv_frame(img, pts=pts, time_base=time_base, index=seq, stream_id=stream_id, metadata=meta)
+    img = _foreign_picture(h, payload, jpeg, max_pixels)
+    import cv2
+
+    try:
+        frame = bgr_to_yuv_frame(img, pts=pts, time_base=time_base, index=seq, stream_id=stream_id, metadata=meta)
+    except cv2.error as exc:  # a picture OpenCV decoded but cannot convert: the peer's fault, not ours
+        raise ProtocolError("field", f"picture {img.dtype} {img.shape} cannot be converted: {shorten(str(exc).strip(), 120)}") from None
     header = {"v": VERSION, "kind": "frame", "stream": stream_id, "seq": seq, "foreign": "netgear" if netgear else "imagezmq"}
     return Message("frame", stream_id, seq, header, frame=frame, parts=parts)
 
@@ -126,7 +191,8 @@ class PeerSource:
     dropped and counted.  Malformed messages are counted by kind and dropped.
     """
 
-    def __init__(self, url: str, *, stream_id: str, counters: Any = None, should_stop: Any = None, hwm: int = 2) -> None:
+    def __init__(self, url: str, *, stream_id: str, counters: Any = None, should_stop: Any = None, hwm: int = 2,
+                 max_pixels: int = MAX_PICTURE_PIXELS) -> None:
         scheme, _, rest = str(url).partition("://")
         self.kind, self.bind, self.reply = PEER_SCHEMES[scheme.lower()]
         self.endpoint = "tcp://" + rest
@@ -135,6 +201,7 @@ class PeerSource:
         self.counters = counters
         self.should_stop = should_stop or (lambda: False)
         self.hwm = hwm
+        self.max_pixels = max_pixels
         self.live = True  # a peer sends in real time and never waits for us
         self.reconnects = 0  # ZeroMQ reconnects by itself
         self.frames_decoded = 0
@@ -165,7 +232,7 @@ class PeerSource:
                 self._t0 = now
             try:
                 m = decode_foreign(parts, stream_id=self.stream_id, seq=self.frames_decoded,
-                                   pts=int(round((now - self._t0) * 1000)), time_base=Fraction(1, 1000))
+                                   pts=int(round((now - self._t0) * 1000)), time_base=Fraction(1, 1000), max_pixels=self.max_pixels)
             except ProtocolError as err:
                 self._bad[err.kind] = self._bad.get(err.kind, 0) + 1
                 if self.counters is not None:
@@ -175,6 +242,7 @@ class PeerSource:
                     log.warning("%s: dropping malformed message (%s); further %r errors are only counted", self.url, err, err.kind)
                 continue
             if m.kind == "eos":
+                self.end_reason = "end"
                 return None
             assert m.frame is not None
             if self._first is not None and (m.frame.width, m.frame.height) != (self._first.width, self._first.height):
@@ -203,7 +271,8 @@ class PeerSource:
         """Bind/connect and wait for the first picture (its size is the stream's)."""
         self._ctx = zmq.Context()
         try:
-            self._sock = socket(self._ctx, self.kind, self.endpoint, bind=self.bind, hwm=self.hwm, linger_ms=0)
+            self._sock = socket(self._ctx, self.kind, self.endpoint, bind=self.bind, hwm=self.hwm, linger_ms=0,
+                                max_msg_bytes=max_message_bytes(self.max_pixels, peer=True))
         except zmq.ZMQError as exc:
             raise SourceError(f"cannot {'bind' if self.bind else 'connect'} {self.url}: {exc}") from None
         first = self._next()

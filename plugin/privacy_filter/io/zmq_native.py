@@ -44,7 +44,19 @@ import zmq
 from privacy_filter.errors import ProtocolError, SourceError, UserError
 from privacy_filter.frames import YuvFrame
 from privacy_filter.urls import ZmqUrl, parse_zmq_url
-from privacy_filter.wire import Message, Receiver, audio_header, audio_parts, eos_parts, frame_parts, socket, stream_start_parts, video_header
+from privacy_filter.wire import (
+    MAX_PICTURE_PIXELS,
+    Message,
+    Receiver,
+    audio_header,
+    audio_parts,
+    eos_parts,
+    frame_parts,
+    max_message_bytes,
+    socket,
+    stream_start_parts,
+    video_header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +73,9 @@ class ZmqSinkError(UserError):
 
 
 
-def _open_socket(ctx: zmq.Context, z: ZmqUrl, hwm: int, linger_ms: int, error: type[UserError]) -> zmq.Socket:
+def _open_socket(ctx: zmq.Context, z: ZmqUrl, hwm: int, linger_ms: int, error: type[UserError], max_msg_bytes: int | None = None) -> zmq.Socket:
     try:
-        return socket(ctx, _SOCKET[z.pattern], z.endpoint, bind=z.bind, hwm=hwm, linger_ms=linger_ms)
+        return socket(ctx, _SOCKET[z.pattern], z.endpoint, bind=z.bind, hwm=hwm, linger_ms=linger_ms, max_msg_bytes=max_msg_bytes)
     except zmq.ZMQError as exc:
         raise error(f"cannot {'bind' if z.bind else 'connect'} {z.url} ({z.endpoint}): {exc}") from None
 
@@ -91,8 +103,10 @@ class ZmqSource:
         should_stop: Callable[[], bool] | None = None,
         hwm: int = 4,
         open_timeout_s: float | None = None,
+        max_pixels: int = MAX_PICTURE_PIXELS,
     ) -> None:
         self.z = parse_zmq_url(url, "source")
+        self.max_pixels = max_pixels  # bounds each message part (ZMQ_MAXMSGSIZE): see protocol.max_message_bytes
         self.url = str(url)
         self.stream_id = stream_id
         self.want_audio = audio
@@ -151,7 +165,7 @@ class ZmqSource:
         from privacy_filter.wire import audio_info_from, video_info_from
 
         self._ctx = zmq.Context()
-        sock = _open_socket(self._ctx, self.z, self.hwm, 0, SourceError)
+        sock = _open_socket(self._ctx, self.z, self.hwm, 0, SourceError, max_message_bytes(self.max_pixels))
         self._rx = Receiver(sock, counters=self.counters, fallback_stream=self.stream_id, known_streams=[self.stream_id])
         deadline = None if self.open_timeout_s is None else time.monotonic() + self.open_timeout_s
         video = audio = None

@@ -44,7 +44,8 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     want_audio = sc.source.audio and sc.output.audio == "copy"
     # a file/URL decoder, an upstream ZeroMQ stage (zmq+pull/sub), or imagezmq/NetGear senders (BGR -> I420 here)
     dec: Any = open_source(sc.source.url, stream_id=sid, audio=want_audio, live=live,
-                           reconnect=ReconnectPolicy(max_attempts=None) if live else None, counters=counters,
+                           reconnect=ReconnectPolicy(max_attempts=None, udp_buffer_s=sc.source.udp_buffer_s,
+                                                     udp_max_bitrate_bps=sc.source.udp_bitrate_bps()) if live else None, counters=counters,
                            should_stop=lambda: flag["stop"] or shared.stop.is_set(), hwm=hwm)
     rc, reason, sent = EXIT_OK, "end", 0
     try:
