@@ -25,6 +25,18 @@ from privacy_filter.errors import ConfigError
 RGB = tuple[int, int, int]
 
 
+def parse_bitrate(value: str | int | None) -> int | None:
+    """'4M' → 4000000, '800k' → 800000, ints pass through."""
+    if value is None or isinstance(value, int):
+        return value
+    s = str(value).strip().lower()
+    mult = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(s[-1:], 1)
+    try:
+        return int(float(s[:-1] if mult != 1 else s) * mult)
+    except ValueError as exc:
+        raise ConfigError(f"bitrate {value!r} is not a number such as 4000000, '4M' or '800k'") from exc
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -180,8 +192,6 @@ class SourceConfig(_Strict):
         return {"url": v} if isinstance(v, str) else v
 
     def udp_bitrate_bps(self) -> int:
-        from privacy_filter.encode import parse_bitrate
-
         try:
             bps = parse_bitrate(self.udp_max_bitrate)
         except ConfigError as exc:

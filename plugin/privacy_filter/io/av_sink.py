@@ -28,6 +28,7 @@ from typing import Any
 import av
 import numpy as np
 
+from privacy_filter.config import parse_bitrate
 from privacy_filter.errors import ConfigError, UserError
 from privacy_filter.frames import YuvFrame, plane_view
 from privacy_filter.io.av_source import native_frame
@@ -91,16 +92,6 @@ class EncodeSettings:
         return cls(**kw)
 
 
-def parse_bitrate(value: str | int | None) -> int | None:
-    """'4M' → 4000000, '800k' → 800000, ints pass through."""
-    if value is None or isinstance(value, int):
-        return value
-    s = str(value).strip().lower()
-    mult = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(s[-1:], 1)
-    try:
-        return int(float(s[:-1] if mult != 1 else s) * mult)
-    except ValueError as exc:
-        raise ConfigError(f"bitrate {value!r} is not a number such as 4000000, '4M' or '800k'") from exc
 
 
 def sink_arguments(url: str, settings: EncodeSettings, live: bool) -> tuple[str, str | None, dict[str, str]]:
