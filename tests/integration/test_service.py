@@ -342,7 +342,9 @@ def test_live_stream_drops_stale_frames_counts_them_and_survives_a_decoder_kill(
     """A paced synthetic live source (lavfi ``realtime``): nothing blocks, every frame is accounted for,
     and after a SIGKILLed decoder the restarted one continues time instead of starting it again."""
     cfg = {
-        "defaults": {"preset": "cctv", "output": {"preset": "ultrafast"}, "deadline_ms": 60000},
+        # the restart mechanics are under test, not the detector: the motion layer alone keeps the
+        # stage faster than the paced 25 fps source on this loaded 2-core machine
+        "defaults": {"preset": "cctv", "detector": {"name": "none"}, "output": {"preset": "ultrafast"}, "deadline_ms": 60000},
         "streams": [{"id": "room", "policy": "live",
                      "source": "lavfi:testsrc2=size=320x240:rate=25:duration=2,realtime[out0];"
                                "sine=f=440:d=2:samples_per_frame=1764,arealtime[out1]",
@@ -368,11 +370,14 @@ def test_live_stream_drops_stale_frames_counts_them_and_survives_a_decoder_kill(
 
 
 @pytest.mark.slow
-def test_model_that_cannot_load_fails_closed(clips: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["segmentation model", "cctv detector"])
+def test_model_that_cannot_load_fails_closed(clips: dict[str, Path], tmp_path: Path, engine: str) -> None:
     """Privacy fails closed in service mode too: no engine → every frame covered whole, counted, still written."""
     cfg = json.loads(_config(tmp_path, clips).read_text())
-    cfg["streams"] = [{"id": "room", "source": str(clips["gif"]), "output": str(tmp_path / "gif.mkv"),
-                       "model": str(tmp_path / "missing-model.onnx"), "effect": {"kind": "fill", "color": list(FILL_RGB)}}]
+    missing = str(tmp_path / "missing-model.onnx")
+    broken = {"preset": "video-call", "model": missing} if engine == "segmentation model" else {"detector": {"name": missing}}
+    cfg["streams"] = [{"id": "room", "source": str(clips["gif"]), "output": str(tmp_path / "gif.mkv"), **broken,
+                       "effect": {"kind": "fill", "color": list(FILL_RGB)}}]
     (tmp_path / "service.yaml").write_text(json.dumps(cfg))
     rc, m, info = _run(tmp_path / "service.yaml")
     assert rc == 0, info["stderr"][-3000:]

@@ -7,6 +7,7 @@ is in ``service.state``.  Their guarantees are described in ``service.supervisor
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from fractions import Fraction
@@ -290,21 +291,43 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
     sys.exit(EXIT_OK)
 
 
+def _file_source(sc: Any) -> str | None:
+    """The local file a stream reads, when it is one (not live, not a ZeroMQ or peer source)."""
+    from privacy_filter.urls import is_live_source, is_peer_url, is_zmq_url
+
+    url = str(sc.source.url)
+    if sc.policy == "live" or is_live_source(url) or is_zmq_url(url) or is_peer_url(url) or not os.path.isfile(url):
+        return None
+    return url
+
+
 def _load_cover_engine(cfgs: dict[str, Any], model: str, device: str) -> Any:
     """The CCTV cover engine for these streams, or None (frames covered whole) when it cannot load.
 
-    No first pass here: the stage worker never sees the source, so every stream learns its
-    background while its frames are covered whole (counted as ``covered_whole:learning``).
+    A stream reading a local file gets the first pass ``process`` gives it: the stage worker samples
+    the file itself (it knows the URL from the config), so the file's first seconds are not covered
+    whole while a background is learned.  Live streams learn while covered (``covered_whole:learning``).
     """
     try:
         from privacy_filter.backends import create_cover_engine
         from privacy_filter.engines.finder import CoverSettings
+        from privacy_filter.io.av_source import sample_lumas
 
-        settings = {sid: CoverSettings.from_config(c, live=True) for sid, c in cfgs.items()}
-        return create_cover_engine(settings, model=model, device=device)
+        files = {sid: _file_source(c) for sid, c in cfgs.items()}
+        settings = {sid: CoverSettings.from_config(c, live=files[sid] is None) for sid, c in cfgs.items()}
+        engine = create_cover_engine(settings, model=model, device=device)
     except Exception as exc:  # noqa: BLE001 - any load failure must fail closed, not crash-loop
         log.error("the cover engine for streams %s cannot be loaded (%s); their frames will be covered whole", ", ".join(cfgs), exc)
         return None
+    for sid, url in files.items():
+        m = settings[sid].motion
+        if url is not None and m.enabled and m.first_pass:
+            lumas = sample_lumas(url, m.first_pass_samples)
+            if lumas:
+                engine.prime(sid, lumas)
+            else:
+                log.info("%s: no first pass (cannot seek); the motion layer learns from the first frames", url)
+    return engine
 
 
 def _load_segmenter(model: str, device: str, tiles: str | None, ids: list[str]) -> Any:
