@@ -18,6 +18,7 @@ import pytest
 from privacy_filter.backends import create_detector
 from privacy_filter.cli import main
 from privacy_filter.engines.detector import OrtDetector, input_geometry, preprocess_bgr
+from privacy_filter.engines.finder import iou_matrix
 from privacy_filter.errors import ModelError
 from privacy_filter.models.registry import resolve_detector
 from privacy_filter.models.specs import NANODET
@@ -50,15 +51,7 @@ def penn(shared_data: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+    return iou_matrix(a, b)
 
 
 def _recall(found: dict[str, np.ndarray], gt: dict[str, np.ndarray], iou: float = 0.5) -> float:

