@@ -429,3 +429,45 @@ def test_a_decoder_killed_after_its_stream_failed_is_not_restarted(tmp_path: Pat
     sv.workers["decode:ghost"] = dec2
     sv._exited(dec2)
     assert dec2.restarts == 1 and dec2.start_at > 0 and sv.board.value("ghost", "worker_restarts") == 1
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_no_worker_outlives_a_sigkilled_supervisor(clips: dict[str, Path], tmp_path: Path) -> None:
+    """Issue 12, defect 9: kill -9 of the supervisor must not leave workers running (and writing)."""
+    config = _config(tmp_path, clips, gif=False)
+    state_path = tmp_path / "state.json"
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "run", str(config)], stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        st: dict[str, Any] = {}
+        while time.monotonic() - t0 < 120:
+            try:
+                st = json.loads(state_path.read_text())
+            except (OSError, ValueError):
+                st = {}
+            if st and st["streams"].get("room", {}).get("last_written", -1) >= 3:
+                break
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.02)
+        pids = {n: w["pid"] for n, w in st["workers"].items() if w["alive"]}
+        assert set(pids) == {"stage", "decode:room", "encode:room"}, st
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        time.sleep(5)
+        alive = {n: p for n, p in pids.items() if _alive(p)}
+        assert not alive, f"workers still running 5 s after the supervisor was SIGKILLed: {alive}"
+    finally:
+        for p in (st.get("workers") or {}).values():
+            if p.get("pid") and _alive(p["pid"]):
+                os.kill(p["pid"], signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()

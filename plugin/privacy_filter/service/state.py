@@ -5,9 +5,14 @@ Kept apart from the workers and the supervisor so both can import it without imp
 
 from __future__ import annotations
 
+import ctypes
 import faulthandler
 import logging
+import os
+import select
 import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +48,7 @@ class Shared:
     eos_gen: Any  # RawArray('q'): per stream, generation of the last eos the stage has taken in (-1: none)
     stop: Any  # multiprocessing.Event: decoders stop reading and send eos
     index: dict[str, int]  # stream id -> slot in progress
+    supervisor_pid: int = 0  # workers stop when this process dies (0: do not watch)
 
 
 def endpoints(cfg: ServiceConfig, ipc_dir: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -59,12 +65,18 @@ def endpoints(cfg: ServiceConfig, ipc_dir: str) -> tuple[dict[str, str], dict[st
     return stage, enc
 
 
-def worker_setup(role: str, log_level: int) -> tuple[dict[str, bool], Any]:
+PARENT_GRACE_S = 3.0  # after the supervisor died, a worker stops cleanly within this, else exits hard
+
+
+def worker_setup(role: str, log_level: int, supervisor_pid: int = 0) -> tuple[dict[str, bool], Any]:
     """Signals and logging of a worker process.
 
     SIGINT is ignored (Ctrl-C reaches the whole process group; only the supervisor acts on
     it).  SIGTERM sets a flag the worker checks between messages: a decoder then sends eos,
     an encoder closes its container, the stage exits.
+
+    With ``supervisor_pid``, the worker also stops when the supervisor dies, even by SIGKILL
+    (see ``watch_parent``).
     """
     flag = {"stop": False}
 
@@ -75,9 +87,76 @@ def worker_setup(role: str, log_level: int) -> tuple[dict[str, bool], Any]:
     signal.signal(signal.SIGTERM, _term)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints the worker's stacks
     logging.basicConfig(level=log_level, format=f"%(levelname)s {role}: %(message)s", force=True)
+    if supervisor_pid:
+        watch_parent(supervisor_pid, flag)
     import zmq
 
     return flag, zmq.Context()
+
+
+def _set_pdeathsig(sig: int) -> bool:
+    """Linux: the kernel sends ``sig`` to this process when its parent (thread) dies."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(1, sig, 0, 0, 0)) == 0  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return False
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # exists (another user's: the pid was reused, but that is also not our supervisor)
+    return False
+
+
+def watch_parent(supervisor_pid: int, flag: dict[str, bool]) -> None:
+    """Stop this worker when the supervisor dies, even by SIGKILL (it cannot stop us then).
+
+    Two mechanisms, because a worker's parent is the forkserver, not the supervisor itself:
+
+    * ``PR_SET_PDEATHSIG`` (Linux): SIGTERM when the parent dies.  The forkserver exits as soon
+      as the supervisor is gone, so the SIGTERM handler's clean stop starts at once.
+    * a watchdog thread: waits on a pidfd of the supervisor (or polls its pid and our parent
+      pid every 0.2 s where there is no pidfd).  It sets the stop flag, and if the worker is
+      still running ``PARENT_GRACE_S`` later (blocked, or waiting for a peer that is gone),
+      exits hard: nothing may go on writing outputs for a service that no longer exists.
+    """
+    ppid = os.getppid()
+    _set_pdeathsig(signal.SIGTERM)
+    pidfd = -1
+    try:
+        pidfd = os.pidfd_open(supervisor_pid)  # type: ignore[attr-defined,unused-ignore]
+    except (AttributeError, OSError):
+        pidfd = -1
+
+    def gone() -> bool:
+        return os.getppid() != ppid or _pid_gone(supervisor_pid)
+
+    def watch() -> None:
+        while True:
+            if pidfd >= 0:
+                r, _, _ = select.select([pidfd], [], [], 0.5)
+                if r or gone():
+                    break
+            else:
+                if gone():
+                    break
+                time.sleep(0.2)
+        log.error("the supervisor (pid %d) is gone; stopping", supervisor_pid)
+        flag["stop"] = True
+        time.sleep(PARENT_GRACE_S)
+        logging.shutdown()
+        os._exit(1)
+
+    if gone():  # died before the death signal was armed
+        flag["stop"] = True
+    threading.Thread(target=watch, name="watch-supervisor", daemon=True).start()
 
 
 def send_until(sock: Any, parts: list[Any], flag: dict[str, bool], shared: Shared, *, give_up_s: float) -> bool:

@@ -36,7 +36,7 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     from privacy_filter.media import AudioPacket
     from privacy_filter.wire import audio_parts, eos_parts, frame_parts, send, socket, stream_start_parts
 
-    flag, ctx = worker_setup(f"decode:{sc.id}", log_level)
+    flag, ctx = worker_setup(f"decode:{sc.id}", log_level, shared.supervisor_pid)
     sid = sc.id
     counters = shared.board.counters(f"decode:{sid}")
     live = sc.is_live()
@@ -146,7 +146,7 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
     from privacy_filter.stage import FilterStage, StageStream
     from privacy_filter.wire import Receiver, frame_parts, latest_wins, send, socket
 
-    flag, ctx = worker_setup("stage", log_level)
+    flag, ctx = worker_setup("stage", log_level, shared.supervisor_pid)
     counters = shared.board.counters("stage")
     streams = {s.id: s for s in cfg.streams}
     live = {s.id for s in cfg.streams if s.is_live()}
@@ -306,7 +306,7 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
     from privacy_filter.media import AudioPacket
     from privacy_filter.wire import Receiver, socket
 
-    flag, ctx = worker_setup(f"encode:{sc.id}", log_level)
+    flag, ctx = worker_setup(f"encode:{sc.id}", log_level, shared.supervisor_pid)
     sid = sc.id
     slot = shared.index[sid]
     counters = shared.board.counters(f"encode:{sid}")
