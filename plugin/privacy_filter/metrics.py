@@ -34,6 +34,7 @@ PLAIN_COUNTERS = (
     "frames_in",
     "frames_out",
     "frames_covered_whole",
+    "frames_covered_after_stage_restart",
     "frames_passed_unfiltered",
     "frames_dropped",
     "reconnects",
@@ -48,7 +49,8 @@ STAGE_STREAM = "_stage"      # events of the shared stage process itself (its re
 _HELP = {
     "frames_in": "frames received from the source",
     "frames_out": "frames written or published",
-    "frames_covered_whole": "frames covered whole because segmentation failed, timed out or was not ready (fail closed)",
+    "frames_covered_whole": "frames covered whole because segmentation failed, timed out or was not ready, or after a stage restart (fail closed)",
+    "frames_covered_after_stage_restart": "of frames_covered_whole: covered because a restarted stage had lost the stream's temporal mask state (hold/smooth) and its window had not refilled yet",
     "frames_passed_unfiltered": "frames published unfiltered because segmentation failed and the stream has on_failure: pass",
     "frames_dropped": "frames dropped (live staleness, on_failure: drop, or lost to a crash)",
     "reconnects": "source reconnects of live streams",

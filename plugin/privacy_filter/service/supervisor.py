@@ -203,7 +203,7 @@ class Supervisor:
         hwm = self.cfg.zmq.hwm
         give_up = self.cfg.supervisor.shutdown_timeout_s / 2
         if name == "stage":
-            target, args = stage_worker, (self.cfg, self.ep_stage, self.ep_enc, self.shared, self._log_level)
+            target, args = stage_worker, (self.cfg, self.ep_stage, self.ep_enc, self.shared, self._log_level, w.restarts > 0)
         else:
             assert w.stream is not None
             sc, st = self._by_id[w.stream], self.streams[w.stream]

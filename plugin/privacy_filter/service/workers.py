@@ -131,13 +131,19 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     sys.exit(rc if ok or rc else EXIT_EOS_LOST)
 
 
-def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out: dict[str, str], shared: Shared, log_level: int) -> None:
+def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out: dict[str, str], shared: Shared, log_level: int,
+                 restarted: bool = False) -> None:
     """The shared filter stage: batches frames of all streams per model, applies each stream's effect.
 
     Each stream has its own input socket.  A message its encoder cannot take yet waits in
     that stream's queue here, and while anything waits there the stage does not read that
     stream's input: the back-pressure reaches that stream's decoder (a file waits, a live
     source drops) and no other stream is held up behind it.
+
+    A ``restarted`` stage has lost every stream's temporal mask state (hold/smooth): a person
+    held covered over the last frames would show.  So each stream's frames are covered whole
+    (counted) until its window has been segmented again, unless the stream starts afresh from
+    its first frame (then the state is what a run without the crash has).
     """
     import collections
 
@@ -185,6 +191,8 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
         fs = FilterStage(seg, specs, counters=counters, effects=effects)
         for sid in ids:
             stage_of[sid] = fs
+            if restarted:
+                fs.cover_until_refilled(sid)
 
     def forward(sid: str, parts: list[Any], is_frame: bool) -> None:
         """Send now, or queue behind what already waits for this stream's encoder."""
@@ -269,6 +277,8 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
                 segment = []
                 fresh_gen[m.stream_id] = m.gen
                 stage_of[m.stream_id].effect(m.stream_id).reset()
+                if m.stream_id not in live:
+                    stage_of[m.stream_id].cover_until_refilled(m.stream_id, 0)  # from frame 0 the fresh state is exact
             segment.append(m)
         run_segment(segment)
     for fs in set(stage_of.values()):
