@@ -532,3 +532,48 @@ def test_stage_killed_repeatedly_exposes_no_frame(clips: dict[str, Path], tmp_pa
     assert m["_stage"]["worker_restarts"] == len(points)
     assert m["room"]["frames_covered_after_stage_restart"] > 0
     assert m["room"]["frames_covered_whole"] >= m["room"]["frames_covered_after_stage_restart"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_sigterm_after_a_live_decoder_restart_exits_0(tmp_path: Path) -> None:
+    """Issue 12, defect 8: SIGTERM after a live decoder was restarted exited 1 (`stage exited (code 255)`)."""
+    cfg = {
+        "defaults": {"preset": "cctv", "output": {"preset": "ultrafast"}, "deadline_ms": 60000},
+        "streams": [{"id": "room", "policy": "live",
+                     "source": "lavfi:testsrc2=size=320x240:rate=25:duration=60,realtime[out0];"
+                               "sine=f=440:d=60:samples_per_frame=1764,arealtime[out1]",
+                     "output": {"url": str(tmp_path / "live.mkv"), "audio": "copy"}}],
+        "supervisor": {"state_file": str(tmp_path / "state.json"), "backoff_s": 0.05},
+        "metrics": {"dump": str(tmp_path / "metrics.json")},
+    }
+    (tmp_path / "service.yaml").write_text(json.dumps(cfg))
+    state_path = tmp_path / "state.json"
+    # its own process group: SIGTERM reaches every process, as systemd's control-group kill or `timeout` does
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(tmp_path / "service.yaml")],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    phase, killed_at = "kill", -1
+    t0 = time.monotonic()
+    while proc.poll() is None and time.monotonic() - t0 < 150:
+        try:
+            st = json.loads(state_path.read_text())
+        except (OSError, ValueError):
+            st = None
+        if st and "room" in st["streams"]:
+            written = st["streams"]["room"]["last_written"]
+            dec = st["workers"]["decode:room"]
+            if phase == "kill" and written >= 8:
+                os.kill(dec["pid"], signal.SIGKILL)
+                phase, killed_at = "term", written
+            elif phase == "term" and dec["restarts"] == 1 and dec["alive"] and written >= killed_at + 3:
+                os.killpg(proc.pid, signal.SIGTERM)
+                phase = "done"
+        time.sleep(0.02)
+    if proc.poll() is None:
+        proc.kill()
+    err = proc.communicate()[1]
+    assert phase == "done", err[-3000:]
+    assert proc.returncode == 0, err[-3000:]
+    assert "stage exited (code" not in err
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(_times(tmp_path / "live.mkv")) == m["room"]["frames_out"] > 0  # closed cleanly: every written frame plays

@@ -146,6 +146,7 @@ class Supervisor:
         if self.cfg.metrics.port:
             self.board.serve(self.cfg.metrics.port, self.cfg.metrics.addr)
             log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.addr, self.cfg.metrics.port)
+        _start_forkserver_immune_to_sigterm(self._mp)
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.workers["stage"] = Worker("stage", None)
@@ -247,6 +248,15 @@ class Supervisor:
         if w.name == "stage":
             if stopping and all(st.done or st.failed for st in self.streams.values()):
                 w.finished = True
+                return
+            if stopping and code == EXIT_OK:
+                # a clean stop of its own: it got SIGTERM too (a process-group or control-group kill).
+                # Encoders still open close their outputs on SIGTERM; nothing failed.
+                w.finished = True
+                for sid, st in self.streams.items():
+                    enc = self.workers.get(f"encode:{sid}")
+                    if not (st.done or st.failed) and enc is not None and enc.proc is not None and enc.proc.exitcode is None:
+                        enc.proc.terminate()
                 return
             log.warning("stage exited (code %s)", code)
             if stopping or not self._schedule(w):
@@ -389,6 +399,27 @@ def _mp_context() -> Any:
     if "forkserver" in methods:
         ctx.set_forkserver_preload(["privacy_filter.service.supervisor", "privacy_filter.wire", "privacy_filter.io.av_source", "privacy_filter.io.av_sink", "numpy", "av", "zmq"])
     return ctx
+
+
+def _start_forkserver_immune_to_sigterm(ctx: Any) -> None:
+    """Start the forkserver now, with SIGTERM ignored (exec keeps an ignored signal ignored).
+
+    The forkserver reports each worker's exit status to the supervisor.  A SIGTERM to the whole
+    process group (systemd's control-group kill, ``timeout``, ``kill -TERM -PGID``) used to kill
+    it along with the workers, so every worker that exited after it read as exit code 255 (its
+    status never came): ``stage exited (code 255)`` and exit 1 from a clean stop.  The forkserver
+    still ends when the supervisor does (it watches a pipe from it); workers set their own
+    SIGTERM handler.
+    """
+    if ctx.get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def run_service(cfg: ServiceConfig, *, state_file: str | None = None) -> int:
