@@ -577,3 +577,76 @@ def test_sigterm_after_a_live_decoder_restart_exits_0(tmp_path: Path) -> None:
     assert "stage exited (code" not in err
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert len(_times(tmp_path / "live.mkv")) == m["room"]["frames_out"] > 0  # closed cleanly: every written frame plays
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_a_peer_stream_keeps_its_size_across_a_decoder_restart(tmp_path: Path) -> None:
+    """Issue 12, defect 7: after a decode-worker restart, the first picture fixed the stream's size
+    anew; one picture of another size made the encoder refuse the stream (exit 1)."""
+    import threading
+
+    import imagezmq
+
+    port = _free_port()
+    sender = imagezmq.ImageSender(connect_to=f"tcp://127.0.0.1:{port}", REQ_REP=False)  # the camera's PUB binds
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 255, (270, 480, 3), np.uint8)
+    small = rng.integers(0, 255, (136, 240, 3), np.uint8)
+    picture = {"img": big}
+    stop = threading.Event()
+
+    def pump() -> None:
+        while not stop.is_set():
+            sender.send_image("cam", picture["img"])
+            time.sleep(0.04)
+
+    cfg = {
+        "defaults": {"preset": "cctv", "output": {"preset": "ultrafast"}, "deadline_ms": 60000},
+        "streams": [{"id": "cam", "source": f"imagezmq+sub://127.0.0.1:{port}", "output": str(tmp_path / "cam.mkv")}],
+        "supervisor": {"state_file": str(tmp_path / "state.json"), "backoff_s": 0.05},
+        "metrics": {"dump": str(tmp_path / "metrics.json")},
+    }
+    (tmp_path / "service.yaml").write_text(json.dumps(cfg))
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(tmp_path / "service.yaml")],
+                            stderr=subprocess.PIPE, text=True)
+    phase, mark, since = "start", -1, 0.0  # mark: last frame written before the kill, then frames written after it
+    t0 = time.monotonic()
+    try:
+        while proc.poll() is None and time.monotonic() - t0 < 120:
+            try:
+                st = json.loads((tmp_path / "state.json").read_text())
+            except (OSError, ValueError):
+                st = None
+            if st and "cam" in st["streams"]:
+                written, dec = st["streams"]["cam"]["last_written"], st["workers"]["decode:cam"]
+                if phase == "start" and written >= 5:
+                    picture["img"] = small  # the camera changes size while the decoder is down
+                    os.kill(dec["pid"], signal.SIGKILL)
+                    phase, mark = "restarting", written
+                elif phase == "restarting" and dec["restarts"] == 1 and dec["alive"]:
+                    phase, since = "small", time.monotonic()
+                elif phase == "small" and time.monotonic() - since > 1.5:
+                    picture["img"] = big  # and back
+                    phase, since = "big", time.monotonic()
+                elif phase == "big" and (written >= mark + 10 or time.monotonic() - since > 20):
+                    os.kill(proc.pid, signal.SIGTERM)
+                    phase, mark = "stopped", written - mark
+            time.sleep(0.02)
+        if proc.poll() is None:
+            proc.kill()
+        err = proc.communicate()[1]
+    finally:
+        stop.set()
+        t.join(5)
+        sender.close()
+    assert phase == "stopped", err[-3000:]
+    assert proc.returncode == 0, err[-3000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())["cam"]
+    with av.open(str(tmp_path / "cam.mkv")) as c:
+        sizes = {(f.width, f.height) for f in c.decode(video=0)}
+    assert sizes == {(480, 270)}
+    assert mark >= 10, "the stream went on after the restart"
+    assert m["frames_dropped"] + m["frames_resized"] > 0, "pictures of the other size were counted"

@@ -49,6 +49,7 @@ class Shared:
     stop: Any  # multiprocessing.Event: decoders stop reading and send eos
     index: dict[str, int]  # stream id -> slot in progress
     supervisor_pid: int = 0  # workers stop when this process dies (0: do not watch)
+    sizes: Any = None  # RawArray('q'), 2 per stream: width, height of the stream (0: not known yet); survives restarts
 
 
 def endpoints(cfg: ServiceConfig, ipc_dir: str) -> tuple[dict[str, str], dict[str, str]]:

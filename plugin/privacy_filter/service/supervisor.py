@@ -122,7 +122,8 @@ class Supervisor:
         self.board = Board(ids, roles, shared=True)
         n = len(ids)
         self.shared = Shared(self.board, self._mp.RawArray("q", [-1] * n), self._mp.RawArray("q", [-1] * n), self._mp.RawArray("q", [-1] * n),
-                             self._mp.Event(), {s: i for i, s in enumerate(ids)}, os.getpid())
+                             self._mp.Event(), {s: i for i, s in enumerate(ids)}, os.getpid(),
+                             self._mp.RawArray("q", [0] * (2 * n)))
         self.counters = self.board.counters("supervisor")
         self._by_id = {s.id: s for s in self.cfg.streams}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None

@@ -6,6 +6,7 @@ is in ``service.state``.  Their guarantees are described in ``service.supervisor
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -41,14 +42,26 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     counters = shared.board.counters(f"decode:{sid}")
     live = sc.is_live()
     sock = socket(ctx, zmq.PUSH, endpoint, bind=False, hwm=hwm, linger_ms=int(give_up_s * 1000))
+    slot = shared.index[sid]
+    known = (int(shared.sizes[2 * slot]), int(shared.sizes[2 * slot + 1])) if shared.sizes is not None else (0, 0)
+    size = known if known[0] > 0 else None  # the stream's size before a restart: it keeps it
     want_audio = sc.source.audio and sc.output.audio == "copy"
     # a file/URL decoder, an upstream ZeroMQ stage (zmq+pull/sub), or imagezmq/NetGear senders (BGR -> I420 here)
     dec: Any = open_source(sc.source.url, stream_id=sid, audio=want_audio, live=live,
                            reconnect=ReconnectPolicy(max_attempts=None) if live else None, counters=counters,
-                           should_stop=lambda: flag["stop"] or shared.stop.is_set(), hwm=hwm)
+                           should_stop=lambda: flag["stop"] or shared.stop.is_set(), hwm=hwm, size=size)
     rc, reason, sent = EXIT_OK, "end", 0
     try:
         info = dec.open()
+        if size is None:
+            if shared.sizes is not None:
+                shared.sizes[2 * slot], shared.sizes[2 * slot + 1] = info.video.width, info.video.height
+        elif (info.video.width, info.video.height) != size:
+            # the source came back with another size (a camera reconfigured while we restarted):
+            # the encoder is open for the stream's size, so scale to it, as decode does mid-file
+            log.warning("stream %s: the source is %dx%d after a restart, the stream is %dx%d; frames are scaled (counted)",
+                        sid, info.video.width, info.video.height, size[0], size[1])
+            info.video = dataclasses.replace(info.video, width=size[0], height=size[1])
         start = stream_start_parts(sid, video=video_header(info.video), audio=audio_header(info.audio), gen=gen,
                                    extra={"resume_after": -1 if live else resume_after})
         send_until(sock, start, flag, shared, give_up_s=give_up_s)
@@ -83,6 +96,9 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
                 continue
             if not live and item.index <= resume_after:
                 continue  # already written by the encoder before a restart
+            if size is not None and (item.width, item.height) != size:
+                item = scale_frame(item, *size)
+                counters.inc(sid, "frames_resized")
             if pts_shift is None:
                 last = int(shared.last_pts[shared.index[sid]])
                 pts_shift = last + step - item.pts if item.pts is not None and item.pts <= last else 0
@@ -129,6 +145,21 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     sock.close(linger=0)
     ctx.term()
     sys.exit(rc if ok or rc else EXIT_EOS_LOST)
+
+
+def scale_frame(frame: Any, width: int, height: int) -> Any:
+    """``frame`` (a YuvFrame) scaled bilinearly to ``width`` x ``height``, timestamps and metadata kept."""
+    import cv2
+
+    from privacy_filter.frames import chroma_size
+
+    cw, ch = chroma_size(width, height)
+    return dataclasses.replace(
+        frame,
+        y=cv2.resize(frame.y, (width, height), interpolation=cv2.INTER_LINEAR),
+        u=cv2.resize(frame.u, (cw, ch), interpolation=cv2.INTER_LINEAR),
+        v=cv2.resize(frame.v, (cw, ch), interpolation=cv2.INTER_LINEAR),
+    )
 
 
 def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out: dict[str, str], shared: Shared, log_level: int,
