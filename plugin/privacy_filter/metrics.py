@@ -41,6 +41,8 @@ PLAIN_COUNTERS = (
     "frames_resized",
     "worker_restarts",
     "duplicates_discarded",
+    "frames_refused_unmasked",
+    "seq_jumps",
 )
 COUNTERS = PLAIN_COUNTERS + tuple(f"bad_messages:{k}" for k in BAD_KINDS)
 UNKNOWN_STREAM = "_unknown"  # bad messages whose header names no known stream
@@ -57,6 +59,8 @@ _HELP = {
     "frames_resized": "frames of another size than the stream's first, scaled to it (a resolution change mid-stream)",
     "worker_restarts": "worker processes restarted by the supervisor",
     "duplicates_discarded": "frames received twice after a worker restart and discarded",
+    "frames_refused_unmasked": "frames an encoder refused because they came without a mask (not from the stage) on a stream without on_failure: pass",
+    "seq_jumps": "frames an encoder refused because their seq jumped too far ahead of the last one written",
 }
 
 

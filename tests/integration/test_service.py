@@ -21,8 +21,11 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+import zmq
 
+from privacy_filter.frames import YuvFrame
 from privacy_filter.metrics import Board, parse_exposition
+from privacy_filter.wire import frame_parts
 
 CLIP_FRAMES = 60
 FILL_RGB = (255, 0, 255)  # a colour the footage does not contain: proves the stage drew on the frames
@@ -650,3 +653,157 @@ def test_a_peer_stream_keeps_its_size_across_a_decoder_restart(tmp_path: Path) -
     assert sizes == {(480, 270)}
     assert mark >= 10, "the stream went on after the restart"
     assert m["frames_dropped"] + m["frames_resized"] > 0, "pictures of the other size were counted"
+
+
+# ----------------------------------------------------------- issue 12, defect 12: forged frames
+# An attacker pushes forged, well-formed native frames (a flat green picture) straight into the
+# sockets the workers bind.  None may reach an output: with CURVE (tcp) the connection is refused;
+# over ipc (no CURVE) encoders refuse frames without a mask and seq jumps too far ahead.
+
+GREEN_U = 44  # the forged pictures' chroma: flat green, which the footage does not contain
+
+
+def _forged(width: int, height: int, seq: int, *, mask: bool) -> list[Any]:
+    f = YuvFrame(np.full((height, width), 150, np.uint8), np.full((height // 2, width // 2), GREEN_U, np.uint8),
+                 np.full((height // 2, width // 2), 21, np.uint8), pts=seq, time_base=Fraction(1, 25), index=seq, stream_id="room")
+    return frame_parts(f, mask=np.zeros((height, width), np.uint8) if mask else None, seq=seq, gen=0)
+
+
+def _green_frames(path: Path) -> int:
+    return sum(1 for _, u, v in _video(path) if abs(float(u.mean()) - GREEN_U) < 8 and abs(float(v.mean()) - 21) < 8)
+
+
+def _run_with_attacker(config: Path, attack: Any, *, timeout: float = 120) -> tuple[int, dict[str, Any], str]:
+    """Run the service; once `room` has written 3 frames, run ``attack(last_written)`` in a thread."""
+    import threading
+
+    state_path = Path(json.loads(config.read_text())["supervisor"]["state_file"])
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(config)], stderr=subprocess.PIPE, text=True)
+    attacker: threading.Thread | None = None
+    t0 = time.monotonic()
+    while proc.poll() is None and time.monotonic() - t0 < timeout:
+        if attacker is None:
+            try:
+                st = json.loads(state_path.read_text())
+            except (OSError, ValueError):
+                st = None
+            if st and st["streams"].get("room", {}).get("last_written", -1) >= 3:
+                attacker = threading.Thread(target=attack, args=(st["streams"]["room"]["last_written"],), daemon=True)
+                attacker.start()
+        time.sleep(0.01)
+    if proc.poll() is None:
+        proc.kill()
+    err = proc.communicate()[1]
+    assert attacker is not None, err[-3000:]
+    attacker.join(10)
+    return proc.returncode, json.loads((config.parent / "metrics.json").read_text()), err
+
+
+def _size(path: Path) -> tuple[int, int]:
+    with av.open(str(path)) as c:
+        return c.streams.video[0].width, c.streams.video[0].height
+
+
+def test_tcp_without_curve_keys_is_a_config_error(tmp_path: Path) -> None:
+    from privacy_filter.config import load_service
+    from privacy_filter.errors import ConfigError
+
+    base = {"streams": [{"id": "a", "source": "a.mp4", "output": "a.mkv"}]}
+    p = tmp_path / "svc.yaml"
+    p.write_text(json.dumps({**base, "zmq": {"transport": "tcp"}}))
+    with pytest.raises(ConfigError, match="privacy-filter keys"):
+        load_service(p)
+    p.write_text("streams: [{id: a, source: a.mp4, output: a.mkv}]\nzmq: {transport: tcp, curve: off}\n")  # YAML's bare off
+    assert load_service(p).zmq.curve == "off"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_with_curve_a_peer_without_the_key_gets_no_frame_into_an_output(clips: dict[str, Path], tmp_path: Path) -> None:
+    keys, stranger = tmp_path / "keys", tmp_path / "stranger"
+    for d in (keys, stranger):
+        r = subprocess.run([sys.executable, "-m", "privacy_filter.cli", "keys", str(d)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    port = _free_port()
+    config = _config(tmp_path, clips, gif=False)
+    cfg = json.loads(config.read_text())
+    cfg["zmq"] = {"transport": "tcp", "host": "127.0.0.1", "base_port": port, "keys": str(keys)}
+    config.write_text(json.dumps(cfg))
+    width, height = _size(clips["room"])
+    server_public = (keys / "server.key").read_text().split('public-key = "')[1].split('"')[0].encode()
+    stranger_public = (stranger / "client.key").read_text().split('public-key = "')[1].split('"')[0].encode()
+    stranger_secret = (stranger / "client.key_secret").read_text().split('secret-key = "')[1].split('"')[0].encode()
+
+    def attack(written: int) -> None:
+        ctx = zmq.Context()
+        socks = []
+        for ep in (f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}"):  # the stage's input, the encoder's input
+            plain = ctx.socket(zmq.PUSH)  # no CURVE at all
+            keyed = ctx.socket(zmq.PUSH)  # CURVE with the (public) server key, but a client key the service does not know
+            keyed.curve_secretkey, keyed.curve_publickey, keyed.curve_serverkey = stranger_secret, stranger_public, server_public
+            for s in (plain, keyed):
+                s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.SNDTIMEO, 50)
+                s.connect(ep)
+                socks.append(s)
+        t_end = time.monotonic() + 3
+        while time.monotonic() < t_end:
+            for s in socks:
+                for seq in range(written + 1, written + 6):
+                    try:
+                        s.send_multipart(_forged(width, height, seq, mask=True))
+                    except zmq.Again:
+                        pass
+            time.sleep(0.01)
+        for s in socks:
+            s.close()
+        ctx.term()
+
+    rc, m, err = _run_with_attacker(config, attack)
+    assert rc == 0, err[-3000:]
+    out = tmp_path / "room.mkv"
+    assert _green_frames(out) == 0, "a forged frame reached the recording"
+    assert _times(out) == _times(clips["room"])  # every real frame, once, at its time
+    assert m["room"]["frames_out"] == CLIP_FRAMES
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("on_failure", ["cover", "pass"])
+def test_without_a_mask_or_with_a_seq_jump_no_forged_frame_reaches_an_output(clips: dict[str, Path], tmp_path: Path, on_failure: str) -> None:
+    """Over ipc (no CURVE), a local process that can open the encoder's socket pushes forged frames
+    without a mask, and one with a mask but a seq far ahead (which made the encoder discard every
+    real frame after it as a resend)."""
+    ipc = tmp_path / "ipc"
+    config = _config(tmp_path, clips, gif=False)
+    cfg = json.loads(config.read_text())
+    cfg["zmq"] = {"ipc_dir": str(ipc)}
+    cfg["streams"][0]["on_failure"] = on_failure
+    config.write_text(json.dumps(cfg))
+    width, height = _size(clips["room"])
+
+    def attack(written: int) -> None:
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.PUSH)
+        s.setsockopt(zmq.LINGER, 2000)
+        s.connect(f"ipc://{ipc}/enc-0.sock")
+        for seq in range(written + 1, written + 40):
+            s.send_multipart(_forged(width, height, seq, mask=False))
+        s.send_multipart(_forged(width, height, 10**9, mask=True))
+        time.sleep(0.5)
+        s.close()
+        ctx.term()
+
+    rc, m, err = _run_with_attacker(config, attack)
+    assert rc == 0, err[-3000:]
+    out = tmp_path / "room.mkv"
+    r = m["room"]
+    if on_failure == "pass":  # such a stream publishes unfiltered (maskless) frames: the check cannot apply
+        assert _green_frames(out) > 0 and r["frames_refused_unmasked"] == 0
+        return
+    assert _green_frames(out) == 0, "a forged frame reached the recording"
+    assert _times(out) == _times(clips["room"]), "real frames were lost"
+    assert r["frames_refused_unmasked"] == 39 and r["seq_jumps"] == 1
+    assert "without a mask" in err and "seq jumped" in err
+
+

@@ -50,6 +50,102 @@ class Shared:
     index: dict[str, int]  # stream id -> slot in progress
     supervisor_pid: int = 0  # workers stop when this process dies (0: do not watch)
     sizes: Any = None  # RawArray('q'), 2 per stream: width, height of the stream (0: not known yet); survives restarts
+    curve: CurveKeys | None = None  # tcp with CURVE: the keys every socket between the workers uses
+
+
+# =========================================================================== CURVE (zmq.transport: tcp)
+
+KEY_NAMES = ("server", "client")
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """The service's CURVE keys (Z85): every binding (receiving) worker is a CURVE server that admits
+    only clients holding the client secret key; every connecting worker is such a client."""
+
+    folder: str
+    server_public: bytes
+    server_secret: bytes
+    client_public: bytes
+    client_secret: bytes
+
+    def server(self, sock: Any) -> None:
+        """Options of a binding socket (set before bind)."""
+        sock.curve_secretkey = self.server_secret
+        sock.curve_publickey = self.server_public
+        sock.curve_server = True
+
+    def client(self, sock: Any) -> None:
+        """Options of a connecting socket (set before connect)."""
+        sock.curve_secretkey = self.client_secret
+        sock.curve_publickey = self.client_public
+        sock.curve_serverkey = self.server_public
+
+
+def generate_keys(folder: str) -> list[str]:
+    """``privacy-filter keys DIR``: a server and a client key pair (``zmq.auth`` certificate files).
+
+    The folder is created (mode 0700); existing key files are never overwritten.  Returns the files written.
+    """
+    from pathlib import Path
+
+    import zmq
+    import zmq.auth
+
+    from privacy_filter.errors import UserError
+
+    if not zmq.has("curve"):
+        raise UserError("this libzmq has no CURVE support")
+    d = Path(folder)
+    existing = [str(d / f"{n}{ext}") for n in KEY_NAMES for ext in (".key", ".key_secret") if (d / f"{n}{ext}").exists()]
+    if existing:
+        raise UserError(f"{folder}: key files exist already ({', '.join(existing)}); remove them or choose another folder")
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    written = []
+    for n in KEY_NAMES:
+        pub, sec = zmq.auth.create_certificates(str(d), n)
+        os.chmod(sec, 0o600)
+        written += [pub, sec]
+    return written
+
+
+def load_keys(folder: str) -> CurveKeys:
+    """The keys in ``folder``, or one UserError naming what is missing."""
+    from pathlib import Path
+
+    import zmq.auth
+
+    from privacy_filter.errors import UserError
+
+    d = Path(folder)
+    got: dict[str, tuple[bytes, bytes]] = {}
+    for n in KEY_NAMES:
+        path = d / f"{n}.key_secret"
+        if not path.is_file():
+            raise UserError(f"zmq.keys: {path} not found; make the keys with `privacy-filter keys {folder}`")
+        try:
+            pub, sec = zmq.auth.load_certificate(str(path))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"zmq.keys: {path}: not a CURVE key file ({exc})") from None
+        if not pub or not sec:
+            raise UserError(f"zmq.keys: {path}: no secret key in it")
+        got[n] = (pub, sec)
+    return CurveKeys(str(d), got["server"][0], got["server"][1], got["client"][0], got["client"][1])
+
+
+def start_authenticator(ctx: Any, keys: CurveKeys | None) -> Any:
+    """In a worker that binds: the ZAP handler (None without CURVE).  It admits the public keys in the keys
+    folder (``zmq.auth`` convention: every ``*.key`` there), i.e. the service's own workers."""
+    if keys is None:
+        return None
+    from zmq.auth.thread import ThreadAuthenticator
+
+    auth = ThreadAuthenticator(ctx, log=logging.getLogger("privacy_filter.zap"))
+    auth.start()
+    auth.configure_curve(domain="*", location=keys.folder)  # every public *.key there: the service's own
+    return auth
+
 
 
 def endpoints(cfg: ServiceConfig, ipc_dir: str) -> tuple[dict[str, str], dict[str, str]]:

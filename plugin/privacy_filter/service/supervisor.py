@@ -47,7 +47,7 @@ from typing import Any
 
 from privacy_filter.config import ServiceConfig, StreamConfig
 from privacy_filter.metrics import STAGE_STREAM, Board
-from privacy_filter.service.state import EXIT_FATAL, EXIT_OK, Shared, endpoints
+from privacy_filter.service.state import EXIT_FATAL, EXIT_OK, Shared, endpoints, load_keys
 from privacy_filter.service.workers import decode_worker, encode_worker, stage_worker
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class Supervisor:
         n = len(ids)
         self.shared = Shared(self.board, self._mp.RawArray("q", [-1] * n), self._mp.RawArray("q", [-1] * n), self._mp.RawArray("q", [-1] * n),
                              self._mp.Event(), {s: i for i, s in enumerate(ids)}, os.getpid(),
-                             self._mp.RawArray("q", [0] * (2 * n)))
+                             self._mp.RawArray("q", [0] * (2 * n)), _curve_keys(self.cfg))
         self.counters = self.board.counters("supervisor")
         self._by_id = {s.id: s for s in self.cfg.streams}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -400,6 +400,19 @@ def _mp_context() -> Any:
     if "forkserver" in methods:
         ctx.set_forkserver_preload(["privacy_filter.service.supervisor", "privacy_filter.wire", "privacy_filter.io.av_source", "privacy_filter.io.av_sink", "numpy", "av", "zmq"])
     return ctx
+
+
+def _curve_keys(cfg: ServiceConfig) -> Any:
+    """The CURVE keys for tcp (a UserError when the folder lacks them), or None, with a warning where tcp runs without."""
+    z = cfg.zmq
+    if z.transport != "tcp":
+        return None
+    if not z.curve_enabled():
+        log.warning("zmq.curve: off: the workers' tcp ports (%s:%d-%d) accept frames from anyone who can reach them",
+                    z.host, z.base_port, z.base_port + 2 * len(cfg.streams) - 1)
+        return None
+    assert z.keys is not None
+    return load_keys(z.keys)
 
 
 def _start_forkserver_immune_to_sigterm(ctx: Any) -> None:

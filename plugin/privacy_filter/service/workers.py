@@ -15,10 +15,17 @@ from typing import Any
 
 from privacy_filter.config import ServiceConfig, StreamConfig
 from privacy_filter.metrics import UNKNOWN_STREAM
-from privacy_filter.service.state import EXIT_EOS_LOST, EXIT_FATAL, EXIT_OK, POLL_MS, RETRY_MS, Shared, send_until, worker_setup
+from privacy_filter.service.state import EXIT_EOS_LOST, EXIT_FATAL, EXIT_OK, POLL_MS, RETRY_MS, Shared, send_until, start_authenticator, worker_setup
 from privacy_filter.wire import audio_header, audio_info_from, video_header, video_info_from
 
 log = logging.getLogger(__name__)
+
+#: An encoder takes a frame at most this many seqs after the last one written.  Real gaps (a live
+#: stream's drops, on_failure: drop) are far smaller; a forged frame with a huge seq would
+#: otherwise make every real frame after it look like a resend.
+MAX_SEQ_STEP = 10_000
+#: ... unless this many consecutive frames, each following on from the previous one, all lie beyond it
+SEQ_RESYNC_FRAMES = 25
 
 
 def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, resume_after: int, hwm: int, give_up_s: float, log_level: int) -> None:
@@ -41,7 +48,8 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     sid = sc.id
     counters = shared.board.counters(f"decode:{sid}")
     live = sc.is_live()
-    sock = socket(ctx, zmq.PUSH, endpoint, bind=False, hwm=hwm, linger_ms=int(give_up_s * 1000))
+    sock = socket(ctx, zmq.PUSH, endpoint, bind=False, hwm=hwm, linger_ms=int(give_up_s * 1000),
+                  setup=shared.curve.client if shared.curve else None)
     slot = shared.index[sid]
     known = (int(shared.sizes[2 * slot]), int(shared.sizes[2 * slot + 1])) if shared.sizes is not None else (0, 0)
     size = known if known[0] > 0 else None  # the stream's size before a restart: it keeps it
@@ -187,11 +195,11 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
     counters = shared.board.counters("stage")
     streams = {s.id: s for s in cfg.streams}
     live = {s.id for s in cfg.streams if s.is_live()}
-    from privacy_filter.urls import is_zmq_url
-
-    with_mask = {s.id for s in cfg.streams if is_zmq_url(s.output.url) and s.output.mask}  # their encoders publish masks
-    pulls = {sid: socket(ctx, zmq.PULL, ep, bind=True, hwm=cfg.zmq.hwm) for sid, ep in endpoints_in.items()}
-    push = {sid: socket(ctx, zmq.PUSH, ep, bind=False, hwm=cfg.zmq.hwm, linger_ms=1000) for sid, ep in endpoints_out.items()}
+    auth = start_authenticator(ctx, shared.curve)
+    server = shared.curve.server if shared.curve else None
+    client = shared.curve.client if shared.curve else None
+    pulls = {sid: socket(ctx, zmq.PULL, ep, bind=True, hwm=cfg.zmq.hwm, setup=server) for sid, ep in endpoints_in.items()}
+    push = {sid: socket(ctx, zmq.PUSH, ep, bind=False, hwm=cfg.zmq.hwm, linger_ms=1000, setup=client) for sid, ep in endpoints_out.items()}
     rxs = {sid: Receiver(sock, counters=counters, fallback_stream=UNKNOWN_STREAM, known_streams=list(streams)) for sid, sock in pulls.items()}
     waiting: dict[str, collections.deque[list[Any]]] = {sid: collections.deque() for sid in push}
 
@@ -267,7 +275,9 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
             r = results[i]
             if r.frame is None:
                 continue  # dropped by on_failure: drop (counted by the stage)
-            forward(m.stream_id, frame_parts(r.frame, mask=r.mask if m.stream_id in with_mask else None, gen=m.gen), True)
+            # every frame carries its mask: an encoder refuses a frame without one (unless on_failure: pass),
+            # so a frame that did not come through here cannot reach an output
+            forward(m.stream_id, frame_parts(r.frame, mask=r.mask, gen=m.gen), True)
 
     poller = zmq.Poller()
     polled: set[str] = set()
@@ -318,6 +328,8 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
         sock.close(linger=0)
     for s in push.values():
         s.close(linger=1000)
+    if auth is not None:
+        auth.stop()
     ctx.term()
     sys.exit(EXIT_OK)
 
@@ -351,7 +363,8 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
     sid = sc.id
     slot = shared.index[sid]
     counters = shared.board.counters(f"encode:{sid}")
-    pull = socket(ctx, zmq.PULL, endpoint, bind=True, hwm=hwm)
+    auth = start_authenticator(ctx, shared.curve)
+    pull = socket(ctx, zmq.PULL, endpoint, bind=True, hwm=hwm, setup=shared.curve.server if shared.curve else None)
     rx = Receiver(pull, counters=counters, fallback_stream=sid, known_streams=[sid])
     settings = EncodeSettings.from_config(sc.output)
     enc: Any = None  # an Encoder, or a ZmqSink for zmq+push/pub outputs
@@ -360,6 +373,8 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
     audio_gen = -1  # live streams: the decoder generation whose audio is being written
     live = sc.is_live()
     rc = EXIT_OK
+    warned_unmasked = warned_jump = False
+    jump_run: list[int] = []  # seqs of consecutive frames that each jumped too far (a real gap resyncs after a few)
     try:
         while not flag["stop"]:
             m = rx.recv(timeout_ms=POLL_MS)
@@ -382,9 +397,32 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
                 if enc is None:
                     counters.inc(sid, "frames_dropped")
                     continue
+                if m.mask is None and sc.on_failure != "pass":
+                    # the stage sends every frame with its mask; one without did not come from it
+                    counters.inc(sid, "frames_refused_unmasked")
+                    if not warned_unmasked:
+                        warned_unmasked = True
+                        log.warning("stream %s: refusing a frame without a mask (seq %d): only on_failure: pass streams "
+                                    "publish unfiltered frames; further ones are only counted", sid, m.seq)
+                    continue
                 if m.seq <= shared.progress[slot]:
                     counters.inc(sid, "duplicates_discarded")
                     continue
+                if shared.progress[slot] >= 0 and m.seq - shared.progress[slot] > MAX_SEQ_STEP:
+                    # a jump this far ahead would make every real frame after it look like a resend
+                    if jump_run and 0 < m.seq - jump_run[-1] <= MAX_SEQ_STEP:
+                        jump_run.append(m.seq)
+                    else:
+                        jump_run[:] = [m.seq]
+                    if len(jump_run) < SEQ_RESYNC_FRAMES:
+                        counters.inc(sid, "seq_jumps")
+                        if not warned_jump:
+                            warned_jump = True
+                            log.warning("stream %s: frame seq jumped from %d to %d (more than %d ahead); refused, counted",
+                                        sid, int(shared.progress[slot]), m.seq, MAX_SEQ_STEP)
+                        continue
+                    log.warning("stream %s: %d consecutive frames from seq %d on: taking the jump", sid, len(jump_run), jump_run[0])
+                jump_run.clear()
                 enc.write(m.frame, m.mask)  # a ZeroMQ output publishes the mask; a container ignores it
                 shared.progress[slot] = m.seq
                 if m.frame.pts is not None:
@@ -417,5 +455,7 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
         if enc is not None:
             enc.close()
         pull.close(linger=0)
+        if auth is not None:
+            auth.stop()
         ctx.term()
     sys.exit(rc)
