@@ -499,7 +499,7 @@ def test_stage_killed_repeatedly_exposes_no_frame(clips: dict[str, Path], tmp_pa
     state_path = run_dir / "state.json"
     proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(config)], stderr=subprocess.PIPE, text=True)
     kills: list[int] = []
-    points = [6, 22, 38]
+    points = [4, 16, 28]  # early enough that a loaded machine still reaches each one before the clip ends
     last_pid = None
     t0 = time.monotonic()
     while proc.poll() is None and time.monotonic() - t0 < 300:
