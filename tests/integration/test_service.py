@@ -447,6 +447,10 @@ def _alive(pid: int) -> bool:
 def test_no_worker_outlives_a_sigkilled_supervisor(clips: dict[str, Path], tmp_path: Path) -> None:
     """Issue 12, defect 9: kill -9 of the supervisor must not leave workers running (and writing)."""
     config = _config(tmp_path, clips, gif=False)
+    cfg = json.loads(config.read_text())
+    cfg["streams"].append({"id": "cam", "policy": "live", "source": "lavfi:testsrc2=size=320x240:rate=25:duration=60,realtime",
+                           "output": str(tmp_path / "cam.mkv")})  # a live stream: its workers would run for a minute
+    config.write_text(json.dumps(cfg))
     state_path = tmp_path / "state.json"
     proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "run", str(config)], stderr=subprocess.PIPE, text=True)
     try:
@@ -462,12 +466,15 @@ def test_no_worker_outlives_a_sigkilled_supervisor(clips: dict[str, Path], tmp_p
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             time.sleep(0.02)
         pids = {n: w["pid"] for n, w in st["workers"].items() if w["alive"]}
-        assert set(pids) == {"stage", "decode:room", "encode:room"}, st
+        assert set(pids) == {"stage", "decode:room", "encode:room", "decode:cam", "encode:cam"}, st
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         time.sleep(5)
         alive = {n: p for n, p in pids.items() if _alive(p)}
         assert not alive, f"workers still running 5 s after the supervisor was SIGKILLed: {alive}"
+        size = (tmp_path / "cam.mkv").stat().st_size
+        time.sleep(1)
+        assert (tmp_path / "cam.mkv").stat().st_size == size, "the live output still grows"
     finally:
         for p in (st.get("workers") or {}).values():
             if p.get("pid") and _alive(p["pid"]):
