@@ -175,7 +175,7 @@ class FilterStage:
         return 0
 
     def cover_until_refilled(self, stream_id: str, frames: int | None = None) -> None:
-        """The stream's temporal state was lost (a restarted stage): segment its next frames as usual,
+        """The stream's temporal state was lost (a restart): segment its next frames as usual,
         so the state refills, but cover them whole (counted) until a full window has been seen."""
         n = self.state_window(stream_id) if frames is None else frames
         if n > 0:
@@ -264,11 +264,11 @@ class FilterStage:
         left = self._refill.get(frame.stream_id, 0)
         if left > 0:  # the mask lacks the frames before a restart: cover whole, the state has now seen one more
             self._refill[frame.stream_id] = left - 1
-            self._log_once(frame.stream_id, "stage restarted: temporal mask state lost until its window refills", "cover")
+            self._log_once(frame.stream_id, "restarted: temporal mask state lost until its window refills", "cover")
             mask = self._cover(frame)
             self.counters.inc(frame.stream_id, "frames_covered_whole")
-            self.counters.inc(frame.stream_id, "frames_covered_after_stage_restart")
-            return StageResult(frame, mask, "covered", "temporal state refilling after a stage restart")
+            self.counters.inc(frame.stream_id, "frames_covered_after_restart")
+            return StageResult(frame, mask, "covered", "temporal state refilling after a restart")
         return StageResult(frame, mask, "filtered")
 
     def _fail(self, frame: YuvFrame, reason: str) -> StageResult:

@@ -359,6 +359,8 @@ def test_live_stream_drops_stale_frames_counts_them_and_survives_a_decoder_kill(
     r = m["room"]
     assert r["worker_restarts"] == 1
     assert r["frames_in"] == r["frames_out"] + r["frames_dropped"]  # every frame accounted for
+    # the restarted decoder's first frames lack the masks held from before: covered whole (cctv: hold 8)
+    assert 0 < r["frames_covered_after_restart"] <= 8
     times = _times(tmp_path / "live.mkv")
     assert len(times) == r["frames_out"] > info["at"] + 10  # frames after the restart were written too
     assert all(b > a for a, b in zip(times, times[1:])), "time must keep increasing across the restart"
@@ -540,8 +542,8 @@ def test_stage_killed_repeatedly_exposes_no_frame(clips: dict[str, Path], tmp_pa
     assert not exposed, f"stage killed after frames {kills}; frames showing what a fault-free run covers: {exposed}"
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["_stage"]["worker_restarts"] == len(points)
-    assert m["room"]["frames_covered_after_stage_restart"] > 0
-    assert m["room"]["frames_covered_whole"] >= m["room"]["frames_covered_after_stage_restart"]
+    assert m["room"]["frames_covered_after_restart"] > 0
+    assert m["room"]["frames_covered_whole"] >= m["room"]["frames_covered_after_restart"]
 
 
 @pytest.mark.slow

@@ -320,6 +320,10 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
                 stage_of[m.stream_id].effect(m.stream_id).reset()
                 if m.stream_id not in live:
                     stage_of[m.stream_id].cover_until_refilled(m.stream_id, 0)  # from frame 0 the fresh state is exact
+                elif m.gen > 0:
+                    # a restarted live decoder goes on from the present: its first frames would lack the
+                    # masks held from before the restart, so they are covered whole while the window refills
+                    stage_of[m.stream_id].cover_until_refilled(m.stream_id)
             segment.append(m)
         run_segment(segment)
     for fs in set(stage_of.values()):
