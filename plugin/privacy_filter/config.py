@@ -346,6 +346,30 @@ class ZmqConfig(_Strict):
     base_port: int = Field(5600, ge=1024, le=65000, description="tcp: first port; stream i uses base_port+2i (stage input) and base_port+2i+1 (encoder input)")
     ipc_dir: str | None = Field(None, description="ipc: socket folder (default: a fresh temporary folder)")
     hwm: int = Field(4, ge=1, le=1000, description="high-water mark (messages) of each socket: backpressure and bounded staleness")
+    curve: Literal["on", "off"] | None = Field(
+        None, description="tcp: ZeroMQ CURVE (authenticated, encrypted) between the workers; required for tcp unless 'off' (anyone "
+                          "who can reach the ports could then write frames into the recordings); ipc: not used")
+    keys: str | None = Field(None, description="CURVE keys: the folder `privacy-filter keys DIR` wrote")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _curve_words(cls, data: Any) -> Any:
+        # YAML 1.1 reads a bare `off`/`on` as a boolean
+        if isinstance(data, Mapping) and isinstance(data.get("curve"), bool):
+            data = {**data, "curve": "on" if data["curve"] else "off"}
+        return data
+
+    @model_validator(mode="after")
+    def _curve_needs_keys(self) -> ZmqConfig:
+        if self.transport == "tcp" and self.curve != "off" and not self.keys:
+            raise ValueError("transport tcp needs CURVE keys: run `privacy-filter keys DIR` and set zmq.keys: DIR "
+                             "(or set zmq.curve: off to run unauthenticated: anyone who can reach the ports can then inject frames)")
+        if self.curve == "on" and not self.keys:
+            raise ValueError("curve: on needs zmq.keys: DIR (made by `privacy-filter keys DIR`)")
+        return self
+
+    def curve_enabled(self) -> bool:
+        return self.transport == "tcp" and self.curve != "off" and bool(self.keys)
 
 
 class MetricsConfig(_Strict):

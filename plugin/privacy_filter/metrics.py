@@ -37,12 +37,15 @@ PLAIN_COUNTERS = (
     "frames_in",
     "frames_out",
     "frames_covered_whole",
+    "frames_covered_after_restart",
     "frames_passed_unfiltered",
     "frames_dropped",
     "reconnects",
     "frames_resized",
     "worker_restarts",
     "duplicates_discarded",
+    "frames_refused_unmasked",
+    "seq_jumps",
 )
 #: Why the CCTV cover (engines.finder) covered a frame whole on purpose, not by failure.
 COVER_REASONS = ("learning", "global_change")
@@ -53,13 +56,16 @@ STAGE_STREAM = "_stage"      # events of the shared stage process itself (its re
 _HELP = {
     "frames_in": "frames received from the source",
     "frames_out": "frames written or published",
-    "frames_covered_whole": "frames covered whole because segmentation failed, timed out or was not ready (fail closed), or on purpose (see frames_covered_whole_by_reason)",
+    "frames_covered_whole": "frames covered whole because segmentation failed, timed out or was not ready (fail closed), after a restart (frames_covered_after_restart), or on purpose (see frames_covered_whole_by_reason)",
+    "frames_covered_after_restart": "of frames_covered_whole: covered because a restart (of the stage, or of a live stream's decoder) lost the stream's temporal mask state (hold/smooth) and its window had not refilled yet",
     "frames_passed_unfiltered": "frames published unfiltered because segmentation failed and the stream has on_failure: pass",
     "frames_dropped": "frames dropped (live staleness, on_failure: drop, or lost to a crash)",
     "reconnects": "source reconnects of live streams",
     "frames_resized": "frames of another size than the stream's first, scaled to it (a resolution change mid-stream)",
     "worker_restarts": "worker processes restarted by the supervisor",
     "duplicates_discarded": "frames received twice after a worker restart and discarded",
+    "frames_refused_unmasked": "frames an encoder refused because they came without a mask (not from the stage) on a stream without on_failure: pass",
+    "seq_jumps": "frames an encoder refused because their seq jumped too far ahead of the last one written",
 }
 
 

@@ -71,6 +71,7 @@ class ProcessReport:
     pts_repaired: int = 0
     masks_written: int = 0
     bad_messages: int = 0  # malformed messages from a ZeroMQ upstream, counted and dropped
+    bad_messages_by_kind: dict[str, int] = field(default_factory=dict)  # the same, by kind (protocol.md)
     seconds: float = 0.0
     cpu_s: dict[str, float] = field(default_factory=dict)  # per thread: decode, stage, encode, process total
     info: SourceInfo | None = field(default=None, repr=False)
@@ -377,6 +378,7 @@ def run_process(
     report.pts_repaired = encoder.pts_repaired
     report.masks_written = masks.written if masks else 0
     report.bad_messages = sum(decoder.bad.values())
+    report.bad_messages_by_kind = {k: n for k, n in decoder.bad.items() if n}
     return report
 
 

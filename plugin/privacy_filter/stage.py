@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -174,6 +175,31 @@ class FilterStage:
         self._pending: cf.Future | None = None  # an earlier inference still running (stalled)
         self._lock = threading.Lock()
         self._logged: set[tuple[str, str]] = set()
+        self._refill: dict[str, int] = {}  # per stream: frames still to cover whole while the temporal state refills
+
+    def state_window(self, stream_id: str) -> int:
+        """Frames the stream's temporal mask state spans: after losing it, this many frames must be
+        segmented before a mask is again what a run without the loss would have drawn."""
+        m = self.streams[stream_id].mask
+        temporal = getattr(m, "temporal", "none")
+        if temporal == "hold":
+            return int(m.hold_frames)
+        if temporal == "smooth":
+            alpha = float(m.smooth_alpha)
+            if alpha >= 1.0:
+                return 0
+            # until the lost part of the average weighs under 1 %: (1 - alpha)^n < 0.01
+            return min(120, max(1, math.ceil(math.log(0.01) / math.log(1.0 - alpha))))
+        return 0
+
+    def cover_until_refilled(self, stream_id: str, frames: int | None = None) -> None:
+        """The stream's temporal state was lost (a restart): segment its next frames as usual,
+        so the state refills, but cover them whole (counted) until a full window has been seen."""
+        n = self.state_window(stream_id) if frames is None else frames
+        if n > 0:
+            self._refill[stream_id] = n
+        else:
+            self._refill.pop(stream_id, None)
 
     # -- public -----------------------------------------------------------------------
     def effect(self, stream_id: str) -> Any:
@@ -262,6 +288,14 @@ class FilterStage:
                 raise DeviceLost(f"stream {frame.stream_id}: effect: sticky CUDA error, the context is lost: "
                                  f"{type(exc).__name__}: {exc}") from exc
             return self._fail(frame, f"effect failed: {type(exc).__name__}: {exc}")
+        left = self._refill.get(frame.stream_id, 0)
+        if left > 0:  # the mask lacks the frames before a restart: cover whole, the state has now seen one more
+            self._refill[frame.stream_id] = left - 1
+            self._log_once(frame.stream_id, "restarted: temporal mask state lost until its window refills", "cover")
+            mask = self._cover(frame)
+            self.counters.inc(frame.stream_id, "frames_covered_whole")
+            self.counters.inc(frame.stream_id, "frames_covered_after_restart")
+            return StageResult(frame, mask, "covered", "temporal state refilling after a restart")
         return StageResult(frame, mask, "filtered")
 
     def _fail(self, frame: YuvFrame, reason: str) -> StageResult:

@@ -24,7 +24,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -418,13 +418,16 @@ def max_message_bytes(max_pixels: int = MAX_PICTURE_PIXELS, *, peer: bool = Fals
 
 
 def socket(ctx: zmq.Context, kind: int, endpoint: str, *, bind: bool, hwm: int = 4, linger_ms: int = 2000,
-           max_msg_bytes: int | None = None) -> zmq.Socket:
+           max_msg_bytes: int | None = None, setup: Callable[[zmq.Socket], None] | None = None) -> zmq.Socket:
     """A socket with small high-water marks (backpressure, bounded staleness) and a bounded linger.
 
     ``bind`` follows one rule in this project: the receiving side of a PUSH/PULL hop binds,
     senders connect (so restarted senders simply reconnect; no REQ/REP lock-step to hang).
+    ``setup`` sets further options (e.g. CURVE keys) before the bind or connect.
     """
     s = ctx.socket(kind)
+    if setup is not None:
+        setup(s)
     s.setsockopt(zmq.SNDHWM, hwm)
     s.setsockopt(zmq.RCVHWM, hwm)
     s.setsockopt(zmq.LINGER, linger_ms)

@@ -21,8 +21,11 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+import zmq
 
+from privacy_filter.frames import YuvFrame
 from privacy_filter.metrics import Board, parse_exposition
+from privacy_filter.wire import frame_parts
 
 CLIP_FRAMES = 60
 FILL_RGB = (255, 0, 255)  # a colour the footage does not contain: proves the stage drew on the frames
@@ -358,6 +361,8 @@ def test_live_stream_drops_stale_frames_counts_them_and_survives_a_decoder_kill(
     r = m["room"]
     assert r["worker_restarts"] == 1
     assert r["frames_in"] == r["frames_out"] + r["frames_dropped"]  # every frame accounted for
+    # the restarted decoder's first frames lack the masks held from before: covered whole (cctv: hold 8)
+    assert 0 < r["frames_covered_after_restart"] <= 8
     times = _times(tmp_path / "live.mkv")
     assert len(times) == r["frames_out"] > info["at"] + 10  # frames after the restart were written too
     assert all(b > a for a, b in zip(times, times[1:])), "time must keep increasing across the restart"
@@ -434,3 +439,385 @@ def test_a_decoder_killed_after_its_stream_failed_is_not_restarted(tmp_path: Pat
     sv.workers["decode:ghost"] = dec2
     sv._exited(dec2)
     assert dec2.restarts == 1 and dec2.start_at > 0 and sv.board.value("ghost", "worker_restarts") == 1
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_no_worker_outlives_a_sigkilled_supervisor(clips: dict[str, Path], tmp_path: Path) -> None:
+    """Issue 12, defect 9: kill -9 of the supervisor must not leave workers running (and writing)."""
+    config = _config(tmp_path, clips, gif=False)
+    cfg = json.loads(config.read_text())
+    cfg["streams"].append({"id": "cam", "policy": "live", "source": "lavfi:testsrc2=size=320x240:rate=25:duration=60,realtime",
+                           "output": str(tmp_path / "cam.mkv")})  # a live stream: its workers would run for a minute
+    config.write_text(json.dumps(cfg))
+    state_path = tmp_path / "state.json"
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "run", str(config)], stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        st: dict[str, Any] = {}
+        while time.monotonic() - t0 < 120:
+            try:
+                st = json.loads(state_path.read_text())
+            except (OSError, ValueError):
+                st = {}
+            if st and st["streams"].get("room", {}).get("last_written", -1) >= 3:
+                break
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.02)
+        pids = {n: w["pid"] for n, w in st["workers"].items() if w["alive"]}
+        assert set(pids) == {"stage", "decode:room", "encode:room", "decode:cam", "encode:cam"}, st
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        time.sleep(5)
+        alive = {n: p for n, p in pids.items() if _alive(p)}
+        assert not alive, f"workers still running 5 s after the supervisor was SIGKILLed: {alive}"
+        size = (tmp_path / "cam.mkv").stat().st_size
+        time.sleep(1)
+        assert (tmp_path / "cam.mkv").stat().st_size == size, "the live output still grows"
+    finally:
+        for p in (st.get("workers") or {}).values():
+            if p.get("pid") and _alive(p["pid"]):
+                os.kill(p["pid"], signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _fill_coverage(path: Path) -> list[np.ndarray]:
+    """Per frame, where the fill colour is (at chroma resolution)."""
+    return [(np.abs(u.astype(int) - 202) < 16) & (np.abs(v.astype(int) - 222) < 16) for _, u, v in _video(path)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_stage_killed_repeatedly_exposes_no_frame(clips: dict[str, Path], tmp_path: Path) -> None:
+    """Issue 12, defect 1: the temporal hold state (cctv: hold over 8 frames) dies with the stage.
+    After each SIGKILL of the stage, every pixel that a fault-free run covers is covered, or the
+    frame is covered whole."""
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "killed"
+    ref_dir.mkdir()
+    run_dir.mkdir()
+    rc, _, info = _run(_config(ref_dir, clips, gif=False))
+    assert rc == 0, info["stderr"][-3000:]
+    reference = _fill_coverage(ref_dir / "room.mkv")
+    assert len(reference) == CLIP_FRAMES and sum(int(c.sum()) for c in reference) > 1000, "no people covered in the reference"
+
+    config = _config(run_dir, clips, gif=False)
+    state_path = run_dir / "state.json"
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(config)], stderr=subprocess.PIPE, text=True)
+    kills: list[int] = []
+    points = [4, 16, 28]  # early enough that a loaded machine still reaches each one before the clip ends
+    last_pid = None
+    t0 = time.monotonic()
+    while proc.poll() is None and time.monotonic() - t0 < 300:
+        try:
+            st = json.loads(state_path.read_text())
+        except (OSError, ValueError):
+            st = None
+        if st and "room" in st["streams"] and len(kills) < len(points):
+            stage = st["workers"]["stage"]
+            written = st["streams"]["room"]["last_written"]
+            if stage["alive"] and stage["pid"] != last_pid and written >= points[len(kills)]:
+                os.kill(stage["pid"], signal.SIGKILL)
+                last_pid = stage["pid"]
+                kills.append(written)
+        time.sleep(0.01)
+    if proc.poll() is None:
+        proc.kill()
+    err = proc.communicate()[1]
+    assert proc.returncode == 0, err[-3000:]
+    assert len(kills) == len(points), f"killed at {kills}: {err[-2000:]}"
+    got = _fill_coverage(run_dir / "room.mkv")
+    assert len(got) == CLIP_FRAMES
+    exposed = []
+    for i, (ref, cov) in enumerate(zip(reference, got)):
+        if cov.mean() > 0.99:
+            continue  # covered whole
+        n = int(ref.sum())
+        lost = int((ref & ~cov).sum())
+        if n and lost > max(8, 0.02 * n):  # a few edge pixels of codec noise aside
+            exposed.append((i, f"{100 * lost / n:.0f}% of {n}"))
+    assert not exposed, f"stage killed after frames {kills}; frames showing what a fault-free run covers: {exposed}"
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["_stage"]["worker_restarts"] == len(points)
+    assert m["room"]["frames_covered_after_restart"] > 0
+    assert m["room"]["frames_covered_whole"] >= m["room"]["frames_covered_after_restart"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_sigterm_after_a_live_decoder_restart_exits_0(tmp_path: Path) -> None:
+    """Issue 12, defect 8: SIGTERM after a live decoder was restarted exited 1 (`stage exited (code 255)`)."""
+    cfg = {
+        "defaults": {"preset": "cctv", "output": {"preset": "ultrafast"}, "deadline_ms": 60000},
+        "streams": [{"id": "room", "policy": "live",
+                     "source": "lavfi:testsrc2=size=320x240:rate=25:duration=60,realtime[out0];"
+                               "sine=f=440:d=60:samples_per_frame=1764,arealtime[out1]",
+                     "output": {"url": str(tmp_path / "live.mkv"), "audio": "copy"}}],
+        "supervisor": {"state_file": str(tmp_path / "state.json"), "backoff_s": 0.05},
+        "metrics": {"dump": str(tmp_path / "metrics.json")},
+    }
+    (tmp_path / "service.yaml").write_text(json.dumps(cfg))
+    state_path = tmp_path / "state.json"
+    # its own process group: SIGTERM reaches every process, as systemd's control-group kill or `timeout` does
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(tmp_path / "service.yaml")],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    phase, killed_at = "kill", -1
+    t0 = time.monotonic()
+    while proc.poll() is None and time.monotonic() - t0 < 150:
+        try:
+            st = json.loads(state_path.read_text())
+        except (OSError, ValueError):
+            st = None
+        if st and "room" in st["streams"]:
+            written = st["streams"]["room"]["last_written"]
+            dec = st["workers"]["decode:room"]
+            if phase == "kill" and written >= 8:
+                os.kill(dec["pid"], signal.SIGKILL)
+                phase, killed_at = "term", written
+            elif phase == "term" and dec["restarts"] == 1 and dec["alive"] and written >= killed_at + 3:
+                os.killpg(proc.pid, signal.SIGTERM)
+                phase = "done"
+        time.sleep(0.02)
+    if proc.poll() is None:
+        proc.kill()
+    err = proc.communicate()[1]
+    assert phase == "done", err[-3000:]
+    assert proc.returncode == 0, err[-3000:]
+    assert "stage exited (code" not in err
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(_times(tmp_path / "live.mkv")) == m["room"]["frames_out"] > 0  # closed cleanly: every written frame plays
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_a_peer_stream_keeps_its_size_across_a_decoder_restart(tmp_path: Path) -> None:
+    """Issue 12, defect 7: after a decode-worker restart, the first picture fixed the stream's size
+    anew; one picture of another size made the encoder refuse the stream (exit 1)."""
+    import threading
+
+    import imagezmq
+
+    port = _free_port()
+    sender = imagezmq.ImageSender(connect_to=f"tcp://127.0.0.1:{port}", REQ_REP=False)  # the camera's PUB binds
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 255, (270, 480, 3), np.uint8)
+    small = rng.integers(0, 255, (136, 240, 3), np.uint8)
+    picture = {"img": big}
+    stop = threading.Event()
+
+    def pump() -> None:
+        while not stop.is_set():
+            sender.send_image("cam", picture["img"])
+            time.sleep(0.04)
+
+    cfg = {
+        "defaults": {"preset": "cctv", "output": {"preset": "ultrafast"}, "deadline_ms": 60000},
+        "streams": [{"id": "cam", "source": f"imagezmq+sub://127.0.0.1:{port}", "output": str(tmp_path / "cam.mkv")}],
+        "supervisor": {"state_file": str(tmp_path / "state.json"), "backoff_s": 0.05},
+        "metrics": {"dump": str(tmp_path / "metrics.json")},
+    }
+    (tmp_path / "service.yaml").write_text(json.dumps(cfg))
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(tmp_path / "service.yaml")],
+                            stderr=subprocess.PIPE, text=True)
+    phase, mark, since = "start", -1, 0.0  # mark: last frame written before the kill, then frames written after it
+    t0 = time.monotonic()
+    try:
+        while proc.poll() is None and time.monotonic() - t0 < 120:
+            try:
+                st = json.loads((tmp_path / "state.json").read_text())
+            except (OSError, ValueError):
+                st = None
+            if st and "cam" in st["streams"]:
+                written, dec = st["streams"]["cam"]["last_written"], st["workers"]["decode:cam"]
+                if phase == "start" and written >= 5:
+                    picture["img"] = small  # the camera changes size while the decoder is down
+                    os.kill(dec["pid"], signal.SIGKILL)
+                    phase, mark = "restarting", written
+                elif phase == "restarting" and dec["restarts"] == 1 and dec["alive"]:
+                    phase, since = "small", time.monotonic()
+                elif phase == "small" and time.monotonic() - since > 1.5:
+                    picture["img"] = big  # and back
+                    phase, since = "big", time.monotonic()
+                elif phase == "big" and (written >= mark + 10 or time.monotonic() - since > 20):
+                    os.kill(proc.pid, signal.SIGTERM)
+                    phase, mark = "stopped", written - mark
+            time.sleep(0.02)
+        if proc.poll() is None:
+            proc.kill()
+        err = proc.communicate()[1]
+    finally:
+        stop.set()
+        t.join(5)
+        sender.close()
+    assert phase == "stopped", err[-3000:]
+    assert proc.returncode == 0, err[-3000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())["cam"]
+    with av.open(str(tmp_path / "cam.mkv")) as c:
+        sizes = {(f.width, f.height) for f in c.decode(video=0)}
+    assert sizes == {(480, 270)}
+    assert mark >= 10, "the stream went on after the restart"
+    assert m["frames_dropped"] + m["frames_resized"] > 0, "pictures of the other size were counted"
+
+
+# ----------------------------------------------------------- issue 12, defect 12: forged frames
+# An attacker pushes forged, well-formed native frames (a flat green picture) straight into the
+# sockets the workers bind.  None may reach an output: with CURVE (tcp) the connection is refused;
+# over ipc (no CURVE) encoders refuse frames without a mask and seq jumps too far ahead.
+
+GREEN_U = 44  # the forged pictures' chroma: flat green, which the footage does not contain
+
+
+def _forged(width: int, height: int, seq: int, *, mask: bool) -> list[Any]:
+    f = YuvFrame(np.full((height, width), 150, np.uint8), np.full((height // 2, width // 2), GREEN_U, np.uint8),
+                 np.full((height // 2, width // 2), 21, np.uint8), pts=seq, time_base=Fraction(1, 25), index=seq, stream_id="room")
+    return frame_parts(f, mask=np.zeros((height, width), np.uint8) if mask else None, seq=seq, gen=0)
+
+
+def _green_frames(path: Path) -> int:
+    return sum(1 for _, u, v in _video(path) if abs(float(u.mean()) - GREEN_U) < 8 and abs(float(v.mean()) - 21) < 8)
+
+
+def _run_with_attacker(config: Path, attack: Any, *, timeout: float = 120) -> tuple[int, dict[str, Any], str]:
+    """Run the service; once `room` has written 3 frames, run ``attack(last_written)`` in a thread."""
+    import threading
+
+    state_path = Path(json.loads(config.read_text())["supervisor"]["state_file"])
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(config)], stderr=subprocess.PIPE, text=True)
+    attacker: threading.Thread | None = None
+    t0 = time.monotonic()
+    while proc.poll() is None and time.monotonic() - t0 < timeout:
+        if attacker is None:
+            try:
+                st = json.loads(state_path.read_text())
+            except (OSError, ValueError):
+                st = None
+            if st and st["streams"].get("room", {}).get("last_written", -1) >= 3:
+                attacker = threading.Thread(target=attack, args=(st["streams"]["room"]["last_written"],), daemon=True)
+                attacker.start()
+        time.sleep(0.01)
+    if proc.poll() is None:
+        proc.kill()
+    err = proc.communicate()[1]
+    assert attacker is not None, err[-3000:]
+    attacker.join(10)
+    return proc.returncode, json.loads((config.parent / "metrics.json").read_text()), err
+
+
+def _size(path: Path) -> tuple[int, int]:
+    with av.open(str(path)) as c:
+        return c.streams.video[0].width, c.streams.video[0].height
+
+
+def test_tcp_without_curve_keys_is_a_config_error(tmp_path: Path) -> None:
+    from privacy_filter.config import load_service
+    from privacy_filter.errors import ConfigError
+
+    base = {"streams": [{"id": "a", "source": "a.mp4", "output": "a.mkv"}]}
+    p = tmp_path / "svc.yaml"
+    p.write_text(json.dumps({**base, "zmq": {"transport": "tcp"}}))
+    with pytest.raises(ConfigError, match="privacy-filter keys"):
+        load_service(p)
+    p.write_text("streams: [{id: a, source: a.mp4, output: a.mkv}]\nzmq: {transport: tcp, curve: off}\n")  # YAML's bare off
+    assert load_service(p).zmq.curve == "off"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_with_curve_a_peer_without_the_key_gets_no_frame_into_an_output(clips: dict[str, Path], tmp_path: Path) -> None:
+    keys, stranger = tmp_path / "keys", tmp_path / "stranger"
+    for d in (keys, stranger):
+        r = subprocess.run([sys.executable, "-m", "privacy_filter.cli", "keys", str(d)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    port = _free_port()
+    config = _config(tmp_path, clips, gif=False)
+    cfg = json.loads(config.read_text())
+    cfg["zmq"] = {"transport": "tcp", "host": "127.0.0.1", "base_port": port, "keys": str(keys)}
+    config.write_text(json.dumps(cfg))
+    width, height = _size(clips["room"])
+    server_public = (keys / "server.key").read_text().split('public-key = "')[1].split('"')[0].encode()
+    stranger_public = (stranger / "client.key").read_text().split('public-key = "')[1].split('"')[0].encode()
+    stranger_secret = (stranger / "client.key_secret").read_text().split('secret-key = "')[1].split('"')[0].encode()
+
+    def attack(written: int) -> None:
+        ctx = zmq.Context()
+        socks = []
+        for ep in (f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}"):  # the stage's input, the encoder's input
+            plain = ctx.socket(zmq.PUSH)  # no CURVE at all
+            keyed = ctx.socket(zmq.PUSH)  # CURVE with the (public) server key, but a client key the service does not know
+            keyed.curve_secretkey, keyed.curve_publickey, keyed.curve_serverkey = stranger_secret, stranger_public, server_public
+            for s in (plain, keyed):
+                s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.SNDTIMEO, 50)
+                s.connect(ep)
+                socks.append(s)
+        t_end = time.monotonic() + 3
+        while time.monotonic() < t_end:
+            for s in socks:
+                for seq in range(written + 1, written + 6):
+                    try:
+                        s.send_multipart(_forged(width, height, seq, mask=True))
+                    except zmq.Again:
+                        pass
+            time.sleep(0.01)
+        for s in socks:
+            s.close()
+        ctx.term()
+
+    rc, m, err = _run_with_attacker(config, attack)
+    assert rc == 0, err[-3000:]
+    out = tmp_path / "room.mkv"
+    assert _green_frames(out) == 0, "a forged frame reached the recording"
+    assert _times(out) == _times(clips["room"])  # every real frame, once, at its time
+    assert m["room"]["frames_out"] == CLIP_FRAMES
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("on_failure", ["cover", "pass"])
+def test_without_a_mask_or_with_a_seq_jump_no_forged_frame_reaches_an_output(clips: dict[str, Path], tmp_path: Path, on_failure: str) -> None:
+    """Over ipc (no CURVE), a local process that can open the encoder's socket pushes forged frames
+    without a mask, and one with a mask but a seq far ahead (which made the encoder discard every
+    real frame after it as a resend)."""
+    ipc = tmp_path / "ipc"
+    config = _config(tmp_path, clips, gif=False)
+    cfg = json.loads(config.read_text())
+    cfg["zmq"] = {"ipc_dir": str(ipc)}
+    cfg["streams"][0]["on_failure"] = on_failure
+    config.write_text(json.dumps(cfg))
+    width, height = _size(clips["room"])
+
+    def attack(written: int) -> None:
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.PUSH)
+        s.setsockopt(zmq.LINGER, 2000)
+        s.connect(f"ipc://{ipc}/enc-0.sock")
+        for seq in range(written + 1, written + 40):
+            s.send_multipart(_forged(width, height, seq, mask=False))
+        s.send_multipart(_forged(width, height, 10**9, mask=True))
+        time.sleep(0.5)
+        s.close()
+        ctx.term()
+
+    rc, m, err = _run_with_attacker(config, attack)
+    assert rc == 0, err[-3000:]
+    out = tmp_path / "room.mkv"
+    r = m["room"]
+    if on_failure == "pass":  # such a stream publishes unfiltered (maskless) frames: the check cannot apply
+        assert _green_frames(out) > 0 and r["frames_refused_unmasked"] == 0
+        return
+    assert _green_frames(out) == 0, "a forged frame reached the recording"
+    assert _times(out) == _times(clips["room"]), "real frames were lost"
+    assert r["frames_refused_unmasked"] == 39 and r["seq_jumps"] == 1
+    assert "without a mask" in err and "seq jumped" in err
+
+

@@ -67,6 +67,7 @@ def test_env_overrides_defaults_and_one_stream(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("PRIVACY_FILTER_STREAMS__LOBBY__EFFECT__COLOR", "[0, 0, 255]")  # JSON values
     monkeypatch.setenv("PRIVACY_FILTER_METRICS__PORT", "9109")
     monkeypatch.setenv("PRIVACY_FILTER_ZMQ__TRANSPORT", "tcp")
+    monkeypatch.setenv("PRIVACY_FILTER_ZMQ__CURVE", "off")  # tcp needs CURVE keys unless explicitly off
     cfg = load_service(_write(tmp_path, BASE))
     lobby, desk = cfg.streams
     assert lobby.effect.kind == "pixelate" and desk.effect.kind == "pixelate"  # env beats the file

@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config with defaults: and streams:")
     p.set_defaults(handler="cmd_run")
 
+    # --- keys ------------------------------------------------------------------------------
+    p = sub.add_parser("keys", help="make the CURVE keys that zmq.transport: tcp needs (zmq.keys: DIR)")
+    p.add_argument("dir", help="folder to write server.key(_secret) and client.key(_secret) to (created, mode 0700)")
+    p.set_defaults(handler="cmd_keys")
+
     # --- segment ---------------------------------------------------------------------------
     p = sub.add_parser("segment", help="write one person-mask PNG per image")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")

@@ -27,6 +27,7 @@ from privacy_filter.models import onnx_tools
 from privacy_filter.models.registry import EMBEDDED, resolve_model
 from privacy_filter.models.specs import BUILTIN_SPECS
 from privacy_filter.pipeline import ProcessPlan, plan_from_stream_config, run_process
+from privacy_filter.service.state import generate_keys
 from privacy_filter.service.supervisor import preflight_devices, run_service
 
 
@@ -35,6 +36,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_service(args.config)
     preflight_devices(cfg)
     return run_service(cfg)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``privacy-filter keys DIR``: CURVE key pairs for a tcp service."""
+    for path in generate_keys(args.dir):
+        print(path)
+    print(f"set `zmq: {{transport: tcp, keys: {args.dir}}}` in the service config; keep the *.key_secret files private")
+    return 0
 
 
 def build_plan(args: argparse.Namespace) -> ProcessPlan:

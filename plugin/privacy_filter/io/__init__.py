@@ -36,12 +36,14 @@ def open_source(
     counters: Any = None,
     should_stop: Any = None,
     hwm: int = 4,
+    size: tuple[int, int] | None = None,
 ) -> Source:
     """The reader for ``url``: a ``Decoder``, or for ZeroMQ peers a source shaped like one.
 
     ``zmq+pull://`` / ``zmq+sub://`` read native protocol messages from an upstream stage
     (``io.zmq_native``); ``imagezmq+...`` / ``netgear+...`` read packed pictures
-    (``io.peer``, always live).
+    (``io.peer``, always live).  ``size`` (width, height) fixes a peer stream's picture size
+    (a restarted service worker: the stream keeps the size it has); other sources ignore it.
     """
     from privacy_filter.io.av_source import Decoder
     from privacy_filter.io.peer import PeerSource
@@ -50,7 +52,7 @@ def open_source(
     if is_zmq_url(url):
         return ZmqSource(url, stream_id=stream_id, audio=audio, live=live, counters=counters, should_stop=should_stop, hwm=hwm)
     if is_peer_url(url):
-        return PeerSource(url, stream_id=stream_id, counters=counters, should_stop=should_stop, hwm=hwm)
+        return PeerSource(url, stream_id=stream_id, counters=counters, should_stop=should_stop, hwm=hwm, size=size)
     return Decoder(url, stream_id=stream_id, audio=audio, live=live, reconnect=reconnect, should_stop=should_stop)
 
 

@@ -187,12 +187,14 @@ class PeerSource:
     a publishing sender; ``netgear+sub://0.0.0.0:5555`` / ``netgear+rep://...`` bind as
     NetGear receivers do.  Pictures are converted to I420 once, here.  Timestamps are the
     arrival time in milliseconds since the first picture (these senders carry none).
-    The first picture fixes the stream's size; later pictures of another size are
-    dropped and counted.  Malformed messages are counted by kind and dropped.
+    The first picture fixes the stream's size, unless ``size`` (width, height) is given: a
+    restarted service worker passes the size the stream already has, so the first picture
+    after a restart cannot change it.  Pictures of another size are dropped and counted.
+    Malformed messages are counted by kind and dropped.
     """
 
     def __init__(self, url: str, *, stream_id: str, counters: Any = None, should_stop: Any = None, hwm: int = 2,
-                 max_pixels: int = MAX_PICTURE_PIXELS) -> None:
+                 max_pixels: int = MAX_PICTURE_PIXELS, size: tuple[int, int] | None = None) -> None:
         scheme, _, rest = str(url).partition("://")
         self.kind, self.bind, self.reply = PEER_SCHEMES[scheme.lower()]
         self.endpoint = "tcp://" + rest
@@ -214,6 +216,7 @@ class PeerSource:
         self._ctx: zmq.Context | None = None
         self._sock: zmq.Socket | None = None
         self._first: YuvFrame | None = None
+        self._size = size  # (width, height) every picture must have; None: the first picture's
         self._t0: float | None = None
         self._logged: set[str] = set()
         self.info: Any = None
@@ -245,14 +248,15 @@ class PeerSource:
                 self.end_reason = "end"
                 return None
             assert m.frame is not None
-            if self._first is not None and (m.frame.width, m.frame.height) != (self._first.width, self._first.height):
+            want = self._size or ((self._first.width, self._first.height) if self._first is not None else None)
+            if want is not None and (m.frame.width, m.frame.height) != want:
                 self.size_mismatch += 1
                 if self.counters is not None:
                     self.counters.inc(self.stream_id, "frames_dropped")
                 if "size" not in self._logged:
                     self._logged.add("size")
                     log.warning("%s: picture size changed from %dx%d to %dx%d; such pictures are dropped (counted)", self.url,
-                                self._first.width, self._first.height, m.frame.width, m.frame.height)
+                                want[0], want[1], m.frame.width, m.frame.height)
                 continue
             self.frames_decoded += 1
             return m.frame

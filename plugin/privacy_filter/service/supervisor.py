@@ -47,7 +47,7 @@ from typing import Any
 
 from privacy_filter.config import ServiceConfig, StreamConfig
 from privacy_filter.metrics import STAGE_STREAM, Board
-from privacy_filter.service.state import EXIT_FATAL, EXIT_OK, Shared, endpoints
+from privacy_filter.service.state import EXIT_FATAL, EXIT_OK, Shared, endpoints, load_keys
 from privacy_filter.service.workers import decode_worker, encode_worker, stage_worker
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,8 @@ class Supervisor:
         self.board = Board(ids, roles, shared=True)
         n = len(ids)
         self.shared = Shared(self.board, self._mp.RawArray("q", [-1] * n), self._mp.RawArray("q", [-1] * n), self._mp.RawArray("q", [-1] * n),
-                             self._mp.Event(), {s: i for i, s in enumerate(ids)})
+                             self._mp.Event(), {s: i for i, s in enumerate(ids)}, os.getpid(),
+                             self._mp.RawArray("q", [0] * (2 * n)), _curve_keys(self.cfg))
         self.counters = self.board.counters("supervisor")
         self._by_id = {s.id: s for s in self.cfg.streams}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -146,6 +147,7 @@ class Supervisor:
         if self.cfg.metrics.port:
             self.board.serve(self.cfg.metrics.port, self.cfg.metrics.addr)
             log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.addr, self.cfg.metrics.port)
+        _start_forkserver_immune_to_sigterm(self._mp)
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.workers["stage"] = Worker("stage", None)
@@ -203,7 +205,7 @@ class Supervisor:
         hwm = self.cfg.zmq.hwm
         give_up = self.cfg.supervisor.shutdown_timeout_s / 2
         if name == "stage":
-            target, args = stage_worker, (self.cfg, self.ep_stage, self.ep_enc, self.shared, self._log_level)
+            target, args = stage_worker, (self.cfg, self.ep_stage, self.ep_enc, self.shared, self._log_level, w.restarts > 0)
         else:
             assert w.stream is not None
             sc, st = self._by_id[w.stream], self.streams[w.stream]
@@ -247,6 +249,15 @@ class Supervisor:
         if w.name == "stage":
             if stopping and all(st.done or st.failed for st in self.streams.values()):
                 w.finished = True
+                return
+            if stopping and code == EXIT_OK:
+                # a clean stop of its own: it got SIGTERM too (a process-group or control-group kill).
+                # Encoders still open close their outputs on SIGTERM; nothing failed.
+                w.finished = True
+                for sid, st in self.streams.items():
+                    enc = self.workers.get(f"encode:{sid}")
+                    if not (st.done or st.failed) and enc is not None and enc.proc is not None and enc.proc.exitcode is None:
+                        enc.proc.terminate()
                 return
             log.warning("stage exited (code %s)", code)
             if stopping or not self._schedule(w):
@@ -389,6 +400,40 @@ def _mp_context() -> Any:
     if "forkserver" in methods:
         ctx.set_forkserver_preload(["privacy_filter.service.supervisor", "privacy_filter.wire", "privacy_filter.io.av_source", "privacy_filter.io.av_sink", "numpy", "av", "zmq"])
     return ctx
+
+
+def _curve_keys(cfg: ServiceConfig) -> Any:
+    """The CURVE keys for tcp (a UserError when the folder lacks them), or None, with a warning where tcp runs without."""
+    z = cfg.zmq
+    if z.transport != "tcp":
+        return None
+    if not z.curve_enabled():
+        log.warning("zmq.curve: off: the workers' tcp ports (%s:%d-%d) accept frames from anyone who can reach them",
+                    z.host, z.base_port, z.base_port + 2 * len(cfg.streams) - 1)
+        return None
+    assert z.keys is not None
+    return load_keys(z.keys)
+
+
+def _start_forkserver_immune_to_sigterm(ctx: Any) -> None:
+    """Start the forkserver now, with SIGTERM ignored (exec keeps an ignored signal ignored).
+
+    The forkserver reports each worker's exit status to the supervisor.  A SIGTERM to the whole
+    process group (systemd's control-group kill, ``timeout``, ``kill -TERM -PGID``) used to kill
+    it along with the workers, so every worker that exited after it read as exit code 255 (its
+    status never came): ``stage exited (code 255)`` and exit 1 from a clean stop.  The forkserver
+    still ends when the supervisor does (it watches a pipe from it); workers set their own
+    SIGTERM handler.
+    """
+    if ctx.get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def run_service(cfg: ServiceConfig, *, state_file: str | None = None) -> int:

@@ -6,6 +6,7 @@ is in ``service.state``.  Their guarantees are described in ``service.supervisor
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -15,10 +16,17 @@ from typing import Any
 
 from privacy_filter.config import ServiceConfig, StreamConfig
 from privacy_filter.metrics import UNKNOWN_STREAM
-from privacy_filter.service.state import EXIT_EOS_LOST, EXIT_FATAL, EXIT_OK, POLL_MS, RETRY_MS, Shared, send_until, worker_setup
+from privacy_filter.service.state import EXIT_EOS_LOST, EXIT_FATAL, EXIT_OK, POLL_MS, RETRY_MS, Shared, send_until, start_authenticator, worker_setup
 from privacy_filter.wire import audio_header, audio_info_from, video_header, video_info_from
 
 log = logging.getLogger(__name__)
+
+#: An encoder takes a frame at most this many seqs after the last one written.  Real gaps (a live
+#: stream's drops, on_failure: drop) are far smaller; a forged frame with a huge seq would
+#: otherwise make every real frame after it look like a resend.
+MAX_SEQ_STEP = 10_000
+#: ... unless this many consecutive frames, each following on from the previous one, all lie beyond it
+SEQ_RESYNC_FRAMES = 25
 
 
 def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, resume_after: int, hwm: int, give_up_s: float, log_level: int) -> None:
@@ -37,20 +45,33 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     from privacy_filter.media import AudioPacket
     from privacy_filter.wire import audio_parts, eos_parts, frame_parts, send, socket, stream_start_parts
 
-    flag, ctx = worker_setup(f"decode:{sc.id}", log_level)
+    flag, ctx = worker_setup(f"decode:{sc.id}", log_level, shared.supervisor_pid)
     sid = sc.id
     counters = shared.board.counters(f"decode:{sid}")
     live = sc.is_live()
-    sock = socket(ctx, zmq.PUSH, endpoint, bind=False, hwm=hwm, linger_ms=int(give_up_s * 1000))
+    sock = socket(ctx, zmq.PUSH, endpoint, bind=False, hwm=hwm, linger_ms=int(give_up_s * 1000),
+                  setup=shared.curve.client if shared.curve else None)
+    slot = shared.index[sid]
+    known = (int(shared.sizes[2 * slot]), int(shared.sizes[2 * slot + 1])) if shared.sizes is not None else (0, 0)
+    size = known if known[0] > 0 else None  # the stream's size before a restart: it keeps it
     want_audio = sc.source.audio and sc.output.audio == "copy"
     # a file/URL decoder, an upstream ZeroMQ stage (zmq+pull/sub), or imagezmq/NetGear senders (BGR -> I420 here)
     dec: Any = open_source(sc.source.url, stream_id=sid, audio=want_audio, live=live,
                            reconnect=ReconnectPolicy(max_attempts=None, udp_buffer_s=sc.source.udp_buffer_s,
                                                      udp_max_bitrate_bps=sc.source.udp_bitrate_bps()) if live else None, counters=counters,
-                           should_stop=lambda: flag["stop"] or shared.stop.is_set(), hwm=hwm)
+                           should_stop=lambda: flag["stop"] or shared.stop.is_set(), hwm=hwm, size=size)
     rc, reason, sent = EXIT_OK, "end", 0
     try:
         info = dec.open()
+        if size is None:
+            if shared.sizes is not None:
+                shared.sizes[2 * slot], shared.sizes[2 * slot + 1] = info.video.width, info.video.height
+        elif (info.video.width, info.video.height) != size:
+            # the source came back with another size (a camera reconfigured while we restarted):
+            # the encoder is open for the stream's size, so scale to it, as decode does mid-file
+            log.warning("stream %s: the source is %dx%d after a restart, the stream is %dx%d; frames are scaled (counted)",
+                        sid, info.video.width, info.video.height, size[0], size[1])
+            info.video = dataclasses.replace(info.video, width=size[0], height=size[1])
         start = stream_start_parts(sid, video=video_header(info.video), audio=audio_header(info.audio), gen=gen,
                                    extra={"resume_after": -1 if live else resume_after})
         send_until(sock, start, flag, shared, give_up_s=give_up_s)
@@ -85,6 +106,9 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
                 continue
             if not live and item.index <= resume_after:
                 continue  # already written by the encoder before a restart
+            if size is not None and (item.width, item.height) != size:
+                item = scale_frame(item, *size)
+                counters.inc(sid, "frames_resized")
             if pts_shift is None:
                 last = int(shared.last_pts[shared.index[sid]])
                 pts_shift = last + step - item.pts if item.pts is not None and item.pts <= last else 0
@@ -133,13 +157,34 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     sys.exit(rc if ok or rc else EXIT_EOS_LOST)
 
 
-def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out: dict[str, str], shared: Shared, log_level: int) -> None:
+def scale_frame(frame: Any, width: int, height: int) -> Any:
+    """``frame`` (a YuvFrame) scaled bilinearly to ``width`` x ``height``, timestamps and metadata kept."""
+    import cv2
+
+    from privacy_filter.frames import chroma_size
+
+    cw, ch = chroma_size(width, height)
+    return dataclasses.replace(
+        frame,
+        y=cv2.resize(frame.y, (width, height), interpolation=cv2.INTER_LINEAR),
+        u=cv2.resize(frame.u, (cw, ch), interpolation=cv2.INTER_LINEAR),
+        v=cv2.resize(frame.v, (cw, ch), interpolation=cv2.INTER_LINEAR),
+    )
+
+
+def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out: dict[str, str], shared: Shared, log_level: int,
+                 restarted: bool = False) -> None:
     """The shared filter stage: batches frames of all streams per model, applies each stream's effect.
 
     Each stream has its own input socket.  A message its encoder cannot take yet waits in
     that stream's queue here, and while anything waits there the stage does not read that
     stream's input: the back-pressure reaches that stream's decoder (a file waits, a live
     source drops) and no other stream is held up behind it.
+
+    A ``restarted`` stage has lost every stream's temporal mask state (hold/smooth): a person
+    held covered over the last frames would show.  So each stream's frames are covered whole
+    (counted) until its window has been segmented again, unless the stream starts afresh from
+    its first frame (then the state is what a run without the crash has).
     """
     import collections
 
@@ -148,15 +193,15 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
     from privacy_filter.stage import FilterStage, StageStream
     from privacy_filter.wire import Receiver, frame_parts, latest_wins, send, socket
 
-    flag, ctx = worker_setup("stage", log_level)
+    flag, ctx = worker_setup("stage", log_level, shared.supervisor_pid)
     counters = shared.board.counters("stage")
     streams = {s.id: s for s in cfg.streams}
     live = {s.id for s in cfg.streams if s.is_live()}
-    from privacy_filter.urls import is_zmq_url
-
-    with_mask = {s.id for s in cfg.streams if is_zmq_url(s.output.url) and s.output.mask}  # their encoders publish masks
-    pulls = {sid: socket(ctx, zmq.PULL, ep, bind=True, hwm=cfg.zmq.hwm) for sid, ep in endpoints_in.items()}
-    push = {sid: socket(ctx, zmq.PUSH, ep, bind=False, hwm=cfg.zmq.hwm, linger_ms=1000) for sid, ep in endpoints_out.items()}
+    auth = start_authenticator(ctx, shared.curve)
+    server = shared.curve.server if shared.curve else None
+    client = shared.curve.client if shared.curve else None
+    pulls = {sid: socket(ctx, zmq.PULL, ep, bind=True, hwm=cfg.zmq.hwm, setup=server) for sid, ep in endpoints_in.items()}
+    push = {sid: socket(ctx, zmq.PUSH, ep, bind=False, hwm=cfg.zmq.hwm, linger_ms=1000, setup=client) for sid, ep in endpoints_out.items()}
     rxs = {sid: Receiver(sock, counters=counters, fallback_stream=UNKNOWN_STREAM, known_streams=list(streams)) for sid, sock in pulls.items()}
     waiting: dict[str, collections.deque[list[Any]]] = {sid: collections.deque() for sid in push}
 
@@ -195,6 +240,8 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
         fs = FilterStage(seg, specs, counters=counters, effects=effects, device="cuda" if len(on_cuda) == len(ids) else "cpu")
         for sid in ids:
             stage_of[sid] = fs
+            if restarted:
+                fs.cover_until_refilled(sid)
 
     def forward(sid: str, parts: list[Any], is_frame: bool) -> None:
         """Send now, or queue behind what already waits for this stream's encoder."""
@@ -238,7 +285,9 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
             r = results[i]
             if r.frame is None:
                 continue  # dropped by on_failure: drop (counted by the stage)
-            forward(m.stream_id, frame_parts(r.frame, mask=r.mask if m.stream_id in with_mask else None, gen=m.gen), True)
+            # every frame carries its mask: an encoder refuses a frame without one (unless on_failure: pass),
+            # so a frame that did not come through here cannot reach an output
+            forward(m.stream_id, frame_parts(r.frame, mask=r.mask, gen=m.gen), True)
 
     poller = zmq.Poller()
     polled: set[str] = set()
@@ -279,6 +328,12 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
                 segment = []
                 fresh_gen[m.stream_id] = m.gen
                 stage_of[m.stream_id].effect(m.stream_id).reset()
+                if m.stream_id not in live:
+                    stage_of[m.stream_id].cover_until_refilled(m.stream_id, 0)  # from frame 0 the fresh state is exact
+                elif m.gen > 0:
+                    # a restarted live decoder goes on from the present: its first frames would lack the
+                    # masks held from before the restart, so they are covered whole while the window refills
+                    stage_of[m.stream_id].cover_until_refilled(m.stream_id)
             segment.append(m)
         run_segment(segment)
     for fs in set(stage_of.values()):
@@ -287,6 +342,8 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
         sock.close(linger=0)
     for s in push.values():
         s.close(linger=1000)
+    if auth is not None:
+        auth.stop()
     ctx.term()
     sys.exit(EXIT_OK)
 
@@ -355,11 +412,12 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
     from privacy_filter.media import AudioPacket
     from privacy_filter.wire import Receiver, socket
 
-    flag, ctx = worker_setup(f"encode:{sc.id}", log_level)
+    flag, ctx = worker_setup(f"encode:{sc.id}", log_level, shared.supervisor_pid)
     sid = sc.id
     slot = shared.index[sid]
     counters = shared.board.counters(f"encode:{sid}")
-    pull = socket(ctx, zmq.PULL, endpoint, bind=True, hwm=hwm)
+    auth = start_authenticator(ctx, shared.curve)
+    pull = socket(ctx, zmq.PULL, endpoint, bind=True, hwm=hwm, setup=shared.curve.server if shared.curve else None)
     rx = Receiver(pull, counters=counters, fallback_stream=sid, known_streams=[sid])
     settings = EncodeSettings.from_config(sc.output)
     enc: Any = None  # an Encoder, or a ZmqSink for zmq+push/pub outputs
@@ -368,6 +426,8 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
     audio_gen = -1  # live streams: the decoder generation whose audio is being written
     live = sc.is_live()
     rc = EXIT_OK
+    warned_unmasked = warned_jump = False
+    jump_run: list[int] = []  # seqs of consecutive frames that each jumped too far (a real gap resyncs after a few)
     try:
         while not flag["stop"]:
             m = rx.recv(timeout_ms=POLL_MS)
@@ -390,9 +450,32 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
                 if enc is None:
                     counters.inc(sid, "frames_dropped")
                     continue
+                if m.mask is None and sc.on_failure != "pass":
+                    # the stage sends every frame with its mask; one without did not come from it
+                    counters.inc(sid, "frames_refused_unmasked")
+                    if not warned_unmasked:
+                        warned_unmasked = True
+                        log.warning("stream %s: refusing a frame without a mask (seq %d): only on_failure: pass streams "
+                                    "publish unfiltered frames; further ones are only counted", sid, m.seq)
+                    continue
                 if m.seq <= shared.progress[slot]:
                     counters.inc(sid, "duplicates_discarded")
                     continue
+                if shared.progress[slot] >= 0 and m.seq - shared.progress[slot] > MAX_SEQ_STEP:
+                    # a jump this far ahead would make every real frame after it look like a resend
+                    if jump_run and 0 < m.seq - jump_run[-1] <= MAX_SEQ_STEP:
+                        jump_run.append(m.seq)
+                    else:
+                        jump_run[:] = [m.seq]
+                    if len(jump_run) < SEQ_RESYNC_FRAMES:
+                        counters.inc(sid, "seq_jumps")
+                        if not warned_jump:
+                            warned_jump = True
+                            log.warning("stream %s: frame seq jumped from %d to %d (more than %d ahead); refused, counted",
+                                        sid, int(shared.progress[slot]), m.seq, MAX_SEQ_STEP)
+                        continue
+                    log.warning("stream %s: %d consecutive frames from seq %d on: taking the jump", sid, len(jump_run), jump_run[0])
+                jump_run.clear()
                 enc.write(m.frame, m.mask)  # a ZeroMQ output publishes the mask; a container ignores it
                 shared.progress[slot] = m.seq
                 if m.frame.pts is not None:
@@ -425,5 +508,7 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
         if enc is not None:
             enc.close()
         pull.close(linger=0)
+        if auth is not None:
+            auth.stop()
         ctx.term()
     sys.exit(rc)
