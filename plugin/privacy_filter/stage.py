@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -77,6 +77,15 @@ class StageResult:
 
 class EngineFailure(RuntimeError):
     """Segmentation did not produce usable masks for a batch (raised, timed out, not ready)."""
+
+
+@runtime_checkable
+class StatefulEngine(Protocol):
+    """An engine with per-stream state across frames (the CCTV cover's held boxes and motion)."""
+
+    def state_window(self, stream_id: str) -> int:
+        """Frames the stream's state reaches back over."""
+        ...
 
 
 class DeviceLost(RuntimeError):
@@ -180,6 +189,10 @@ class FilterStage:
     def state_window(self, stream_id: str) -> int:
         """Frames the stream's temporal mask state spans: after losing it, this many frames must be
         segmented before a mask is again what a run without the loss would have drawn."""
+        engine = self.segmenter.state_window(stream_id) if isinstance(self.segmenter, StatefulEngine) else 0
+        return max(engine, self._mask_window(stream_id))
+
+    def _mask_window(self, stream_id: str) -> int:
         m = self.streams[stream_id].mask
         temporal = getattr(m, "temporal", "none")
         if temporal == "hold":
@@ -277,6 +290,8 @@ class FilterStage:
     def _apply(self, frame: YuvFrame, prob: Any) -> StageResult:
         """``prob``: a host probability map, the device-resident chain's DeviceMap, or CoverWhole."""
         if isinstance(prob, CoverWhole):
+            if self._refill.get(frame.stream_id, 0) > 0:  # covered whole anyway; the state has seen one more frame
+                self._refill[frame.stream_id] -= 1
             return self._cover_on_purpose(frame, prob.reason)
         try:
             if self.resident and not isinstance(prob, np.ndarray):  # a DeviceMap of the device-resident chain

@@ -209,6 +209,18 @@ class PersonFinder:
         kinds = {f"{s.settings.detector.name}+{s.settings.cover}" for s in self._streams.values()}
         return ",".join(sorted(kinds))
 
+    def state_window(self, stream_id: str) -> int:
+        """Frames over which this engine's per-stream state (held boxes, the motion layer's held
+        foreground) reaches back: after a restart loses it, a map equals a fault-free run's only
+        once this many frames have been seen, so the stage covers those frames whole."""
+        s = self._streams[stream_id].settings
+        window = 0
+        if s.detector.enabled:
+            window = max(window, (s.detector.hold_missed + 1) * s.detector.every)
+        if s.motion.enabled:
+            window = max(window, s.motion.hold_frames + 1)
+        return window
+
     def prime(self, stream_id: str, lumas: Sequence[np.ndarray]) -> None:
         """File sources: the motion background from Y planes sampled across the file (no learning period)."""
         st = self._streams[stream_id]

@@ -66,12 +66,15 @@ class RunningMedian:
         self.buf: deque[np.ndarray] = deque(maxlen=MEDIAN_LEN)
         self.background: np.ndarray | None = None
         self.n = 0
+        self.frozen = False
 
-    def seed(self, background: np.ndarray) -> None:
+    def seed(self, background: np.ndarray, *, frozen: bool = False) -> None:
+        """Start from ``background``; ``frozen``: keep it (a file's first-pass median) instead of learning."""
         self.buf.clear()
         self.buf.extend([background] * MEDIAN_LEN)
         self.background = background
         self.n = 0
+        self.frozen = frozen
 
     def foreground(self, luma: np.ndarray, threshold: float) -> np.ndarray:
         """This frame's foreground (uint8 0/255) against the current background; then learn from it."""
@@ -80,7 +83,7 @@ class RunningMedian:
             self.buf.append(self.background)
         fg = cv2.threshold(cv2.absdiff(luma, self.background), threshold, 255, cv2.THRESH_BINARY)[1]
         self.n += 1
-        if self.n % self.every == 0:
+        if not self.frozen and self.n % self.every == 0:
             self.buf.append(luma.copy())
             self.background = median_background(list(self.buf))
         return fg
@@ -109,8 +112,14 @@ class MotionLayer:
         return int(round(seconds * self.fps))
 
     def prime(self, lumas: Sequence[np.ndarray]) -> None:
-        """Start from the median of frames sampled across a file: no learning period needed."""
-        self.model.seed(median_background([reduce_luma(y, self.size) for y in lumas]))
+        """Start from the median of frames sampled across a file: no learning period needed.
+
+        The file's median is kept, not updated frame by frame: it already is the best background
+        the file has, and a background that depends only on the file (not on which frames this
+        process happened to see) makes a restarted stage draw exactly the cover an uninterrupted
+        one draws, once its short hold window has refilled.  A global change still relearns.
+        """
+        self.model.seed(median_background([reduce_luma(y, self.size) for y in lumas]), frozen=True)
         self.whole_until = 0
         self.primed = True
 
