@@ -220,7 +220,7 @@ class PersonFinder:
     def infer_yuv(self, frames: Sequence[YuvFrame]) -> list[np.ndarray | CoverWhole]:
         states = [self._state(f) for f in frames]
         due = [i for i, (f, st) in enumerate(zip(frames, states))
-               if st.settings.detector.enabled and st.frames % st.settings.detector.every == 0]
+               if st.settings.detector.enabled and st.frames % st.settings.detector.every_at(st.settings.fps) == 0]
         if due:
             assert self.detector is not None
             found = self.detector.detect_yuv([frames[i] for i in due])
