@@ -357,7 +357,9 @@ def run_process(
     if interrupted:
         raise KeyboardInterrupt
     report.seconds = time.perf_counter() - t0
-    report.cpu_s = {"decode": reader.cpu_s, "stage": stage_cpu, "encode": writer.cpu_s, "total": time.process_time() - cpu0}
+    # threads of this process's own: FFmpeg's decoder and x264's worker threads are only in the total
+    report.cpu_s = {"decode": reader.cpu_s, "stage": stage_cpu + stage.engine_cpu_s, "encode": writer.cpu_s,
+                    "total": time.process_time() - cpu0}
     counters.inc(sid, "reconnects", decoder.reconnects)
     counters.inc(sid, "frames_resized", decoder.frames_resized)
     counters.inc(sid, "frames_dropped", reader.stale_dropped)
