@@ -16,7 +16,8 @@ RSS (``wait4``), and for ours the CPU seconds of each thread (``process --report
 
 The shared data has no 1080p clip with people, so one is made (and cached in ``--work``):
 frames of one-by-one-person-detection.mp4 from 10 s on, upscaled to 1920x1080 with swscale and
-encoded with libx264 (medium, crf 23), keeping the source timestamps (10 fps).
+encoded with libx264 (medium, crf 23), keeping the source timestamps (10 fps; ``--fps 25``
+stamps the same frames at 25 fps, as most cameras record).
 
 Needs the ffmpeg CLI.  ``--deface-venv DIR`` (default ``.bench/deface-venv``) must hold
 ``bin/deface`` (``python -m venv DIR && DIR/bin/pip install deface``); without it deface is
@@ -35,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -45,8 +47,13 @@ SOURCE = SHARED / "data" / "videos" / "one-by-one-person-detection.mp4"
 PRESET = "veryfast"  # privacy-filter's default libx264 preset: every contender uses it
 
 
-def make_clip(path: Path, frames: int, start_s: float = 10.0, size: tuple[int, int] = (1920, 1080)) -> Path:
-    """Upscale ``frames`` frames of the people part of the shared video to 1080p H.264."""
+def make_clip(path: Path, frames: int, start_s: float = 10.0, size: tuple[int, int] = (1920, 1080),
+              fps: int | None = None) -> Path:
+    """Upscale ``frames`` frames of the people part of the shared video to 1080p H.264.
+
+    ``fps``: stamp the same frames at this rate instead of the source's (10 fps), e.g. 25 to see
+    a 25 fps camera, where the cctv preset's time-based detector cadence runs on every 2nd frame.
+    """
     if path.exists():
         with av.open(str(path)) as c:
             if c.streams.video[0].frames == frames:
@@ -59,9 +66,10 @@ def make_clip(path: Path, frames: int, start_s: float = 10.0, size: tuple[int, i
         vs = src.streams.video[0]
         vs.thread_type = "AUTO"
         src.seek(int(start_s / vs.time_base), stream=vs)
-        out = dst.add_stream("libx264", rate=vs.average_rate)
+        out = dst.add_stream("libx264", rate=Fraction(fps) if fps else vs.average_rate)
         out.width, out.height, out.pix_fmt = size[0], size[1], "yuv420p"
-        out.codec_context.time_base = vs.time_base
+        tb = Fraction(1, fps) if fps else vs.time_base
+        out.codec_context.time_base = tb
         out.options = {"preset": "medium", "crf": "23"}
         n = 0
         first = None
@@ -70,7 +78,7 @@ def make_clip(path: Path, frames: int, start_s: float = 10.0, size: tuple[int, i
                 continue
             first = f.pts if first is None else first
             g = f.reformat(width=size[0], height=size[1], format="yuv420p", interpolation="BICUBIC")
-            g.pts, g.time_base = f.pts - first, vs.time_base
+            g.pts, g.time_base = (n, tb) if fps else (f.pts - first, vs.time_base)
             for p in out.encode(g):
                 dst.mux(p)
             n += 1
@@ -136,13 +144,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--work", default=str(REPO / ".bench"))
+    ap.add_argument("--fps", type=int, default=None, help="stamp the clip at this frame rate (default: the source's, 10)")
     ap.add_argument("--presets", nargs="+", default=["cctv", "video-call"])
     ap.add_argument("--deface-venv", default=str(REPO / ".bench" / "deface-venv"))
     ap.add_argument("--only", nargs="*", default=None, help="run only these contenders (ffmpeg is always run)")
     ap.add_argument("--json", default=None, help="also write the JSON here")
     args = ap.parse_args()
     work = Path(args.work)
-    clip = make_clip(work / f"people-1080p-{args.frames}.mp4", args.frames)
+    name = f"people-1080p-{args.frames}" + (f"-{args.fps}fps" if args.fps else "")
+    clip = make_clip(work / f"{name}.mp4", args.frames, fps=args.fps)
     n = count_frames(clip)
     cmds = contenders(args, clip, work)
     if args.only:
@@ -159,7 +169,7 @@ def main() -> None:
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("wall_s", "cpu_s", "rss_mb")} for k, v in runs.items()}
     fps = {k: n / v["wall_s"] for k, v in med.items()}
     result = {
-        "clip": str(clip), "frames": n, "size": "1920x1080", "encoder": f"libx264 -preset {PRESET}", "repeats": args.repeats,
+        "clip": str(clip), "frames": n, "clip_fps": args.fps or "source (10)", "size": "1920x1080", "encoder": f"libx264 -preset {PRESET}", "repeats": args.repeats,
         "runs": runs, "median": med, "median_fps": fps,
         "ratio_to_ffmpeg": {k: fps[k] / fps["ffmpeg"] for k in fps},
         "ratio_to_deface": {k: fps[k] / fps["deface"] for k in fps} if "deface" in fps else None,

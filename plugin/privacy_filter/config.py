@@ -117,6 +117,7 @@ class DetectorConfig(_Strict):
     long_side: int | None = Field(None, ge=128, le=4096, description="detector input long side in pixels; unset: the source's long side clamped to 512..640")
     score: float = Field(0.2, gt=0.0, lt=1.0, description="person score threshold; 0.2 is privacy-first (0.3 is the balanced point)")
     every: int = Field(1, ge=1, le=30, description="run the detector on every Nth frame and reuse its boxes in between (1 measured best: see docs/cctv.md)")
+    rate: float | None = Field(None, gt=0.0, le=240.0, description="detector runs per second of video: on sources faster than this the detector runs on every Nth frame, N = max(every, floor(fps / rate)); unset: every Nth frame, N = every")
     hold_missed: int = Field(2, ge=0, le=30, description="keep a box that the next detector runs do not find again for this many runs")
     pad_frac: float = Field(0.01, ge=0.0, le=0.25, description="grow each box on every side by this fraction of the frame height")
     head_extra: float = Field(0.10, ge=0.0, le=1.0, description="grow each box upwards by this fraction of its own height (detector boxes often end low at the head)")
@@ -124,6 +125,12 @@ class DetectorConfig(_Strict):
     @property
     def enabled(self) -> bool:
         return self.name.lower() != "none"
+
+    def every_at(self, fps: float) -> int:
+        """Frames between detector runs for a source of ``fps``: ``max(every, floor(fps / rate))``."""
+        if self.rate is None or fps <= 0:
+            return self.every
+        return max(self.every, int(fps / self.rate + 1e-9))
 
 
 class MotionConfig(_Strict):

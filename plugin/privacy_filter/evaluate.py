@@ -324,7 +324,8 @@ def _describe_settings(cfg: Any) -> str:
     if not cfg.uses_cover_engine():
         return f"model {cfg.model} (full frame)"
     d, m = cfg.detector, cfg.motion
-    det = f"detector {d.name} score {d.score} every {d.every}" if d.enabled else "no detector"
+    every = f"every {d.every}" + (f", rate {d.rate}/s" if d.rate is not None else "")
+    det = f"detector {d.name} score {d.score} {every}" if d.enabled else "no detector"
     return f"{det}, cover {cfg.cover}, motion {'on' if m.enabled else 'off'}, {len(cfg.zones)} zones"
 
 

@@ -183,6 +183,7 @@ class FilterStage:
                                            initializer=self.gpu.select if self.gpu is not None else None)
         self._pending: cf.Future | None = None  # an earlier inference still running (stalled)
         self._lock = threading.Lock()
+        self.engine_cpu_s = 0.0  # CPU seconds of the engine calls, on the pool thread (reports)
         self._logged: set[tuple[str, str]] = set()
         self._refill: dict[str, int] = {}  # per stream: frames still to cover whole while the temporal state refills
 
@@ -270,9 +271,9 @@ class FilterStage:
                     raise EngineFailure("segmentation engine still busy with a stalled call")
             self._pending = None
             if self.resident and all(f.turns == 0 for f in frames):
-                fut = self._pool.submit(self.gpu.segment, seg, frames)  # maps stay on the device (DeviceMap)
+                fut = self._pool.submit(self._timed, self.gpu.segment, seg, frames)  # maps stay on the device (DeviceMap)
             else:
-                fut = self._pool.submit(seg.infer_yuv, frames)
+                fut = self._pool.submit(self._timed, seg.infer_yuv, frames)
             remaining = max(0.0, deadline_s - (time.perf_counter() - t0))
             try:
                 probs = fut.result(timeout=remaining)
@@ -286,6 +287,14 @@ class FilterStage:
         if not isinstance(probs, (list, tuple)) or len(probs) != len(frames):
             raise EngineFailure(f"segmentation returned {len(probs) if hasattr(probs, '__len__') else probs!r} maps for {len(frames)} frames")
         return list(probs)
+
+    def _timed(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` on the pool thread, its CPU time added to ``engine_cpu_s``."""
+        t = time.thread_time()
+        try:
+            return fn(*args)
+        finally:
+            self.engine_cpu_s += time.thread_time() - t
 
     def _apply(self, frame: YuvFrame, prob: Any) -> StageResult:
         """``prob``: a host probability map, the device-resident chain's DeviceMap, or CoverWhole."""

@@ -127,6 +127,17 @@ def test_detector_every_n_frames_reuses_boxes() -> None:
     assert det.calls == 2 and all(isinstance(m, np.ndarray) and m[50, 30] == 1.0 for m in maps)
 
 
+def test_detector_rate_ties_the_cadence_to_time() -> None:
+    d = DetectorConfig(name="test", rate=12.5)
+    assert [d.every_at(fps) for fps in (7.0, 10.0, 12.5, 25.0, 30.0, 50.0)] == [1, 1, 1, 2, 2, 4]
+    assert DetectorConfig(name="test", every=3, rate=12.5).every_at(25.0) == 3  # `every` stays the least step
+    assert DetectorConfig(name="test", every=2).every_at(50.0) == 2  # no rate: frames, whatever the fps
+    det = FixedDetector(np.array([[10, 10, 50, 90, 0.9]], np.float32))
+    finder = PersonFinder({"cam": CoverSettings(detector=d, fps=25.0)}, detector=det)
+    maps = [finder.infer_yuv([scene(t, person=False)])[0] for t in range(6)]
+    assert det.calls == 3 and all(isinstance(m, np.ndarray) and m[50, 30] == 1.0 for m in maps)
+
+
 def test_stage_covers_learning_frames_whole_and_counts_the_reason() -> None:
     s = CoverSettings(motion=motion(learn_s=0.3), live=True, fps=FPS)
     finder = PersonFinder({"cam": s})

@@ -26,7 +26,7 @@ from privacy_filter.gpu.tensorrt.sidecar import ENGINE_SUFFIXES, EngineInfo, che
 from privacy_filter.models import onnx_tools
 from privacy_filter.models.registry import EMBEDDED, resolve_model
 from privacy_filter.models.specs import BUILTIN_SPECS
-from privacy_filter.pipeline import ProcessPlan, plan_from_stream_config, run_process
+from privacy_filter.pipeline import ProcessPlan, bound_heap, plan_from_stream_config, run_process
 from privacy_filter.service.state import generate_keys
 from privacy_filter.service.supervisor import preflight_devices, run_service
 
@@ -110,6 +110,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     # Parallelism here comes from the decode/stage/encode threads (and FFmpeg's own); OpenCV's
     # worker pool on top only adds hand-offs and spinning (measured: -17 % CPU, -15 % wall at 1080p).
     cv2.setNumThreads(1)
+    bound_heap()
     plan = build_plan(args)
     # Everything imported so far (NumPy, PyAV, pydantic, ...) lives until exit: keep it out of
     # the cyclic GC, whose passes over it (and the final one at exit) cost ~0.2 s per run

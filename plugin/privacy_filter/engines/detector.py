@@ -268,7 +268,7 @@ class OrtDetector:
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
         self.max_batch = max(1, int(max_batch))
-        self.session = make_session(model.onnx_path, device, threads)
+        self.session = make_session(model.onnx_path, device, threads, mem_pattern=False)
         self.providers = self.session.get_providers()
         self._outputs = [*self.spec.score_outputs, *self.spec.box_outputs]
         batch = self.session.get_inputs()[0].shape[0]

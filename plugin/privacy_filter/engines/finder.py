@@ -216,7 +216,7 @@ class PersonFinder:
         s = self._streams[stream_id].settings
         window = 0
         if s.detector.enabled:
-            window = max(window, (s.detector.hold_missed + 1) * s.detector.every)
+            window = max(window, (s.detector.hold_missed + 1) * s.detector.every_at(s.fps))
         if s.motion.enabled:
             window = max(window, s.motion.hold_frames + 1)
         return window
@@ -232,7 +232,7 @@ class PersonFinder:
     def infer_yuv(self, frames: Sequence[YuvFrame]) -> list[np.ndarray | CoverWhole]:
         states = [self._state(f) for f in frames]
         due = [i for i, (f, st) in enumerate(zip(frames, states))
-               if st.settings.detector.enabled and st.frames % st.settings.detector.every == 0]
+               if st.settings.detector.enabled and st.frames % st.settings.detector.every_at(st.settings.fps) == 0]
         if due:
             assert self.detector is not None
             found = self.detector.detect_yuv([frames[i] for i in due])

@@ -63,10 +63,14 @@ def providers_for(device: str) -> list[str]:
     return [*gpu, "CPUExecutionProvider"]
 
 
-def make_session(path: Path, device: str = "cpu", threads: int | None = None, spin: bool = False):
+def make_session(path: Path, device: str = "cpu", threads: int | None = None, spin: bool = False,
+                 mem_pattern: bool = True):
+    """``mem_pattern=False``: no pre-planned activation block per input shape (the detector: measured
+    -22 MB RSS for NanoDet at 640x384, same ms per run; turning the arena off instead cost memory)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    so.enable_mem_pattern = mem_pattern
     so.intra_op_num_threads = threads or physical_cores()
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
