@@ -514,6 +514,17 @@ def _reason(exc: BaseException) -> str:
 
 
 
+def frame_rate(url: str) -> float | None:
+    """A local file's average frame rate, or None when it cannot be read (the cover engine's
+    time-based cadences need it before the first frame reaches the stage)."""
+    try:
+        with av.open(url) as container:
+            rate = main_video_stream(container).average_rate
+            return float(rate) if rate else None
+    except Exception:
+        return None
+
+
 def sample_lumas(url: str, n: int, reduce: Callable[[np.ndarray], np.ndarray] | None = None) -> list[np.ndarray]:
     """Y planes of about ``n`` frames spread evenly over a local file (seek, then decode one frame each).
 

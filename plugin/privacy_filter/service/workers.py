@@ -368,10 +368,11 @@ def _load_cover_engine(cfgs: dict[str, Any], model: str, device: str) -> Any:
     try:
         from privacy_filter.backends import create_cover_engine
         from privacy_filter.engines.finder import CoverSettings
-        from privacy_filter.io.av_source import sample_lumas
+        from privacy_filter.io.av_source import frame_rate, sample_lumas
 
         files = {sid: _file_source(c) for sid, c in cfgs.items()}
-        settings = {sid: CoverSettings.from_config(c, live=files[sid] is None) for sid, c in cfgs.items()}
+        rates = {sid: (frame_rate(url) if url else None) or 25.0 for sid, url in files.items()}  # live: 25 assumed
+        settings = {sid: CoverSettings.from_config(c, live=files[sid] is None, fps=rates[sid]) for sid, c in cfgs.items()}
         engine = create_cover_engine(settings, model=model, device=device)
     except Exception as exc:  # noqa: BLE001 - any load failure must fail closed, not crash-loop
         log.error("the cover engine for streams %s cannot be loaded (%s); their frames will be covered whole", ", ".join(cfgs), exc)
