@@ -73,9 +73,14 @@ def main() -> int:
         "rounds": args.rounds,
         "loadavg": os.getloadavg()[0],
         "rows": [
-            {"long_side": L, "batch": b, "input": "x".join(map(str, _input(L))), "people": found[L],
-             "ms_per_frame_median": round(float(np.median(times[(L, b)])), 1),
-             "ms_per_frame_p90": round(float(np.percentile(times[(L, b)], 90)), 1)}
+            {
+                "long_side": L,
+                "batch": b,
+                "input": "x".join(map(str, _input(L))),
+                "people": found[L],
+                "ms_per_frame_median": round(float(np.median(times[(L, b)])), 1),
+                "ms_per_frame_p90": round(float(np.percentile(times[(L, b)], 90)), 1),
+            }
             for L, b in rows
         ],
     }

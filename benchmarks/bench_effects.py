@@ -154,14 +154,10 @@ def main() -> int:
         print(f"\n{'case':44s} {'median ms':>10s} {'min ms':>8s} {'p90 ms':>8s} {'cpu ms':>8s} {'x gauss-Y':>10s} {'covered':>8s}")
         for name, r in results.items():
             print(
-                f"{name:44s} {r['median_ms']:10.2f} {r['min_ms']:8.2f} {r['p90_ms']:8.2f} {r['cpu_median_ms']:8.2f} "
-                f"{r['ratio_to_gaussian_y']:10.2f} {r['covered_fraction']:8.3f}"
+                f"{name:44s} {r['median_ms']:10.2f} {r['min_ms']:8.2f} {r['p90_ms']:8.2f} {r['cpu_median_ms']:8.2f} {r['ratio_to_gaussian_y']:10.2f} {r['covered_fraction']:8.3f}"
             )
         worst = max((r["median_ms"], n) for n, r in results.items() if not n.startswith("baseline") and "[one thread]" not in n)
-        print(
-            f"\nslowest effect: {worst[1]} {worst[0]:.2f} ms median (bar: 8 ms); "
-            f"load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} CPUs"
-        )
+        print(f"\nslowest effect: {worst[1]} {worst[0]:.2f} ms median (bar: 8 ms); load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} CPUs")
     return 0
 
 

@@ -47,8 +47,7 @@ SOURCE = SHARED / "data" / "videos" / "one-by-one-person-detection.mp4"
 PRESET = "veryfast"  # privacy-filter's default libx264 preset: every contender uses it
 
 
-def make_clip(path: Path, frames: int, start_s: float = 10.0, size: tuple[int, int] = (1920, 1080),
-              fps: int | None = None) -> Path:
+def make_clip(path: Path, frames: int, start_s: float = 10.0, size: tuple[int, int] = (1920, 1080), fps: int | None = None) -> Path:
     """Upscale ``frames`` frames of the people part of the shared video to 1080p H.264.
 
     ``fps``: stamp the same frames at this rate instead of the source's (10 fps), e.g. 25 to see
@@ -122,10 +121,24 @@ def contenders(args: argparse.Namespace, clip: Path, work: Path) -> dict[str, li
     if not ffmpeg:
         sys.exit("ffmpeg CLI not found: install it with `apt-get install -y ffmpeg` (the baseline of this benchmark)")
     cmds = {
-        "ffmpeg": [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip), "-an", "-c:v", "libx264",
-                   "-preset", PRESET, "-pix_fmt", "yuv420p", str(work / "ffmpeg.mp4")],
-        "naive": [sys.executable, str(REPO / "benchmarks" / "naive_pixelate.py"), str(clip), str(work / "naive.mp4"),
-                  "--model", nanodet_model(), "--preset", PRESET],
+        "ffmpeg": [
+            ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(clip),
+            "-an",
+            "-c:v",
+            "libx264",
+            "-preset",
+            PRESET,
+            "-pix_fmt",
+            "yuv420p",
+            str(work / "ffmpeg.mp4"),
+        ],
+        "naive": [sys.executable, str(REPO / "benchmarks" / "naive_pixelate.py"), str(clip), str(work / "naive.mp4"), "--model", nanodet_model(), "--preset", PRESET],
     }
     deface = Path(args.deface_venv) / "bin" / "deface"
     if deface.exists():
@@ -134,8 +147,19 @@ def contenders(args: argparse.Namespace, clip: Path, work: Path) -> dict[str, li
     else:
         print(f"deface skipped: {deface} not found (python -m venv {args.deface_venv} && {args.deface_venv}/bin/pip install deface)")
     for preset in args.presets:
-        cmds[f"ours:{preset}"] = [sys.executable, "-m", "privacy_filter.cli", "process", str(clip), str(work / f"ours-{preset}.mp4"),
-                                  "--preset", preset, "--no-progress", "--report", str(work / f"ours-{preset}.json")]
+        cmds[f"ours:{preset}"] = [
+            sys.executable,
+            "-m",
+            "privacy_filter.cli",
+            "process",
+            str(clip),
+            str(work / f"ours-{preset}.mp4"),
+            "--preset",
+            preset,
+            "--no-progress",
+            "--report",
+            str(work / f"ours-{preset}.json"),
+        ]
     return cmds
 
 
@@ -169,21 +193,28 @@ def main() -> None:
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("wall_s", "cpu_s", "rss_mb")} for k, v in runs.items()}
     fps = {k: n / v["wall_s"] for k, v in med.items()}
     result = {
-        "clip": str(clip), "frames": n, "clip_fps": args.fps or "source (10)", "size": "1920x1080", "encoder": f"libx264 -preset {PRESET}", "repeats": args.repeats,
-        "runs": runs, "median": med, "median_fps": fps,
+        "clip": str(clip),
+        "frames": n,
+        "clip_fps": args.fps or "source (10)",
+        "size": "1920x1080",
+        "encoder": f"libx264 -preset {PRESET}",
+        "repeats": args.repeats,
+        "runs": runs,
+        "median": med,
+        "median_fps": fps,
         "ratio_to_ffmpeg": {k: fps[k] / fps["ffmpeg"] for k in fps},
         "ratio_to_deface": {k: fps[k] / fps["deface"] for k in fps} if "deface" in fps else None,
         "cpu_ms_per_frame": {k: 1000 * v["cpu_s"] / n for k, v in med.items()},
         "ours_cpu_ms_per_frame_by_thread": {k: {t: 1000 * statistics.median(r[t] for r in v) / n for t in v[0]} for k, v in threads.items()},
-        "loadavg_1m_before_runs": loads, "cpus": os.cpu_count(),
+        "loadavg_1m_before_runs": loads,
+        "cpus": os.cpu_count(),
     }
     print(json.dumps(result, indent=2))
     print()
     print(f"| contender (1080p, {n} frames, libx264 {PRESET}, median of {args.repeats}) | wall s | fps | x ffmpeg | CPU ms/frame | peak RSS MB |")
     print("|---|---|---|---|---|---|")
     for k in cmds:
-        print(f"| {k} | {med[k]['wall_s']:.2f} | {fps[k]:.1f} | {result['ratio_to_ffmpeg'][k]:.2f} | "
-              f"{result['cpu_ms_per_frame'][k]:.1f} | {med[k]['rss_mb']:.0f} |")
+        print(f"| {k} | {med[k]['wall_s']:.2f} | {fps[k]:.1f} | {result['ratio_to_ffmpeg'][k]:.2f} | {result['cpu_ms_per_frame'][k]:.1f} | {med[k]['rss_mb']:.0f} |")
     for k, v in result["ours_cpu_ms_per_frame_by_thread"].items():
         print(f"{k} CPU ms/frame by thread: " + ", ".join(f"{t} {ms:.1f}" for t, ms in v.items()))
     if result["ratio_to_deface"]:

@@ -125,7 +125,10 @@ def main() -> None:
     fps = n / (time.perf_counter() - t0)
     sp.join(10)
     res = {
-        "frame": f"{W}x{H} yuv420p", "bytes": nbytes, "rounds": a.rounds, "loadavg": os.getloadavg(),
+        "frame": f"{W}x{H} yuv420p",
+        "bytes": nbytes,
+        "rounds": a.rounds,
+        "loadavg": os.getloadavg(),
         "hop_ms_median": {k: round(statistics.median(v), 3) for k, v in times.items()},
         "hop_ms_p90": {k: round(sorted(v)[int(0.9 * (len(v) - 1))], 3) for k, v in times.items()},
         "stream_fps_ipc": round(fps, 1),

@@ -53,7 +53,7 @@ def i420_frame(bgr: np.ndarray) -> YuvFrame:
     h, w = bgr.shape[:2]
     flat = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420).reshape(-1)
     n, c = h * w, (h // 2) * (w // 2)
-    return YuvFrame(flat[:n].reshape(h, w), flat[n:n + c].reshape(h // 2, w // 2), flat[n + c:].reshape(h // 2, w // 2))
+    return YuvFrame(flat[:n].reshape(h, w), flat[n : n + c].reshape(h // 2, w // 2), flat[n + c :].reshape(h // 2, w // 2))
 
 
 def with_filter(mode, fn):
@@ -64,6 +64,7 @@ def with_filter(mode, fn):
             fn()
         finally:
             preprocess.DOWNSCALE = old
+
     return run
 
 
@@ -105,8 +106,7 @@ def speed(rounds: int) -> dict:
     out = {}
     for name, ts in times.items():
         med = statistics.median(ts)
-        out[name] = {"median_ms": round(med, 3), "p90_ms": round(float(np.percentile(ts, 90)), 3),
-                     "vs_INTER_AREA": round(med / base, 3)}
+        out[name] = {"median_ms": round(med, 3), "p90_ms": round(float(np.percentile(ts, 90)), 3), "vs_INTER_AREA": round(med / base, 3)}
     return out
 
 
@@ -120,8 +120,11 @@ def quality() -> dict:
         for tiles in ("off", "auto"):
             r = ev.evaluate(create_segmenter("selfie", tiles=tiles), pairs, progress=False, tiles=tiles)
             res[f"{ds} tiles={tiles}"] = {
-                "miou": round(r.miou, 4), "person_iou": round(r.person_iou, 4), "recall": round(r.person_recall, 4),
-                "median_ms": round(r.median_ms, 2), "images": r.images,
+                "miou": round(r.miou, 4),
+                "person_iou": round(r.person_iou, 4),
+                "recall": round(r.person_recall, 4),
+                "median_ms": round(r.median_ms, 2),
+                "images": r.images,
                 "command": f"privacy-filter eval --images {d}/images --masks {d}/masks --tiles {tiles}",
             }
     return res

@@ -66,8 +66,12 @@ def run_zmq_stage(frames: list[YuvFrame], n: int, effect: str) -> dict[str, floa
         ep_in, ep_out = f"ipc://{tmp}/in", f"ipc://{tmp}/out"
         ctx = zmq.Context()
         rx = P.Receiver(P.socket(ctx, zmq.PULL, ep_out, bind=True))
-        proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "process", f"zmq+pull://{ep_in}", f"zmq+push://{ep_out}",
-                                 "--effect", effect, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "privacy_filter.cli", "process", f"zmq+pull://{ep_in}", f"zmq+push://{ep_out}", "--effect", effect, "--no-progress"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
         def produce() -> None:
             s = P.socket(ctx, zmq.PUSH, ep_in, bind=False, linger_ms=10_000)
@@ -133,9 +137,15 @@ def main() -> None:
     stage.close()
     base = statistics.median(res["in-process stage (baseline)"])
     out = {
-        "size": f"{W}x{H}", "frames": args.frames, "rounds": args.rounds, "effect": args.effect, "cpus": os.cpu_count(),
-        "configs": {k: {"fps_median": round(statistics.median(v), 1), "fps_all": [round(x, 1) for x in v],
-                        "ratio_vs_baseline": round(statistics.median(v) / base, 2)} for k, v in res.items()},
+        "size": f"{W}x{H}",
+        "frames": args.frames,
+        "rounds": args.rounds,
+        "effect": args.effect,
+        "cpus": os.cpu_count(),
+        "configs": {
+            k: {"fps_median": round(statistics.median(v), 1), "fps_all": [round(x, 1) for x in v], "ratio_vs_baseline": round(statistics.median(v) / base, 2)}
+            for k, v in res.items()
+        },
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(out))

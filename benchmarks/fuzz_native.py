@@ -74,8 +74,12 @@ def main() -> int:
         got: dict[str, Any] = {}
         consumer = threading.Thread(target=_consume, args=(ep_out, got), daemon=True)
         consumer.start()
-        proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "process", f"zmq+pull://{ep_in}", f"zmq+push://{ep_out}",
-                                 "--effect", "fill", "--no-progress", "--report", str(report)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "privacy_filter.cli", "process", f"zmq+pull://{ep_in}", f"zmq+push://{ep_out}", "--effect", "fill", "--no-progress", "--report", str(report)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         ctx = zmq.Context()
         s = P.socket(ctx, zmq.PUSH, ep_in, bind=False, linger_ms=0)
         s.setsockopt(zmq.SNDTIMEO, 120_000)

@@ -36,8 +36,7 @@ def one_call(src: str, dst: str, model: str | None, device: str, max_frames: int
         overrides["model"] = model
     cfg = stream_config(src, dst, preset="cctv", overrides=overrides)  # env vars PRIVACY_FILTER_* apply too
     report = run_process(src, dst, plan_from_stream_config(cfg), progress=False, max_frames=max_frames)
-    print(f"[one call] {dst}: {report.frames_out}/{report.frames_in} frames, "
-          f"{report.frames_covered_whole} covered whole, {report.fps:.1f} fps")
+    print(f"[one call] {dst}: {report.frames_out}/{report.frames_in} frames, {report.frames_covered_whole} covered whole, {report.fps:.1f} fps")
 
 
 def own_loop(src: str, dst: str, model: str | None, device: str, max_frames: int | None) -> None:

@@ -52,8 +52,18 @@ def producer(ctx: zmq.Context, endpoint: str, video: str, max_frames: int, skip:
     sent = 0
     with Decoder(video, stream_id=STREAM, audio=False) as dec:
         v = dec.open().video
-        send(push, stream_start_parts(STREAM, video={"width": v.width, "height": v.height, "rate": [v.rate.numerator, v.rate.denominator] if v.rate else None,
-                                                     "time_base": [v.time_base.numerator, v.time_base.denominator]}))
+        send(
+            push,
+            stream_start_parts(
+                STREAM,
+                video={
+                    "width": v.width,
+                    "height": v.height,
+                    "rate": [v.rate.numerator, v.rate.denominator] if v.rate else None,
+                    "time_base": [v.time_base.numerator, v.time_base.denominator],
+                },
+            ),
+        )
         for item in dec:
             if not isinstance(item, YuvFrame) or item.index < skip:
                 continue
@@ -69,8 +79,7 @@ def producer(ctx: zmq.Context, endpoint: str, video: str, max_frames: int, skip:
 
 def privacy_filter(endpoint_in: str, endpoint_out: str, model: str | None) -> subprocess.Popen:
     """The product as one pipeline stage: ``privacy-filter process zmq+pull://IN zmq+push://OUT``."""
-    cmd = [sys.executable, "-m", "privacy_filter.cli", "process", f"zmq+pull://{endpoint_in}", f"zmq+push://{endpoint_out}",
-           "--preset", "cctv", "--no-progress"]
+    cmd = [sys.executable, "-m", "privacy_filter.cli", "process", f"zmq+pull://{endpoint_in}", f"zmq+push://{endpoint_out}", "--preset", "cctv", "--no-progress"]
     if model:
         cmd += ["--model", model]
     return subprocess.Popen(cmd)
@@ -94,16 +103,14 @@ def consumer(ctx: zmq.Context, endpoint: str, out_png: Path | None) -> dict[str,
             if out_png is not None and covered[-1] == max(covered):
                 write_png(out_png, msg.frame, msg.mask)
     rx.sock.close()
-    return {"frames": frames, "with_mask": len(covered), "max_covered": max(covered, default=0.0),
-            "bad_messages": sum(rx.bad.values())}
+    return {"frames": frames, "with_mask": len(covered), "max_covered": max(covered, default=0.0), "bad_messages": sum(rx.bad.values())}
 
 
 def write_png(path: Path, frame: YuvFrame, mask: np.ndarray) -> None:
     """Filtered picture beside its mask (for looking at; RGB is made only here, at the edge)."""
     import cv2
 
-    i420 = np.concatenate([np.ascontiguousarray(frame.y), np.ascontiguousarray(frame.u).reshape(-1, frame.width),
-                           np.ascontiguousarray(frame.v).reshape(-1, frame.width)])
+    i420 = np.concatenate([np.ascontiguousarray(frame.y), np.ascontiguousarray(frame.u).reshape(-1, frame.width), np.ascontiguousarray(frame.v).reshape(-1, frame.width)])
     bgr = cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
     cv2.imwrite(str(path), np.hstack([bgr, cv2.cvtColor(mask, cv2.COLOR_GRAY2BGR)]))
 
@@ -130,8 +137,10 @@ def main() -> None:
             raise SystemExit(f"privacy-filter exited with {stage.returncode}")
     ctx.term()
     out = result["out"]
-    print(f"sent {sent} frames, received {int(out['frames'])} filtered frames, {int(out['with_mask'])} with masks; "
-          f"largest covered share {out['max_covered']:.1%}; bad messages {int(out['bad_messages'])}")
+    print(
+        f"sent {sent} frames, received {int(out['frames'])} filtered frames, {int(out['with_mask'])} with masks; "
+        f"largest covered share {out['max_covered']:.1%}; bad messages {int(out['bad_messages'])}"
+    )
     if args.out:
         print(f"wrote {args.out}")
 

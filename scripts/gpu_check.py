@@ -42,8 +42,17 @@ for p in (REPO / "plugin", REPO / "tests"):
         sys.path.insert(0, str(p))
 
 #: (name, timeout in seconds): the whole list fits in 7 minutes on a GPU host
-STEPS: list[tuple[str, int]] = [("install", 90), ("probe", 30), ("kernels", 60), ("parity", 90), ("race_amplifier", 45),
-                                ("sanitizer", 75), ("timings", 30), ("device_chain", 30), ("process", 60)]
+STEPS: list[tuple[str, int]] = [
+    ("install", 90),
+    ("probe", 30),
+    ("kernels", 60),
+    ("parity", 90),
+    ("race_amplifier", 45),
+    ("sanitizer", 75),
+    ("timings", 30),
+    ("device_chain", 30),
+    ("process", 60),
+]
 TOL = 2  # levels, the parity bar of tests/gpu/test_kernels_emulated.py
 PARITY_SIZES = [(3840, 2160), (641, 361), (1918, 1078)]  # 4K and odd widths (pitch != width)
 SPIN_SOURCE = r"""
@@ -73,8 +82,7 @@ def _frame(w: int, h: int, seed: int = 0) -> Any:
 
     rng = np.random.default_rng(seed)
     cw, ch = chroma_size(w, h)
-    return YuvFrame(rng.integers(0, 256, (h, w), dtype=np.uint8), rng.integers(0, 256, (ch, cw), dtype=np.uint8),
-                    rng.integers(0, 256, (ch, cw), dtype=np.uint8))
+    return YuvFrame(rng.integers(0, 256, (h, w), dtype=np.uint8), rng.integers(0, 256, (ch, cw), dtype=np.uint8), rng.integers(0, 256, (ch, cw), dtype=np.uint8))
 
 
 def _prob(h: int = 144, w: int = 256, t: int = 0) -> np.ndarray:
@@ -98,7 +106,7 @@ def _parity(rt: Any, sizes: list[tuple[int, int]], frames: int) -> dict[str, Any
 
     out: dict[str, Any] = {}
     ok = True
-    for (w, h) in sizes:
+    for w, h in sizes:
         for name, (ec, mc) in EFFECTS.items():
             e, m = EffectConfig(**ec), MaskConfig(**mc)
             gpu, cpu = CudaStreamEffect(e, m, rt), CpuStreamEffect(e, m)
@@ -134,8 +142,7 @@ def step_probe(args: argparse.Namespace) -> dict[str, Any]:
         from support.gpu_emulation import HostRawModule
 
         out = np.zeros(PROBE_N, np.int32)
-        HostRawModule(PROBE_SOURCE).get_function("privacy_filter_probe")((1, 1, 1), (PROBE_N, 1, 1),
-                                                                          (np.arange(PROBE_N, dtype=np.int32), out, np.int32(PROBE_N)))
+        HostRawModule(PROBE_SOURCE).get_function("privacy_filter_probe")((1, 1, 1), (PROBE_N, 1, 1), (np.arange(PROBE_N, dtype=np.int32), out, np.int32(PROBE_N)))
         return {"ok": bool(np.array_equal(out, 2 * np.arange(PROBE_N) + 1)), "note": "probe kernel built by g++ and run on the CPU"}
     from privacy_filter.gpu.effects import cuda_unavailable_reason
 
@@ -181,8 +188,7 @@ def step_race_amplifier(args: argparse.Namespace) -> dict[str, Any]:
     if args.emulate:
         rt = _runtime(True)
         res = _parity(rt, [(641, 361)], 2)
-        res["note"] = ("lazy-stream emulation: queued work runs only when ordered by a synchronisation or an event, "
-                       "which is an infinitely long spin kernel before every host read")
+        res["note"] = "lazy-stream emulation: queued work runs only when ordered by a synchronisation or an event, which is an infinitely long spin kernel before every host read"
         return res
     import cupy
 
@@ -296,8 +302,13 @@ def step_process(args: argparse.Namespace) -> dict[str, Any]:
     # both outputs went through the same lossy encoder; the bar is loose on purpose
     if args.emulate and not launched:
         return {"ok": False, "error": "the CUDA effects did not run (no emulated kernel launches)"}
-    return {"ok": diff is not None and diff <= 8, "frames": len(a), "max_diff_after_encoding": diff, "emulated_launches": launched,
-            "note": "segmentation on ONNX Runtime (CPU) in both runs: the TensorRT device-resident chain is in tensorrt_check.py"}
+    return {
+        "ok": diff is not None and diff <= 8,
+        "frames": len(a),
+        "max_diff_after_encoding": diff,
+        "emulated_launches": launched,
+        "note": "segmentation on ONNX Runtime (CPU) in both runs: the TensorRT device-resident chain is in tensorrt_check.py",
+    }
 
 
 def small_frame() -> int:
@@ -351,10 +362,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--model", args.model] if args.model else []
         t0 = time.perf_counter()
         try:
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout * (4 if args.emulate else 1), check=False,
-                                 env={**os.environ})
-            step = json.loads(result.read_text()) if result.exists() else {
-                "mode": "emulated" if args.emulate else "real", "ok": False, "error": f"exit {res.returncode}: {res.stderr[-1500:]}"}
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout * (4 if args.emulate else 1), check=False, env={**os.environ})
+            step = (
+                json.loads(result.read_text())
+                if result.exists()
+                else {"mode": "emulated" if args.emulate else "real", "ok": False, "error": f"exit {res.returncode}: {res.stderr[-1500:]}"}
+            )
         except subprocess.TimeoutExpired:
             step = {"mode": "emulated" if args.emulate else "real", "ok": False, "error": f"timed out after {timeout * (4 if args.emulate else 1)} s"}
         step["timeout_s"] = timeout * (4 if args.emulate else 1)  # the host emulator is slower than a GPU

@@ -52,11 +52,22 @@ from support.gpu_emulation import EmulatedRuntime
 
 # Ideal DRAM bytes per launch at 1920x1080 with a 256x256 model map (the kernel headers).
 BYTES_1080P = {
-    "mask_temporal_quantize": 1.9e6, "mask_upsample_threshold": 2.2e6, "dilate_rows": 4.1e6,
-    "dilate_cols": 4.1e6, "feather_rows": 6.2e6, "feather_cols_alpha": 6.2e6, "chroma_alpha": 2.6e6,
-    "composite_const": 8.3e6, "composite_planes": 11.4e6, "pixelate_composite": 8.3e6,
-    "cell_means": 1.04e6, "box_mean": 0.02e6, "composite_blur": 8.4e6, "preprocess_yuv": 3.8e6,
-    "decode_channel_f32": 0.52e6, "decode_logits_f32": 0.79e6,
+    "mask_temporal_quantize": 1.9e6,
+    "mask_upsample_threshold": 2.2e6,
+    "dilate_rows": 4.1e6,
+    "dilate_cols": 4.1e6,
+    "feather_rows": 6.2e6,
+    "feather_cols_alpha": 6.2e6,
+    "chroma_alpha": 2.6e6,
+    "composite_const": 8.3e6,
+    "composite_planes": 11.4e6,
+    "pixelate_composite": 8.3e6,
+    "cell_means": 1.04e6,
+    "box_mean": 0.02e6,
+    "composite_blur": 8.4e6,
+    "preprocess_yuv": 3.8e6,
+    "decode_channel_f32": 0.52e6,
+    "decode_logits_f32": 0.79e6,
 }
 
 EFFECTS = {
@@ -78,8 +89,7 @@ def person_prob(t: int, n: int, h: int = 256, w: int = 256) -> np.ndarray:
 
 def generate_clip(path: Path, width: int, height: int, frames: int) -> None:
     rng = np.random.default_rng(7)
-    bg = cv2.resize(rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8), (width, height),
-                    interpolation=cv2.INTER_CUBIC)
+    bg = cv2.resize(rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8), (width, height), interpolation=cv2.INTER_CUBIC)
     tex = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=Fraction(25))
@@ -118,8 +128,7 @@ def run(args: argparse.Namespace) -> dict:
     clip = work / "clip.mp4"
     generate_clip(clip, width, height, args.frames)
     frames = decode_clip(clip)
-    report: dict = {"device": "emulated (CPU)" if args.emulate else _device_name(rt), "size": [width, height],
-                    "frames": len(frames), "effects": {}, "ok": True}
+    report: dict = {"device": "emulated (CPU)" if args.emulate else _device_name(rt), "size": [width, height], "frames": len(frames), "effects": {}, "ok": True}
 
     for name, (ec, mc) in EFFECTS.items():
         gpu, cpu = CudaStreamEffect(ec, mc, rt), CpuStreamEffect(ec, mc)
@@ -140,9 +149,14 @@ def run(args: argparse.Namespace) -> dict:
         cover = maxdiff((gpu.cover_whole(g), *g.planes), (cpu.cover_whole(c), *c.planes))
         ok = worst <= 2 and alpha_ok and cover <= 2
         report["ok"] &= ok
-        report["effects"][name] = {"max_diff_vs_cpu": worst, "alpha_equal": alpha_ok, "cover_whole_diff": cover,
-                                   "apply_ms_median": statistics.median(t_gpu), "cpu_apply_ms_median": statistics.median(t_cpu),
-                                   "ok": ok}
+        report["effects"][name] = {
+            "max_diff_vs_cpu": worst,
+            "alpha_equal": alpha_ok,
+            "cover_whole_diff": cover,
+            "apply_ms_median": statistics.median(t_gpu),
+            "cpu_apply_ms_median": statistics.median(t_cpu),
+            "ok": ok,
+        }
 
     # engine input / output on the device
     pre = CudaPreprocessor(SELFIE, rt)
@@ -216,10 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {report['device']}   {report['size'][0]}x{report['size'][1]}, {report['frames']} frames")
     print(f"{'effect':<16}{'max |gpu-cpu|':>14}{'alpha ==':>10}{'cover diff':>12}{'gpu ms':>9}{'cpu ms':>9}")
     for name, r in report["effects"].items():
-        print(f"{name:<16}{r['max_diff_vs_cpu']:>14}{r['alpha_equal']!s:>10}{r['cover_whole_diff']:>12}"
-              f"{r['apply_ms_median']:>9.2f}{r['cpu_apply_ms_median']:>9.2f}")
-    print(f"preprocess max diff {report['preprocess_max_diff_levels']:.2f} levels, "
-          f"decode max diff {report['decode_max_diff_levels']:.2f} levels")
+        print(f"{name:<16}{r['max_diff_vs_cpu']:>14}{r['alpha_equal']!s:>10}{r['cover_whole_diff']:>12}{r['apply_ms_median']:>9.2f}{r['cpu_apply_ms_median']:>9.2f}")
+    print(f"preprocess max diff {report['preprocess_max_diff_levels']:.2f} levels, decode max diff {report['decode_max_diff_levels']:.2f} levels")
     print(f"\n{'kernel':<26}{'launches':>9}{'median ms':>11}{'GB/s':>8}")
     for k, r in report["kernels"].items():
         gbs = f"{r['GB_per_s']:.0f}" if "GB_per_s" in r else "-"

@@ -80,8 +80,7 @@ def check_engine(model: Any, out: Path, fake: bool, precision: str, max_batch: i
     t0 = time.perf_counter()
     trt_build.build_engine(model.spec, model.onnx_path, path, trt_build.BuildOptions(max_batch=max_batch, precision=precision))
     seg = TensorRTSegmenter(path)
-    res: dict[str, Any] = {"build_s": round(time.perf_counter() - t0, 2), "output_dtype": str(seg.output.dtype),
-                           "static_batch": seg.static_batch, "max_batch": seg.max_batch}
+    res: dict[str, Any] = {"build_s": round(time.perf_counter() - t0, 2), "output_dtype": str(seg.output.dtype), "static_batch": seg.static_batch, "max_batch": seg.max_batch}
     rt = _runtime(fake)
     seg.use_stream(rt.stream)
     for n in sorted({1, min(3, 2 * max_batch + 1)}):
@@ -137,13 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         report["cases"]["int8 from cache"] = {"skipped": "no --calib-cache given"}
     else:
         try:
-            trt_build.build_engine(model.spec, model.onnx_path, out / "int8.engine",
-                                   trt_build.BuildOptions(precision="int8", calib_cache=Path(args.calib_cache)))
+            trt_build.build_engine(model.spec, model.onnx_path, out / "int8.engine", trt_build.BuildOptions(precision="int8", calib_cache=Path(args.calib_cache)))
             report["cases"]["int8 from cache"] = {"ok": True, "note": "the cache covered every tensor"}
         except Exception as exc:  # noqa: BLE001
             msg = str(exc)
-            report["cases"]["int8 from cache"] = {"ok": "Missing scale" in msg, "error": msg[:2000],
-                                                  "note": "an incomplete cache must fail naming 'Missing scale'"}
+            report["cases"]["int8 from cache"] = {"ok": "Missing scale" in msg, "error": msg[:2000], "note": "an incomplete cache must fail naming 'Missing scale'"}
     report["ok"] = all(c.get("ok", True) for c in report["cases"].values())
     (out / "tensorrt_report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

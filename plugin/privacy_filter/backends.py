@@ -75,8 +75,9 @@ def create_detector(
     from privacy_filter.engines.detector import MAX_BATCH, OrtDetector
 
     resolved = model if isinstance(model, ResolvedDetector) else resolve_detector(model)
-    return OrtDetector(resolved, device=device, long_side=long_side, score_threshold=score_threshold, tiles=tiles,
-                       tile_size=tile_size, max_batch=max_batch or MAX_BATCH, threads=threads)
+    return OrtDetector(
+        resolved, device=device, long_side=long_side, score_threshold=score_threshold, tiles=tiles, tile_size=tile_size, max_batch=max_batch or MAX_BATCH, threads=threads
+    )
 
 
 def create_stream_effect(effect: EffectConfig, mask: MaskConfig, device: str = "cpu", runtime: Any = None) -> StreamEffect:
@@ -174,8 +175,7 @@ def _ort_gpu_problem() -> str | None:
 
     available = ort.get_available_providers()
     if not any(p in available for p in GPU_PROVIDERS):
-        return ("onnxruntime is the CPU build: no CUDA/TensorRT execution provider "
-                f"(available: {', '.join(available)}); install onnxruntime-gpu for CUDA segmentation")
+        return f"onnxruntime is the CPU build: no CUDA/TensorRT execution provider (available: {', '.join(available)}); install onnxruntime-gpu for CUDA segmentation"
     return None
 
 
@@ -284,8 +284,7 @@ def create_cover_engine(
     settings = list(streams.values())
     if detector is None and any(s.detector.enabled for s in settings):
         chosen = next(s.detector for s in settings if s.detector.enabled)
-        detector = create_detector(chosen.name, device=device, long_side=chosen.long_side or "auto",
-                                   score_threshold=chosen.score, threads=threads)
+        detector = create_detector(chosen.name, device=device, long_side=chosen.long_side or "auto", score_threshold=chosen.score, threads=threads)
     segmenter = None
     if any(s.cover == "segment" for s in settings):
         segmenter = create_segmenter(model, device=device, threads=threads)

@@ -117,7 +117,12 @@ class DetectorConfig(_Strict):
     long_side: int | None = Field(None, ge=128, le=4096, description="detector input long side in pixels; unset: the source's long side clamped to 512..640")
     score: float = Field(0.2, gt=0.0, lt=1.0, description="person score threshold; 0.2 is privacy-first (0.3 is the balanced point)")
     every: int = Field(1, ge=1, le=30, description="run the detector on every Nth frame and reuse its boxes in between (1 measured best: see docs/cctv.md)")
-    rate: float | None = Field(None, gt=0.0, le=240.0, description="detector runs per second of video: on sources faster than this the detector runs on every Nth frame, N = max(every, floor(fps / rate)); unset: every Nth frame, N = every")
+    rate: float | None = Field(
+        None,
+        gt=0.0,
+        le=240.0,
+        description="detector runs per second of video: on sources faster than this the detector runs on every Nth frame, N = max(every, floor(fps / rate)); unset: every Nth frame, N = every",
+    )
     hold_missed: int = Field(2, ge=0, le=30, description="keep a box that the next detector runs do not find again for this many runs")
     pad_frac: float = Field(0.01, ge=0.0, le=0.25, description="grow each box on every side by this fraction of the frame height")
     head_extra: float = Field(0.10, ge=0.0, le=1.0, description="grow each box upwards by this fraction of its own height (detector boxes often end low at the head)")
@@ -188,7 +193,11 @@ def _check_zmq_url(url: str, role: str) -> None:
 class SourceConfig(_Strict):
     """Where a stream's frames come from.  A bare string in YAML is the ``url``."""
 
-    url: str = Field(..., min_length=1, description="file, rtsp://, http(s)://, udp://, rtmp://, /dev/videoN, lavfi:SPEC, an upstream ZeroMQ stage: zmq+pull://, zmq+sub:// (native protocol), or a ZeroMQ peer: imagezmq+rep://, imagezmq+sub://, netgear+sub://, netgear+rep://")
+    url: str = Field(
+        ...,
+        min_length=1,
+        description="file, rtsp://, http(s)://, udp://, rtmp://, /dev/videoN, lavfi:SPEC, an upstream ZeroMQ stage: zmq+pull://, zmq+sub:// (native protocol), or a ZeroMQ peer: imagezmq+rep://, imagezmq+sub://, netgear+sub://, netgear+rep://",
+    )
     audio: bool = Field(True, description="read the source's audio (it may still be dropped by output.audio)")
     udp_buffer_s: float = Field(3.0, gt=0, le=60.0, description="udp:// only: receive buffer in seconds at udp_max_bitrate (FFmpeg fifo_size)")
     udp_max_bitrate: str | int = Field("40M", description="udp:// only: the highest bitrate the buffer is sized for (bits/s; 40M, 8000k)")
@@ -220,8 +229,7 @@ class SourceConfig(_Strict):
 # Encoder presets and tunes per codec (FFmpeg's own lists: ``ffmpeg -h encoder=libx264`` / ``=h264_nvenc``).
 ENCODER_PRESETS: dict[str, tuple[str, ...]] = {
     "libx264": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"),
-    "h264_nvenc": ("p1", "p2", "p3", "p4", "p5", "p6", "p7",
-                   "default", "slow", "medium", "fast", "hp", "hq", "bd", "ll", "llhq", "llhp", "lossless", "losslesshp"),
+    "h264_nvenc": ("p1", "p2", "p3", "p4", "p5", "p6", "p7", "default", "slow", "medium", "fast", "hp", "hq", "bd", "ll", "llhq", "llhp", "lossless", "losslesshp"),
 }
 ENCODER_TUNES: dict[str, tuple[str, ...]] = {
     "libx264": ("film", "animation", "grain", "stillimage", "psnr", "ssim", "fastdecode", "zerolatency"),
@@ -251,10 +259,14 @@ class OutputConfig(_Strict):
     see docs/service.md).
     """
 
-    url: str = Field("", description="output file or URL (mp4, mkv, ts, udp://, rtmp://, rtsp://, .m3u8), or the next ZeroMQ stage: zmq+push://, zmq+pub:// (native protocol, with masks)")
+    url: str = Field(
+        "", description="output file or URL (mp4, mkv, ts, udp://, rtmp://, rtsp://, .m3u8), or the next ZeroMQ stage: zmq+push://, zmq+pub:// (native protocol, with masks)"
+    )
     format: str | None = Field(None, description="container format when the url does not say (e.g. mpegts, flv, rtsp, hls)")
     codec: Literal["libx264", "h264_nvenc"] = "libx264"
-    preset: str | None = Field(None, description="encoder preset, checked against codec (libx264: ultrafast..placebo, default veryfast; h264_nvenc: p1..p7 or its named presets, default p4)")
+    preset: str | None = Field(
+        None, description="encoder preset, checked against codec (libx264: ultrafast..placebo, default veryfast; h264_nvenc: p1..p7 or its named presets, default p4)"
+    )
     tune: str | None = Field(None, description="encoder tune, checked against codec (libx264: e.g. zerolatency for live outputs; h264_nvenc: hq, ll, ull, lossless)")
     bitrate: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?[kKmM]?$", description="target bitrate, e.g. 2M or 800k (unset: crf)")
     crf: int | None = Field(None, ge=0, le=51, description="constant quality when no bitrate is set (libx264 default 23)")
@@ -290,19 +302,29 @@ class StreamConfig(_Strict):
     preset: Literal["cctv", "video-call"] | None = Field(None, description="base layer loaded from configs/<preset>.yaml")
     model: str = Field("selfie", min_length=1, description="built-in model name or path to an ONNX / spec YAML / DeepStream config")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="shorthand for segmentation_device and effects_device")
-    segmentation_device: Literal["cpu", "cuda", "auto"] | None = Field(None, description="cpu: ONNX Runtime CPU; cuda: ONNX Runtime CUDA/TensorRT EPs, or TensorRT for an engine; auto: cuda when it can run (unset: device)")
-    effects_device: Literal["cpu", "cuda", "auto"] | None = Field(None, description="cpu: NumPy/OpenCV; cuda: CuPy raw kernels; auto: cuda when the CUDA probe passes (unset: device)")
+    segmentation_device: Literal["cpu", "cuda", "auto"] | None = Field(
+        None, description="cpu: ONNX Runtime CPU; cuda: ONNX Runtime CUDA/TensorRT EPs, or TensorRT for an engine; auto: cuda when it can run (unset: device)"
+    )
+    effects_device: Literal["cpu", "cuda", "auto"] | None = Field(
+        None, description="cpu: NumPy/OpenCV; cuda: CuPy raw kernels; auto: cuda when the CUDA probe passes (unset: device)"
+    )
     tiles: str | None = Field(None, pattern=r"^(auto|off|[1-9][0-9]?x[1-9][0-9]?)$", description="tiled inference: auto, off or COLSxROWS")
     effect: EffectConfig = Field(default_factory=EffectConfig)
     mask: MaskConfig = Field(default_factory=MaskConfig)
-    policy: Literal["live", "file", "auto"] = Field("auto", description="live: drop stale frames, never block the source; file: every frame, backpressure; auto: from the source url")
-    on_failure: Literal["cover", "drop", "pass"] = Field("cover", description="when segmentation fails or misses its deadline: cover the frame whole, drop it, or (explicitly) pass it unfiltered")
+    policy: Literal["live", "file", "auto"] = Field(
+        "auto", description="live: drop stale frames, never block the source; file: every frame, backpressure; auto: from the source url"
+    )
+    on_failure: Literal["cover", "drop", "pass"] = Field(
+        "cover", description="when segmentation fails or misses its deadline: cover the frame whole, drop it, or (explicitly) pass it unfiltered"
+    )
     deadline_ms: float = Field(5000.0, gt=0, le=600_000, description="segmentation budget per batch; a later mask counts as a failure (fail closed)")
     batch: int = Field(4, ge=1, le=64, description="at most this many frames of this stream in one inference batch")
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     motion: MotionConfig = Field(default_factory=MotionConfig)
     zones: list[ZoneConfig] = Field(default_factory=list, description="privacy and exclude polygons")
-    cover: Literal["box", "segment"] = Field("box", description="people found by the detector: box fills each padded box; segment runs the model on square crops (boxes the model misses are filled)")
+    cover: Literal["box", "segment"] = Field(
+        "box", description="people found by the detector: box fills each padded box; segment runs the model on square crops (boxes the model misses are filled)"
+    )
 
     def uses_cover_engine(self) -> bool:
         """Whether the CCTV cover (detector, motion, zones) replaces the full-frame segmentation."""
@@ -328,8 +350,8 @@ def local_file(url: str) -> str | None:
     """The filesystem path a source/output string names, or None for URLs, devices, generators."""
     u = str(url)
     if not u or "://" in u or u.startswith(("lavfi:", "v4l2:", "/dev/")):
-        return u[len("file://"):] if u.startswith("file://") else None
-    return u[len("file:"):] if u.startswith("file:") else u
+        return u[len("file://") :] if u.startswith("file://") else None
+    return u[len("file:") :] if u.startswith("file:") else u
 
 
 def same_file(a: str, b: str) -> bool:
@@ -354,8 +376,10 @@ class ZmqConfig(_Strict):
     ipc_dir: str | None = Field(None, description="ipc: socket folder (default: a fresh temporary folder)")
     hwm: int = Field(4, ge=1, le=1000, description="high-water mark (messages) of each socket: backpressure and bounded staleness")
     curve: Literal["on", "off"] | None = Field(
-        None, description="tcp: ZeroMQ CURVE (authenticated, encrypted) between the workers; required for tcp unless 'off' (anyone "
-                          "who can reach the ports could then write frames into the recordings); ipc: not used")
+        None,
+        description="tcp: ZeroMQ CURVE (authenticated, encrypted) between the workers; required for tcp unless 'off' (anyone "
+        "who can reach the ports could then write frames into the recordings); ipc: not used",
+    )
     keys: str | None = Field(None, description="CURVE keys: the folder `privacy-filter keys DIR` wrote")
 
     @model_validator(mode="before")
@@ -369,8 +393,10 @@ class ZmqConfig(_Strict):
     @model_validator(mode="after")
     def _curve_needs_keys(self) -> ZmqConfig:
         if self.transport == "tcp" and self.curve != "off" and not self.keys:
-            raise ValueError("transport tcp needs CURVE keys: run `privacy-filter keys DIR` and set zmq.keys: DIR "
-                             "(or set zmq.curve: off to run unauthenticated: anyone who can reach the ports can then inject frames)")
+            raise ValueError(
+                "transport tcp needs CURVE keys: run `privacy-filter keys DIR` and set zmq.keys: DIR "
+                "(or set zmq.curve: off to run unauthenticated: anyone who can reach the ports can then inject frames)"
+            )
         if self.curve == "on" and not self.keys:
             raise ValueError("curve: on needs zmq.keys: DIR (made by `privacy-filter keys DIR`)")
         return self
@@ -416,10 +442,13 @@ class ServiceConfig(_Strict):
             seen.add(s.id)
         # two encoders writing one file lose one output; an output over a source destroys it
         for i, a in enumerate(self.streams):
-            for b in self.streams[i + 1:]:
+            for b in self.streams[i + 1 :]:
                 if a.output.url and b.output.url and same_file(a.output.url, b.output.url):
-                    raise ValueError(f"streams {a.id!r} and {b.id!r} both write {a.output.url!r}"
-                                     + (f" (as {b.output.url!r})" if b.output.url != a.output.url else "") + "; give each stream its own output")
+                    raise ValueError(
+                        f"streams {a.id!r} and {b.id!r} both write {a.output.url!r}"
+                        + (f" (as {b.output.url!r})" if b.output.url != a.output.url else "")
+                        + "; give each stream its own output"
+                    )
             for b in self.streams:
                 if a.output.url and same_file(a.output.url, b.source.url):
                     whose = "its own" if a is b else f"stream {b.id!r}'s"

@@ -72,8 +72,7 @@ class CoverageResult:
 def read_boxes_csv(path: str | Path) -> list[Person]:
     """``frame,person_id,x,y,w,h[,visibility]`` rows (the head CSV has the same columns)."""
     with open(path, newline="", encoding="utf-8") as f:
-        return [Person(int(r["frame"]), int(r["person_id"]), (float(r["x"]), float(r["y"]), float(r["w"]), float(r["h"])))
-                for r in csv.DictReader(f)]
+        return [Person(int(r["frame"]), int(r["person_id"]), (float(r["x"]), float(r["y"]), float(r["w"]), float(r["h"]))) for r in csv.DictReader(f)]
 
 
 def default_head_box(body: Box) -> Box:

@@ -168,5 +168,3 @@ def run_demo(out_dir: Path, progress: bool = True) -> dict[str, Path]:
     before_after(shown, int(n * 0.3), picture)  # a frame where the two walkers do not overlap
     files["picture"] = picture
     return files
-
-

@@ -35,11 +35,11 @@ class ProtocolError(ValueError):
 
 #: Every ``ProtocolError.kind`` a receiver can count (metrics label values).
 BAD_KINDS = (
-    "parts",        # missing or extra multipart parts
+    "parts",  # missing or extra multipart parts
     "header-size",  # header larger than MAX_HEADER_BYTES
-    "json",         # header is not a UTF-8 JSON object
-    "version",      # unknown protocol version
-    "kind",         # unknown message kind
-    "field",        # a header field missing or of the wrong type/range
-    "size",         # a plane/mask/packet size inconsistent with geometry and stride
+    "json",  # header is not a UTF-8 JSON object
+    "version",  # unknown protocol version
+    "kind",  # unknown message kind
+    "field",  # a header field missing or of the wrong type/range
+    "size",  # a plane/mask/packet size inconsistent with geometry and stride
 )

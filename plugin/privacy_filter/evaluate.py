@@ -40,6 +40,7 @@ THRESHOLD = 0.5
 # image I/O at the edge
 # ---------------------------------------------------------------------------------------------
 
+
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
     """Image files named directly or found (non-recursively, sorted) in named folders."""
     found: list[Path] = []
@@ -106,6 +107,7 @@ def progress_bar(items: list, desc: str, enabled: bool = True) -> Iterator:
 # segment
 # ---------------------------------------------------------------------------------------------
 
+
 def mask_png(prob: np.ndarray, soft: bool) -> np.ndarray:
     """8-bit mask: 255 person / 0 background, or round(probability × 255) with ``soft``."""
     if soft:
@@ -113,13 +115,10 @@ def mask_png(prob: np.ndarray, soft: bool) -> np.ndarray:
     return np.where(prob >= THRESHOLD, 255, 0).astype(np.uint8)
 
 
-
-
-
-
 # ---------------------------------------------------------------------------------------------
 # eval
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Confusion:
@@ -187,8 +186,7 @@ def pair_masks(images: list[Path], masks_dir: Path) -> list[tuple[Path, Path]]:
     return [(p, by_stem[p.stem]) for p in images]
 
 
-def evaluate(seg: Segmenter | PersonFinder, pairs: list[tuple[Path, Path]], progress: bool = True, tiles: str = "off",
-             refine: Refine = DEFAULT_REFINE) -> EvalResult:
+def evaluate(seg: Segmenter | PersonFinder, pairs: list[tuple[Path, Path]], progress: bool = True, tiles: str = "off", refine: Refine = DEFAULT_REFINE) -> EvalResult:
     total = Confusion()
     per_image: list[dict] = []
     times: list[float] = []
@@ -201,29 +199,41 @@ def evaluate(seg: Segmenter | PersonFinder, pairs: list[tuple[Path, Path]], prog
         c = total.add(pred, gt)
         per_image.append({"image": img_path.name, "miou": round(c.miou, 5), "person_iou": round(c.person_iou, 5)})
     return EvalResult(
-        model=seg.name if isinstance(seg, PersonFinder) else seg.spec.name, tiles=tiles, refine=refine, images=len(pairs), miou=total.miou, person_iou=total.person_iou,
-        background_iou=total.background_iou, person_recall=total.recall,
+        model=seg.name if isinstance(seg, PersonFinder) else seg.spec.name,
+        tiles=tiles,
+        refine=refine,
+        images=len(pairs),
+        miou=total.miou,
+        person_iou=total.person_iou,
+        background_iou=total.background_iou,
+        person_recall=total.recall,
         miou_per_image_mean=float(np.mean([r["miou"] for r in per_image])) if per_image else float("nan"),
-        median_ms=statistics.median(times) if times else float("nan"), per_image=per_image,
+        median_ms=statistics.median(times) if times else float("nan"),
+        per_image=per_image,
     )
 
 
 def format_table(r: EvalResult) -> str:
     rows = [
-        ("model", r.model), ("tiles", r.tiles), ("refine", r.refine), ("images", r.images),
-        ("mIoU (2-class, pooled)", f"{r.miou:.4f}"), ("person IoU", f"{r.person_iou:.4f}"),
-        ("background IoU", f"{r.background_iou:.4f}"), ("person recall", f"{r.person_recall:.4f}"),
-        ("mIoU per-image mean", f"{r.miou_per_image_mean:.4f}"), ("median ms/image", f"{r.median_ms:.2f}"),
+        ("model", r.model),
+        ("tiles", r.tiles),
+        ("refine", r.refine),
+        ("images", r.images),
+        ("mIoU (2-class, pooled)", f"{r.miou:.4f}"),
+        ("person IoU", f"{r.person_iou:.4f}"),
+        ("background IoU", f"{r.background_iou:.4f}"),
+        ("person recall", f"{r.person_recall:.4f}"),
+        ("mIoU per-image mean", f"{r.miou_per_image_mean:.4f}"),
+        ("median ms/image", f"{r.median_ms:.2f}"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # eval-video: per-person coverage of a whole pipeline on a clip (privacy_filter.coverage)
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class VideoEvalReport:
@@ -311,11 +321,21 @@ def evaluate_video(
             raise UserError(f"cannot write {picture}")
         written = str(picture)
     return VideoEvalReport(
-        video=video, hidden=r.hidden, head_recall=r.head_recall, body_recall=r.body_recall,
-        never_exposed=r.never_exposed, n_never_exposed=r.n_never_exposed, n_people=r.n_people,
-        false_cover=r.false_cover, n_person_frames=r.n_person_frames, frames=r.n_frames,
-        frames_covered_whole=covered_whole, ms_per_frame=1000.0 * spent / max(1, r.n_frames),
-        worst_frame=r.worst_frame, worst_exposed=len(r.worst_exposed), worst_picture=written,
+        video=video,
+        hidden=r.hidden,
+        head_recall=r.head_recall,
+        body_recall=r.body_recall,
+        never_exposed=r.never_exposed,
+        n_never_exposed=r.n_never_exposed,
+        n_people=r.n_people,
+        false_cover=r.false_cover,
+        n_person_frames=r.n_person_frames,
+        frames=r.n_frames,
+        frames_covered_whole=covered_whole,
+        ms_per_frame=1000.0 * spent / max(1, r.n_frames),
+        worst_frame=r.worst_frame,
+        worst_exposed=len(r.worst_exposed),
+        worst_picture=written,
         settings=_describe_settings(cfg),
     )
 
@@ -364,8 +384,7 @@ def format_video_report(r: VideoEvalReport) -> str:
         f"  CCTV bars (hidden >= 0.98, never exposed >= 0.90, false cover <= 0.10): {bars}",
     ]
     if r.worst_frame >= 0:
-        lines.append(f"  worst frame     {r.worst_frame} ({r.worst_exposed} exposed)"
-                     + (f" -> {r.worst_picture}" if r.worst_picture else ""))
+        lines.append(f"  worst frame     {r.worst_frame} ({r.worst_exposed} exposed)" + (f" -> {r.worst_picture}" if r.worst_picture else ""))
     else:
         lines.append("  worst frame     none: every person-frame hidden")
     return "\n".join(lines)

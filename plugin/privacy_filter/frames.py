@@ -109,10 +109,7 @@ class YuvFrame:
         cw, ch = chroma_size(self.width, self.height)
         for name, plane in (("U", self.u), ("V", self.v)):
             if plane.dtype != np.uint8 or plane.shape != (ch, cw):
-                raise ValueError(
-                    f"{name} plane must be uint8 {(ch, cw)} for a {self.width}x{self.height} frame, "
-                    f"got {plane.dtype} {plane.shape}"
-                )
+                raise ValueError(f"{name} plane must be uint8 {(ch, cw)} for a {self.width}x{self.height} frame, got {plane.dtype} {plane.shape}")
 
     def copy(self) -> YuvFrame:
         """A deep copy whose planes are writable and C-contiguous."""

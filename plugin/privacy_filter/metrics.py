@@ -51,7 +51,7 @@ PLAIN_COUNTERS = (
 COVER_REASONS = ("learning", "global_change")
 COUNTERS = PLAIN_COUNTERS + tuple(f"bad_messages:{k}" for k in BAD_KINDS) + tuple(f"covered_whole:{r}" for r in COVER_REASONS)
 UNKNOWN_STREAM = "_unknown"  # bad messages whose header names no known stream
-STAGE_STREAM = "_stage"      # events of the shared stage process itself (its restarts)
+STAGE_STREAM = "_stage"  # events of the shared stage process itself (its restarts)
 
 _HELP = {
     "frames_in": "frames received from the source",
@@ -178,8 +178,7 @@ class _BoardCollector:
             for k in BAD_KINDS:
                 fam.add_metric([s, k], row[f"bad_messages:{k}"])
         yield fam
-        fam = CounterMetricFamily("privacy_filter_frames_covered_whole_by_reason",
-                                  "frames covered whole on purpose by the CCTV cover, by reason", labels=["stream", "reason"])
+        fam = CounterMetricFamily("privacy_filter_frames_covered_whole_by_reason", "frames covered whole on purpose by the CCTV cover, by reason", labels=["stream", "reason"])
         for s, row in snap.items():
             for r in COVER_REASONS:
                 fam.add_metric([s, r], row[f"covered_whole:{r}"])
@@ -195,4 +194,3 @@ def parse_exposition(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]],
         for s in fam.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
-

@@ -84,8 +84,6 @@ class ProcessReport:
 # --------------------------------------------------------------------------- device
 
 
-
-
 # --------------------------------------------------------------------------- threads
 
 
@@ -267,8 +265,9 @@ def run_process(
         raise UserError(f"output {output} is the input file {source}; choose another output (the input would be destroyed)")
     sid = plan.stream_id
     # Before anything is opened: a device that cannot work is one error now, not covered frames later.
-    devices = resolve_devices(plan.device, plan.segmentation_device, plan.effects_device, model=plan.model,
-                              segmentation=segmenter is None, effects=not (effects and sid in effects))
+    devices = resolve_devices(
+        plan.device, plan.segmentation_device, plan.effects_device, model=plan.model, segmentation=segmenter is None, effects=not (effects and sid in effects)
+    )
     live = None if plan.policy is None else plan.policy == "live"
     board = Board([sid])
     counters = board.counters()
@@ -287,8 +286,7 @@ def run_process(
         masks = MaskWriter(mask_out) if mask_out else None
         try:
             # a ZeroMQ output keeps a ZeroMQ upstream's stream id, so the next stage sees the same stream
-            encoder = open_sink(output, info.video, plan.encode, audio=info.audio_stream, audio_info=info.audio, live=decoder.live,
-                                stream_id=decoder.upstream_stream or sid)
+            encoder = open_sink(output, info.video, plan.encode, audio=info.audio_stream, audio_info=info.audio, live=decoder.live, stream_id=decoder.upstream_stream or sid)
         except BaseException:
             stage.close()
             raise
@@ -364,8 +362,7 @@ def run_process(
         raise KeyboardInterrupt
     report.seconds = time.perf_counter() - t0
     # threads of this process's own: FFmpeg's decoder and x264's worker threads are only in the total
-    report.cpu_s = {"decode": reader.cpu_s, "stage": stage_cpu + stage.engine_cpu_s, "encode": writer.cpu_s,
-                    "total": time.process_time() - cpu0}
+    report.cpu_s = {"decode": reader.cpu_s, "stage": stage_cpu + stage.engine_cpu_s, "encode": writer.cpu_s, "total": time.process_time() - cpu0}
     counters.inc(sid, "reconnects", decoder.reconnects)
     counters.inc(sid, "frames_resized", decoder.frames_resized)
     counters.inc(sid, "frames_dropped", reader.stale_dropped)
@@ -417,8 +414,7 @@ def build_cover_engine(plan: ProcessPlan, source: str, info: SourceInfo, live: b
 
     rate = info.video.rate
     settings = CoverSettings.from_config(plan.cover, live=live, fps=float(rate) if rate else 25.0)
-    engine = create_cover_engine({plan.stream_id: settings}, model=plan.model, device=device, detector=detector,
-                                 threads=plan.engine_threads)
+    engine = create_cover_engine({plan.stream_id: settings}, model=plan.model, device=device, detector=detector, threads=plan.engine_threads)
     m = settings.motion
     if m.enabled and m.first_pass and not live and os.path.isfile(source):
         from privacy_filter.engines.motion import grid_size, reduce_luma
@@ -452,8 +448,6 @@ def _progress(enabled: bool, info: SourceInfo, source: str) -> Any:
 # --------------------------------------------------------------------------- CLI
 
 
-
-
 def plan_from_stream_config(cfg: Any) -> ProcessPlan:
     """A ProcessPlan from a stream config object (effect, mask, output, model, on_failure ...)."""
     out = getattr(cfg, "output", None)
@@ -469,8 +463,6 @@ def plan_from_stream_config(cfg: Any) -> ProcessPlan:
         stream_id=str(getattr(cfg, "id", "0") or "0"),
         cover=cfg if callable(getattr(cfg, "uses_cover_engine", None)) and cfg.uses_cover_engine() else None,
     )
-
-
 
 
 def process(

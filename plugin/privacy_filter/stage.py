@@ -100,12 +100,26 @@ class DeviceLost(RuntimeError):
 #: CUDA errors after which the context is corrupted ("sticky", CUDA Runtime API docs): every later
 #: call fails too.  Runtime and driver API spellings.
 STICKY_CUDA_ERRORS = (
-    "cudaErrorIllegalAddress", "cudaErrorLaunchFailure", "cudaErrorHardwareStackError", "cudaErrorIllegalInstruction",
-    "cudaErrorMisalignedAddress", "cudaErrorInvalidAddressSpace", "cudaErrorInvalidPc", "cudaErrorECCUncorrectable",
-    "cudaErrorAssert", "cudaErrorContextIsDestroyed",
-    "CUDA_ERROR_ILLEGAL_ADDRESS", "CUDA_ERROR_LAUNCH_FAILED", "CUDA_ERROR_HARDWARE_STACK_ERROR",
-    "CUDA_ERROR_ILLEGAL_INSTRUCTION", "CUDA_ERROR_MISALIGNED_ADDRESS", "CUDA_ERROR_INVALID_ADDRESS_SPACE",
-    "CUDA_ERROR_INVALID_PC", "CUDA_ERROR_ECC_UNCORRECTABLE", "CUDA_ERROR_ASSERT", "CUDA_ERROR_CONTEXT_IS_DESTROYED",
+    "cudaErrorIllegalAddress",
+    "cudaErrorLaunchFailure",
+    "cudaErrorHardwareStackError",
+    "cudaErrorIllegalInstruction",
+    "cudaErrorMisalignedAddress",
+    "cudaErrorInvalidAddressSpace",
+    "cudaErrorInvalidPc",
+    "cudaErrorECCUncorrectable",
+    "cudaErrorAssert",
+    "cudaErrorContextIsDestroyed",
+    "CUDA_ERROR_ILLEGAL_ADDRESS",
+    "CUDA_ERROR_LAUNCH_FAILED",
+    "CUDA_ERROR_HARDWARE_STACK_ERROR",
+    "CUDA_ERROR_ILLEGAL_INSTRUCTION",
+    "CUDA_ERROR_MISALIGNED_ADDRESS",
+    "CUDA_ERROR_INVALID_ADDRESS_SPACE",
+    "CUDA_ERROR_INVALID_PC",
+    "CUDA_ERROR_ECC_UNCORRECTABLE",
+    "CUDA_ERROR_ASSERT",
+    "CUDA_ERROR_CONTEXT_IS_DESTROYED",
 )
 
 
@@ -174,13 +188,10 @@ class FilterStage:
         if self.gpu is not None:
             self.gpu.bind(segmenter)
             self.resident = self.gpu.resident(segmenter, list(self._effects.values()), self.gpu.rt)
-            log.info("filter stage on cuda: %s", "device-resident chain (TensorRT infer_device -> apply_device)"
-                     if self.resident else "host segmentation maps, CUDA effects")
-            self.gpu.warm_up(list(self._effects.values()), segmenter if segmenter is not None and getattr(segmenter, "ready", True) else None,
-                             resident=self.resident)
+            log.info("filter stage on cuda: %s", "device-resident chain (TensorRT infer_device -> apply_device)" if self.resident else "host segmentation maps, CUDA effects")
+            self.gpu.warm_up(list(self._effects.values()), segmenter if segmenter is not None and getattr(segmenter, "ready", True) else None, resident=self.resident)
         # the segmentation thread selects the stage's device too (CuPy's current device is per thread)
-        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment",
-                                           initializer=self.gpu.select if self.gpu is not None else None)
+        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment", initializer=self.gpu.select if self.gpu is not None else None)
         self._pending: cf.Future | None = None  # an earlier inference still running (stalled)
         self._lock = threading.Lock()
         self.engine_cpu_s = 0.0  # CPU seconds of the engine calls, on the pool thread (reports)
@@ -309,8 +320,7 @@ class FilterStage:
                 mask = self._effects[frame.stream_id].apply(frame, prob)
         except Exception as exc:
             if sticky_cuda_error(exc):
-                raise DeviceLost(f"stream {frame.stream_id}: effect: sticky CUDA error, the context is lost: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+                raise DeviceLost(f"stream {frame.stream_id}: effect: sticky CUDA error, the context is lost: {type(exc).__name__}: {exc}") from exc
             return self._fail(frame, f"effect failed: {type(exc).__name__}: {exc}")
         left = self._refill.get(frame.stream_id, 0)
         if left > 0:  # the mask lacks the frames before a restart: cover whole, the state has now seen one more

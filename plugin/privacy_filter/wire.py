@@ -417,8 +417,17 @@ def max_message_bytes(max_pixels: int = MAX_PICTURE_PIXELS, *, peer: bool = Fals
     return max(MAX_HEADER_BYTES, (4 if peer else 2) * int(max_pixels))
 
 
-def socket(ctx: zmq.Context, kind: int, endpoint: str, *, bind: bool, hwm: int = 4, linger_ms: int = 2000,
-           max_msg_bytes: int | None = None, setup: Callable[[zmq.Socket], None] | None = None) -> zmq.Socket:
+def socket(
+    ctx: zmq.Context,
+    kind: int,
+    endpoint: str,
+    *,
+    bind: bool,
+    hwm: int = 4,
+    linger_ms: int = 2000,
+    max_msg_bytes: int | None = None,
+    setup: Callable[[zmq.Socket], None] | None = None,
+) -> zmq.Socket:
     """A socket with small high-water marks (backpressure, bounded staleness) and a bounded linger.
 
     ``bind`` follows one rule in this project: the receiving side of a PUSH/PULL hop binds,

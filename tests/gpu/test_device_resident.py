@@ -41,8 +41,10 @@ def test_stage_shares_one_stream_and_uses_the_device_chain(install, pssn_model, 
     warm-up before the first frame (kernels compiled, one inference), and ``process`` takes the
     device-resident chain: its output equals the host path's within the existing tolerances."""
     frames = _video_frames(shared_data, (0, 600, 700))
-    streams = {"a": StageStream(effect=EffectConfig(kind="pixelate"), mask=MaskConfig(dilate_px=2)),
-               "b": StageStream(effect=EffectConfig(kind="blur", target="background"), mask=MaskConfig(feather_px=3))}
+    streams = {
+        "a": StageStream(effect=EffectConfig(kind="pixelate"), mask=MaskConfig(dilate_px=2)),
+        "b": StageStream(effect=EffectConfig(kind="blur", target="background"), mask=MaskConfig(feather_px=3)),
+    }
     seg = _engine(install, pssn_model, tmp_path)
     rt = EmulatedRuntime()
     effects = {sid: CudaStreamEffect(s.effect, s.mask, rt) for sid, s in streams.items()}
@@ -54,8 +56,7 @@ def test_stage_shares_one_stream_and_uses_the_device_chain(install, pssn_model, 
 
     host_seg = trt_runtime.TensorRTSegmenter(seg.path)
     host_rt = EmulatedRuntime()
-    host = FilterStage(host_seg, streams, device="cpu",
-                       effects={sid: CudaStreamEffect(s.effect, s.mask, host_rt) for sid, s in streams.items()})
+    host = FilterStage(host_seg, streams, device="cpu", effects={sid: CudaStreamEffect(s.effect, s.mask, host_rt) for sid, s in streams.items()})
     assert not host.resident
 
     batch = [f.copy() for f in frames]

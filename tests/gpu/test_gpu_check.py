@@ -18,8 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.py"
 def test_gpu_check_emulated_writes_one_report(tmp_path: Path) -> None:
     import subprocess
 
-    res = subprocess.run([sys.executable, str(SCRIPT), "--emulate", "--out", str(tmp_path)], capture_output=True, text=True,
-                         timeout=600, check=False)
+    res = subprocess.run([sys.executable, str(SCRIPT), "--emulate", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, check=False)
     report = json.loads((tmp_path / "report.json").read_text())
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     mod = importlib.util.module_from_spec(spec)

@@ -54,8 +54,7 @@ class CUDARuntimeError(RuntimeError):
 
 
 def _frame() -> YuvFrame:
-    return YuvFrame(np.full((8, 8), 100, np.uint8), np.full((4, 4), 128, np.uint8), np.full((4, 4), 128, np.uint8),
-                    stream_id="cam", index=0)
+    return YuvFrame(np.full((8, 8), 100, np.uint8), np.full((4, 4), 128, np.uint8), np.full((4, 4), 128, np.uint8), stream_id="cam", index=0)
 
 
 class _Effect:
@@ -137,8 +136,7 @@ def test_a_letterboxed_device_map_stays_on_the_device() -> None:
             def ascontiguousarray(a: Any, dtype: Any = None) -> np.ndarray:
                 return np.ascontiguousarray(a._a if isinstance(a, _DeviceArray) else a, dtype=dtype)
 
-            self.xp = SimpleNamespace(**{k: getattr(np, k) for k in ("zeros", "full", "empty", "uint8", "float32")},
-                                      ascontiguousarray=ascontiguousarray)
+            self.xp = SimpleNamespace(**{k: getattr(np, k) for k in ("zeros", "full", "empty", "uint8", "float32")}, ascontiguousarray=ascontiguousarray)
 
         def is_device_array(self, a: Any) -> bool:
             return isinstance(a, (np.ndarray, _DeviceArray))
@@ -159,7 +157,7 @@ def test_a_letterboxed_device_map_stays_on_the_device() -> None:
 def _static_engine(out: Path, batch: int) -> None:
     """Rewrite a (fake) dynamic-batch plan into a static batch of ``batch`` without a profile range."""
     data = out.read_bytes()
-    plan = json.loads(data[len(fake.MAGIC):])
+    plan = json.loads(data[len(fake.MAGIC) :])
     for t in plan["io"]:
         t["shape"] = [batch if d == -1 else d for d in t["shape"]]
     plan["profile"] = {k: [[batch if i == 0 else d for i, d in enumerate(v[0])]] * 3 for k, v in plan["profile"].items()}

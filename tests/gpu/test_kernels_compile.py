@@ -76,8 +76,10 @@ def _need_nvcc() -> str:
     if nvcc is None:
         if os.environ.get("PRIVACY_FILTER_ALLOW_NO_NVCC") == "1":
             pytest.skip("nvcc not on PATH and PRIVACY_FILTER_ALLOW_NO_NVCC=1: nvcc compile checks not run")
-        pytest.fail("nvcc not found on PATH: the kernels' nvcc compile checks cannot run. Install the CUDA "
-                    "toolkit (expected at /usr/local/bin/nvcc) or set PRIVACY_FILTER_ALLOW_NO_NVCC=1 to skip them.")
+        pytest.fail(
+            "nvcc not found on PATH: the kernels' nvcc compile checks cannot run. Install the CUDA "
+            "toolkit (expected at /usr/local/bin/nvcc) or set PRIVACY_FILTER_ALLOW_NO_NVCC=1 to skip them."
+        )
     return nvcc
 
 
@@ -116,8 +118,19 @@ def test_launch_helper_rejects_python_scalars() -> None:
         with pytest.raises(TypeError, match=f"argument {i}"):
             typed_launch(fake_kernel, sig, (1, 1, 1), (32, 8, 1), args)
     sig_f = parse_kernels(_source("mask.cu"))["mask_temporal_quantize"]
-    args = [np.zeros(4, np.float32), np.zeros(4, np.uint8), np.int32(4), np.int32(2), np.zeros(4, np.float32),
-            np.int32(0), np.int32(1), np.zeros(4, np.float32), 0.6, np.float32(0.4), np.int32(1)]
+    args = [
+        np.zeros(4, np.float32),
+        np.zeros(4, np.uint8),
+        np.int32(4),
+        np.int32(2),
+        np.zeros(4, np.float32),
+        np.int32(0),
+        np.int32(1),
+        np.zeros(4, np.float32),
+        0.6,
+        np.float32(0.4),
+        np.int32(1),
+    ]
     with pytest.raises(TypeError, match=r"argument 8 \(float a\): expected np.float32, got float"):
         check_args(sig_f, args)
     args[8] = np.float64(0.6)

@@ -145,9 +145,7 @@ def test_mask_stages_bit_exact(shared_data: Path, mask_mod: HostRawModule, size:
     t8 = R.threshold8_ref(0.5)
     b = np.zeros((H, W + extra), np.uint8)
     grid = lambda w, h: (-(-w // 32), -(-h // 8))
-    mask_mod.get_function("mask_upsample_threshold")(
-        grid(W, H), (32, 8), (q, np.int32(256), xt, yt, b, np.int32(W), np.int32(H), pitch,
-                              np.int32(t8), np.int32(255), np.int32(0)))
+    mask_mod.get_function("mask_upsample_threshold")(grid(W, H), (32, 8), (q, np.int32(256), xt, yt, b, np.int32(W), np.int32(H), pitch, np.int32(t8), np.int32(255), np.int32(0)))
     b_ref = np.where(R.resize_bilinear_ref(q, W, H) >= t8, 255, 0).astype(np.uint8)
     assert np.array_equal(b[:, :W], b_ref)
     assert 0.05 < (b_ref > 0).mean() < 0.95, "the test mask should have both person and background"
@@ -156,8 +154,7 @@ def test_mask_stages_bit_exact(shared_data: Path, mask_mod: HostRawModule, size:
     tmp = np.zeros_like(b)
     d = np.zeros_like(b)
     mask_mod.get_function("dilate_rows")(grid(-(-W // 32), H), (32, 8), (b, pitch, tmp, pitch, np.int32(W), np.int32(H), np.int32(r)))
-    mask_mod.get_function("dilate_cols")(grid(W, -(-H // 32)), (32, 8),
-                                         (tmp, pitch, d, pitch, np.int32(W), np.int32(H), np.int32(r), np.int32(255), np.int32(0)))
+    mask_mod.get_function("dilate_cols")(grid(W, -(-H // 32)), (32, 8), (tmp, pitch, d, pitch, np.int32(W), np.int32(H), np.int32(r), np.int32(255), np.int32(0)))
     d_ref = R.dilate_ref(b_ref, r)
     assert np.array_equal(d[:, :W], d_ref)
 
@@ -165,8 +162,7 @@ def test_mask_stages_bit_exact(shared_data: Path, mask_mod: HostRawModule, size:
     mask_mod.get_function("feather_rows")(grid(-(-W // 32), H), (32, 8), (d, pitch, cnt, pitch, np.int32(W), np.int32(H), np.int32(f)))
     for invert in (0, 1):
         a = np.zeros_like(b)
-        mask_mod.get_function("feather_cols_alpha")(grid(W, -(-H // 32)), (32, 8),
-                                                    (cnt, pitch, a, pitch, np.int32(W), np.int32(H), np.int32(f), np.int32(invert)))
+        mask_mod.get_function("feather_cols_alpha")(grid(W, -(-H // 32)), (32, 8), (cnt, pitch, a, pitch, np.int32(W), np.int32(H), np.int32(f), np.int32(invert)))
         a_ref = R.box_mean_ref(d_ref, f)
         if invert:
             a_ref = 255 - a_ref
@@ -178,8 +174,8 @@ def test_mask_stages_bit_exact(shared_data: Path, mask_mod: HostRawModule, size:
     # the comparison can fail: a threshold one level off changes the mask
     b2 = np.zeros_like(b)
     mask_mod.get_function("mask_upsample_threshold")(
-        grid(W, H), (32, 8), (q, np.int32(256), xt, yt, b2, np.int32(W), np.int32(H), pitch,
-                              np.int32(t8 + 1), np.int32(255), np.int32(0)))
+        grid(W, H), (32, 8), (q, np.int32(256), xt, yt, b2, np.int32(W), np.int32(H), pitch, np.int32(t8 + 1), np.int32(255), np.int32(0))
+    )
     assert not np.array_equal(b2[:, :W], b_ref)
 
 
@@ -286,12 +282,9 @@ def _spec(**kw) -> ModelSpec:
 
 SPECS = {
     "selfie-rgb-stretch-nchw": _spec(),
-    "sinet-bgr-meanstd-320": _spec(height=320, width=320, color="bgr", offset=(102.89, 111.25, 126.91),
-                                   scale=(1 / 62.93, 1 / 62.82, 1 / 66.36)),
-    "letterbox-nhwc-upscale": _spec(height=513, width=513, input_layout="NHWC", resize="letterbox",
-                                    scale=(1 / 127.5,) * 3, offset=(127.5,) * 3),
-    "pssn-bgr-letterbox": _spec(height=544, width=960, color="bgr", resize="letterbox",
-                                scale=(0.007843,) * 3, offset=(127.5,) * 3),
+    "sinet-bgr-meanstd-320": _spec(height=320, width=320, color="bgr", offset=(102.89, 111.25, 126.91), scale=(1 / 62.93, 1 / 62.82, 1 / 66.36)),
+    "letterbox-nhwc-upscale": _spec(height=513, width=513, input_layout="NHWC", resize="letterbox", scale=(1 / 127.5,) * 3, offset=(127.5,) * 3),
+    "pssn-bgr-letterbox": _spec(height=544, width=960, color="bgr", resize="letterbox", scale=(0.007843,) * 3, offset=(127.5,) * 3),
 }
 
 
@@ -306,8 +299,7 @@ def test_preprocess_batch_matches_cpu(shared_data: Path, spec_name: str) -> None
     """
     spec = SPECS[spec_name]
     rt = EmulatedRuntime()
-    items = [((641, 361), "i420", ("bt601", False)), ((1918, 1078), "nv12", ("bt709", False)),
-             ((768, 432), "nv12", ("bt601", True))]
+    items = [((641, 361), "i420", ("bt601", False)), ((1918, 1078), "nv12", ("bt709", False)), ((768, 432), "nv12", ("bt601", True))]
     dev, host_frames = [], []
     for i, ((W, H), layout, _) in enumerate(items):
         f = G.frame(shared_data, W, H, i)
@@ -367,8 +359,7 @@ def test_preprocessor_reuses_tables_and_fills_a_max_batch_buffer(shared_data: Pa
         pre(ring[:1], [("bt601", False)] * 2)
 
 
-@pytest.mark.parametrize("size,model", [((641, 361), (320, 320)), ((1918, 1078), (960, 544)), ((768, 432), (513, 513)),
-                                        ((1918, 1078), (256, 144)), ((1024, 576), (512, 288))])
+@pytest.mark.parametrize("size,model", [((641, 361), (320, 320)), ((1918, 1078), (960, 544)), ((768, 432), (513, 513)), ((1918, 1078), (256, 144)), ((1024, 576), (512, 288))])
 def test_preprocess_resampling_within_one_level(shared_data: Path, size, model) -> None:
     """With an identity colour map the kernel's resized planes are engines.preprocess's: bilinear
     up, area averaging down (non-integer and integer factors, OpenCV's 2:1 fast path included)."""
@@ -386,7 +377,8 @@ def test_preprocess_resampling_within_one_level(shared_data: Path, size, model) 
     norm = np.array([0, 0, 0, 1, 1, 1], np.float32)
     out = np.zeros((1, 3, MH, MW), np.float32)
     load_kernel_module("preprocess.cu").get_function("preprocess_yuv")(
-        (-(-MW // 32), -(-MH // 8), 1), (32, 8), (planes, geom, coef, norm, out, np.int32(MW), np.int32(MH), np.int32(0)))
+        (-(-MW // 32), -(-MH // 8), 1), (32, 8), (planes, geom, coef, norm, out, np.int32(MW), np.int32(MH), np.int32(0))
+    )
     for k, plane in enumerate(f.planes):
         diff = np.abs(out[0, k] - _resize(plane, MW, MH).astype(np.float32))
         assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, f"plane {k}: max {diff.max()}, {(diff > 0).mean():.3%} differ"
@@ -429,8 +421,7 @@ def _variants(soft: np.ndarray) -> dict[str, tuple[np.ndarray, ModelSpec]]:
     }
 
 
-@pytest.mark.parametrize("variant", ["argmax-i64-rank3", "argmax-i32-nhwc", "softmax-nchw", "softmax-nhwc",
-                                     "sigmoid-1ch", "logits-1ch-nhwc", "logits-2ch", "logits-3ch"])
+@pytest.mark.parametrize("variant", ["argmax-i64-rank3", "argmax-i32-nhwc", "softmax-nchw", "softmax-nhwc", "sigmoid-1ch", "logits-1ch-nhwc", "logits-2ch", "logits-3ch"])
 def test_output_decoding_matches_cpu(sinet_output: np.ndarray, variant: str) -> None:
     raw, spec = _variants(sinet_output)[variant]
     rt = EmulatedRuntime()

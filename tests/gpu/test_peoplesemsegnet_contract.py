@@ -32,8 +32,7 @@ IMAGES = [("people_pseudo", s) for s in ("1", "10", "100", "101")] + [("portrait
 def contract(tmp_path_factory: pytest.TempPathFactory, selfie_model: ResolvedModel) -> Path:  # noqa: F811
     d = tmp_path_factory.mktemp("pssn")
     layout = selfie_model.spec.input_layout
-    return build_contract_onnx(selfie_model.onnx_path, d / "models" / "peoplesemsegnet_shuffleseg.onnx",
-                               inner_layout=layout)
+    return build_contract_onnx(selfie_model.onnx_path, d / "models" / "peoplesemsegnet_shuffleseg.onnx", inner_layout=layout)
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +89,7 @@ def test_bare_onnx_is_recognised_by_its_tensor_names(contract: Path) -> None:
 
 @pytest.mark.parametrize("typo", [False, True], ids=["onnx-file", "onnx-file:= (NVIDIA vanilla typo)"])
 def test_deepstream_config_path_matches_the_default_model(contract: Path, images, direct_masks, typo: bool) -> None:
-    cfg = write_nvinfer_config(contract.parent.parent / f"pgie_peoplesemsegnet_{int(typo)}.txt",
-                               "models/peoplesemsegnet_shuffleseg.onnx", typo=typo)
+    cfg = write_nvinfer_config(contract.parent.parent / f"pgie_peoplesemsegnet_{int(typo)}.txt", "models/peoplesemsegnet_shuffleseg.onnx", typo=typo)
     masks, seg = _masks(str(cfg), images)
     assert (seg.spec.input_name, seg.spec.output_kind, seg.spec.color) == ("input_2:0", "argmax", "bgr")
     pooled, worst = _agreement(masks, direct_masks)
@@ -100,8 +98,7 @@ def test_deepstream_config_path_matches_the_default_model(contract: Path, images
 
 def test_int32_argmax_and_yuv_input(tmp_path: Path, selfie_model: ResolvedModel, images, direct_masks) -> None:  # noqa: F811
     # TensorRT-8-era engines report argmax_1 as INT32; the vanilla model's input is input_1:0.
-    path = build_contract_onnx(selfie_model.onnx_path, tmp_path / "vanilla_i32.onnx",
-                               inner_layout=selfie_model.spec.input_layout, input_name="input_1:0", out_dtype="int32")
+    path = build_contract_onnx(selfie_model.onnx_path, tmp_path / "vanilla_i32.onnx", inner_layout=selfie_model.spec.input_layout, input_name="input_1:0", out_dtype="int32")
     assert onnx_tools.read_io(path).outputs[0].dtype == np.int32
     seg = create_segmenter(f"peoplesemsegnet-vanilla:{path}")
     from support.pictures import even, to_i420

@@ -124,8 +124,7 @@ def test_tensorrt_device_api_pattern(install, pssn_model, tmp_path: Path, varian
 
 def _frame(w: int = 128, h: int = 96) -> YuvFrame:
     rng = np.random.default_rng(1)
-    return YuvFrame(rng.integers(0, 256, (h, w), dtype=np.uint8), rng.integers(0, 256, (h // 2, w // 2), dtype=np.uint8),
-                    rng.integers(0, 256, (h // 2, w // 2), dtype=np.uint8))
+    return YuvFrame(rng.integers(0, 256, (h, w), dtype=np.uint8), rng.integers(0, 256, (h // 2, w // 2), dtype=np.uint8), rng.integers(0, 256, (h // 2, w // 2), dtype=np.uint8))
 
 
 @pytest.mark.parametrize("sync", [True, False], ids=["with-sync", "sync-removed"])
@@ -135,12 +134,14 @@ def test_removing_the_sync_before_the_host_read_fails(monkeypatch, sync: bool) -
     read before the kernels ran, and the test sees it."""
     rt = EmulatedRuntime()
     if not sync:
+
         def to_host_without_sync(dev, out):  # CupyRuntime.to_host minus self.stream.synchronize()
             src = dev[tuple(slice(0, s) for s in out.shape)]
             stage = np.empty(out.shape, out.dtype)
             SCHED.enqueue(rt.stream, "to_host (d2h)", lambda: np.copyto(stage, src), reads=[])
             out[...] = stage  # the copy has not run: stale or uninitialised bytes
             return out
+
         monkeypatch.setattr(rt, "to_host", to_host_without_sync)
     fx = CudaStreamEffect(EffectConfig(kind="fill", color=(0, 0, 0)), MaskConfig(), rt)
     frame = _frame()

@@ -45,6 +45,7 @@ IMAGES = ("people_pseudo/images/101.jpg", "people_pseudo/images/1.jpg", "portrai
 # Real models shaped for the tests (built from ../shared/data, written to a temp dir)
 # ---------------------------------------------------------------------------------------------
 
+
 def _pssn_contract_onnx(bodypix: Path, dst: Path) -> Path:
     """An ONNX with PeopleSemSegNet's exact I/O wrapped around the real BodyPix network.
 
@@ -122,6 +123,7 @@ def images(shared_data: Path) -> list[np.ndarray]:
 # Fake installation
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """install(version, int64_as) → the fake ``tensorrt`` module, with fake ``cupy``/``cupyx``."""
@@ -149,6 +151,7 @@ def _ort(model: ResolvedModel) -> OrtSegmenter:
 # ---------------------------------------------------------------------------------------------
 # Build
 # ---------------------------------------------------------------------------------------------
+
 
 def test_missing_tensorrt_is_one_clear_error(monkeypatch, pssn_model, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` raise ImportError
@@ -225,15 +228,18 @@ def test_int8_on_trt10_replays_the_calibration_cache(install, pssn_model, tmp_pa
     assert config.flags == {"BuilderFlag.INT8", "BuilderFlag.FP16"}
     assert isinstance(config.int8_calibrator, trt.IInt8EntropyCalibrator2)
     assert config.int8_calibrator.get_batch(["input_2:0"]) is None  # never calibrates from data
-    plan = json.loads(out.read_bytes()[len(fake.MAGIC):])
+    plan = json.loads(out.read_bytes()[len(fake.MAGIC) :])
     assert plan["calibration_cache"] == text and info.precision == "int8"
 
 
-@pytest.mark.parametrize("content, match", [
-    (None, "needs --calib-cache"),
-    ("garbage\n", "not a TensorRT calibration header"),
-    ("TRT-8601-Percentile\n", "unknown calibration algorithm 'Percentile'"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (None, "needs --calib-cache"),
+        ("garbage\n", "not a TensorRT calibration header"),
+        ("TRT-8601-Percentile\n", "unknown calibration algorithm 'Percentile'"),
+    ],
+)
 def test_bad_int8_requests(install, pssn_model, tmp_path, content, match):
     install("10.8.0.43")
     cache = None
@@ -276,6 +282,7 @@ def test_static_batch_model_needs_no_profile(install, selfie_model, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Runtime: data plumbing checked against ONNX Runtime on real images
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("int64_as", ["int64", "int32"])
 def test_argmax_dtype_read_at_runtime_and_maps_match_ort(install, pssn_model, images, tmp_path, int64_as):
@@ -355,6 +362,7 @@ def test_device_api_reads_the_output_buffer(install, pssn_model, tmp_path):
 # Runtime errors
 # ---------------------------------------------------------------------------------------------
 
+
 def test_engine_from_another_trt_version_is_refused(install, pssn_model, tmp_path):
     install("10.8.0.43")
     out = tmp_path / "pssn.engine"
@@ -395,6 +403,7 @@ def test_spec_that_does_not_match_the_engine_is_refused(install, pssn_model, tmp
 # CLI
 # ---------------------------------------------------------------------------------------------
 
+
 def test_cli_engine_build_and_inspect(install, pssn_model, tmp_path, capsys):
     install("10.8.0.43", int64_as="int32")
     out = tmp_path / "pssn.engine"
@@ -421,6 +430,7 @@ def test_cli_rejects_unrecognisable_engine_name(install, pssn_model, tmp_path, c
 # Engine paths given as --model (what create_segmenter dispatches to)
 # ---------------------------------------------------------------------------------------------
 
+
 def test_engine_path_per_device(install, monkeypatch, pssn_model, images, tmp_path, caplog):
     install("10.8.0.43")
     out = tmp_path / "pssn.engine"
@@ -446,6 +456,7 @@ def test_engine_path_per_device(install, monkeypatch, pssn_model, images, tmp_pa
 # ---------------------------------------------------------------------------------------------
 # Device path: E's preprocessing and decoding kernels (host-emulated) around the engine
 # ---------------------------------------------------------------------------------------------
+
 
 def _video_frames(shared_data: Path, indices: tuple[int, ...]) -> list[YuvFrame]:
     import av

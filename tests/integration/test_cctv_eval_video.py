@@ -48,9 +48,26 @@ def test_eval_video_cli_with_the_pulled_detector(shared_data: Path, model_cache:
 
     d = shared_data / "cctv" / "tud_campus"
     env = {**os.environ, "PRIVACY_FILTER_CACHE_DIR": str(model_cache)}
-    r = subprocess.run([sys.executable, "-m", "privacy_filter", "eval-video", str(d / "video.mp4"), "--boxes", str(d / "gt.csv"),
-                        "--preset", "cctv", "--json", "--picture", str(tmp_path / "worst.png")],
-                       capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "privacy_filter",
+            "eval-video",
+            str(d / "video.mp4"),
+            "--boxes",
+            str(d / "gt.csv"),
+            "--preset",
+            "cctv",
+            "--json",
+            "--picture",
+            str(tmp_path / "worst.png"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["hidden"] >= 0.98 and out["never_exposed"] >= 0.90 and out["false_cover"] <= 0.10, out

@@ -226,8 +226,9 @@ def test_stop_request_ends_endless_reconnect_backoff() -> None:
         port = s.getsockname()[1]  # nothing listens here: every connect is refused
     stop = threading.Event()
     threading.Timer(0.5, stop.set).start()
-    dec = Decoder(f"tcp://127.0.0.1:{port}", live=True, should_stop=stop.is_set,
-                  reconnect=ReconnectPolicy(initial_s=30, max_s=30, max_attempts=None, open_timeout_s=1, read_timeout_s=1))
+    dec = Decoder(
+        f"tcp://127.0.0.1:{port}", live=True, should_stop=stop.is_set, reconnect=ReconnectPolicy(initial_s=30, max_s=30, max_attempts=None, open_timeout_s=1, read_timeout_s=1)
+    )
     with pytest.raises(SourceError, match=f"tcp://127.0.0.1:{port}: stopped while connecting"):
         dec.open()
     assert stop.is_set()
@@ -571,9 +572,7 @@ def test_rtmp_source_from_a_listening_server_gives_every_frame_and_the_audio_byt
     port = _free_port()
     url = f"rtmp://127.0.0.1:{port}/live/stream"
     assert is_live_source(url)
-    server = subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-loglevel", "quiet", "-i", str(av_clip), "-c", "copy", "-f", "flv", "-listen", "1", url]
-    )
+    server = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "quiet", "-i", str(av_clip), "-c", "copy", "-f", "flv", "-listen", "1", url])
     try:
         _wait_listening(port)
         frames, audio = [], []

@@ -25,8 +25,7 @@ from privacy_filter.models.specs import NANODET
 from support.nanodet import i420_frame, video_frames
 
 OUTPUTS = [*NANODET.score_outputs, *NANODET.box_outputs]
-PENN = ["FudanPed00001", "FudanPed00002", "FudanPed00007", "FudanPed00013", "FudanPed00050",
-        "PennPed00010", "PennPed00026", "PennPed00058"]
+PENN = ["FudanPed00001", "FudanPed00002", "FudanPed00007", "FudanPed00013", "FudanPed00050", "PennPed00010", "PennPed00026", "PennPed00058"]
 
 
 @pytest.fixture(scope="session")
@@ -103,11 +102,10 @@ def test_batch_of_two_equals_two_single_runs(nanodet_onnx: Path, shared_data: Pa
     for k, x in enumerate((xa, xb)):
         single = session.run(OUTPUTS, {"input_1:0": x})
         for s, t in zip(single, both, strict=True):
-            np.testing.assert_allclose(t[k:k + 1], s, atol=1e-5)
+            np.testing.assert_allclose(t[k : k + 1], s, atol=1e-5)
 
 
-def test_models_list_and_resolve(model_cache: Path, nanodet_onnx: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_models_list_and_resolve(model_cache: Path, nanodet_onnx: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("PRIVACY_FILTER_CACHE_DIR", str(model_cache))
     assert main(["models", "list"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("nanodet"))

@@ -74,8 +74,12 @@ def _device_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 @pytest.mark.emulated_gpu
 def test_auto_with_cpu_onnxruntime_and_a_working_device_is_cpu_segmentation_and_cuda_effects(
-        clip: Path, tmp_path: Path, selfie_model: ResolvedModel, working_cuda_emulated: list[Any],  # noqa: F811
-        caplog: pytest.LogCaptureFixture) -> None:
+    clip: Path,
+    tmp_path: Path,
+    selfie_model: ResolvedModel,
+    working_cuda_emulated: list[Any],  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     import onnxruntime as ort
 
     if set(ort.get_available_providers()) & {"CUDAExecutionProvider", "TensorrtExecutionProvider"}:
@@ -91,8 +95,7 @@ def test_auto_with_cpu_onnxruntime_and_a_working_device_is_cpu_segmentation_and_
     assert fx.startswith("effects device: cuda")
 
 
-def test_auto_without_a_working_device_is_all_cpu_with_one_line_per_component(
-        clip: Path, tmp_path: Path, selfie_model: ResolvedModel, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+def test_auto_without_a_working_device_is_all_cpu_with_one_line_per_component(clip: Path, tmp_path: Path, selfie_model: ResolvedModel, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
     reason = _real_reason()
     if reason is None:
         pytest.skip("CUDA works here")
@@ -105,8 +108,7 @@ def test_auto_without_a_working_device_is_all_cpu_with_one_line_per_component(
     assert any(s.startswith("effects device: cpu") and reason in s for s in lines), lines
 
 
-def test_device_cuda_without_a_usable_device_is_one_error_at_start_in_process(
-        clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_device_cuda_without_a_usable_device_is_one_error_at_start_in_process(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     reason = _real_reason()
     if reason is None:
         pytest.skip("CUDA works here")
@@ -149,17 +151,33 @@ def test_segmentation_and_effects_devices_are_separate_settings() -> None:
 
 @pytest.mark.emulated_gpu
 def test_auto_with_an_engine_and_no_tensorrt_falls_back_to_the_source_onnx(
-        clip: Path, tmp_path: Path, selfie_model: ResolvedModel, working_cuda_emulated: list[Any],  # noqa: F811
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    clip: Path,
+    tmp_path: Path,
+    selfie_model: ResolvedModel,
+    working_cuda_emulated: list[Any],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from privacy_filter.gpu.tensorrt.sidecar import SIDECAR_FORMAT, sidecar_path
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # TensorRT absent even where it is installed
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not a plan")
-    sidecar_path(engine).write_text(json.dumps({
-        "format": SIDECAR_FORMAT, "tensorrt_version": "10.0.0", "gpu": "unknown", "precision": "fp16", "max_batch": 1,
-        "onnx": str(selfie_model.onnx_path), "onnx_sha256": "", "built_utc": "",
-        "spec": selfie_model.spec.model_dump(mode="json")}))
+    sidecar_path(engine).write_text(
+        json.dumps(
+            {
+                "format": SIDECAR_FORMAT,
+                "tensorrt_version": "10.0.0",
+                "gpu": "unknown",
+                "precision": "fp16",
+                "max_batch": 1,
+                "onnx": str(selfie_model.onnx_path),
+                "onnx_sha256": "",
+                "built_utc": "",
+                "spec": selfie_model.spec.model_dump(mode="json"),
+            }
+        )
+    )
     with caplog.at_level(logging.INFO, logger="privacy_filter"):
         rep = run_process(str(clip), str(tmp_path / "o.mkv"), _plan("auto", str(engine)), progress=False)
     assert rep.frames_out == 4 and rep.frames_covered_whole == 0
@@ -203,8 +221,7 @@ def test_the_probe_compiles_and_launches_through_the_production_path(device_with
     assert "__global__" in code and options == tuple(cuda.NVRTC_OPTIONS)
 
 
-def test_a_host_whose_compile_fails_gets_cpu_effects_under_auto_and_an_error_under_cuda(
-        device_without_headers: list[Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_a_host_whose_compile_fails_gets_cpu_effects_under_auto_and_an_error_under_cuda(device_without_headers: list[Any], caplog: pytest.LogCaptureFixture) -> None:
     from privacy_filter.backends import DeviceError, resolve_devices
 
     with caplog.at_level(logging.INFO, logger="privacy_filter"):

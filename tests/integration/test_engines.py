@@ -26,6 +26,7 @@ def selfie(selfie_model: ResolvedModel):  # noqa: F811
 
 # --- output decoding (pure) ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [np.int64, np.int32])
 def test_decode_argmax_ids(dtype) -> None:
     ids = np.array([[[[0], [1]], [[1], [2]]]], dtype)  # NHWC [1,2,2,1]
@@ -63,6 +64,7 @@ def test_upsample_is_bilinear_not_nearest() -> None:
 
 
 # --- preprocessing -----------------------------------------------------------------------------
+
 
 def test_yuv_matrix_matches_opencv_bt601_limited(shared_data: Path) -> None:
     img = even(cv2.imread(str(shared_data / "images/cihp_multi/images/0005008.jpg")))
@@ -111,8 +113,7 @@ def test_each_spec_on_real_images(selfie, spec_dir: Path, shared_data: Path) -> 
     results = {}
     for name, seg in (
         ("selfie", selfie),
-        ("selfie-landscape", create_segmenter("selfie-landscape") if selfie.spec.name == "selfie"
-         else None),
+        ("selfie-landscape", create_segmenter("selfie-landscape") if selfie.spec.name == "selfie" else None),
         ("reference", create_segmenter(str(spec_dir / "selfie_reference.yaml"))),
         ("bodypix", create_segmenter(str(spec_dir / "bodypix.yaml"))),
     ):
@@ -138,8 +139,7 @@ def test_sinet_softmax_spec_reads_the_person_channel(spec_dir: Path, shared_data
     x = (x - np.array([102.89, 111.25, 126.91], np.float32)) / np.array([62.93, 62.82, 66.36], np.float32)
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    raw = ort.InferenceSession(str(shared_data / "models/sinet_softmax.onnx"), so).run(
-        None, {"data": np.ascontiguousarray(x.transpose(2, 0, 1)[None])})[0]
+    raw = ort.InferenceSession(str(shared_data / "models/sinet_softmax.onnx"), so).run(None, {"data": np.ascontiguousarray(x.transpose(2, 0, 1)[None])})[0]
     assert np.allclose(got, raw[0, 1], atol=1e-4)
 
 
@@ -170,6 +170,7 @@ def test_cpu_session_is_tuned(selfie) -> None:
 
 
 # --- tiling ---------------------------------------------------------------------------------
+
 
 def test_parse_tiles() -> None:
     assert tiling.parse_tiles(None) is None and tiling.parse_tiles("off") is None
@@ -237,8 +238,7 @@ def test_engine_paths_go_to_tensorrt(tmp_path: Path) -> None:
         create_segmenter(str(tmp_path / "missing.plan"))
 
 
-@pytest.mark.parametrize("size,target", [((1920, 1080), (256, 256)), ((960, 540), (256, 144)), ((641, 361), (320, 320)),
-                                         ((600, 800), (256, 256))])
+@pytest.mark.parametrize("size,target", [((1920, 1080), (256, 256)), ((960, 540), (256, 144)), ((641, 361), (320, 320)), ((600, 800), (256, 256))])
 def test_area_resize_equals_opencv_inter_area(shared_data: Path, size, target) -> None:
     img = cv2.imread(str(shared_data / "images/people_pseudo/images/1.jpg"))
     big = cv2.resize(img, size, interpolation=cv2.INTER_CUBIC)

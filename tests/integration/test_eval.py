@@ -48,8 +48,7 @@ def test_smaller_gt_mask_is_resized_nearest(tmp_path: Path) -> None:
 
 def test_eval_json_on_real_data(model_arg: str, shared_data: Path, capsys) -> None:
     d = shared_data / "images" / "people_pseudo"  # includes masks smaller than their images
-    assert main(["eval", "--images", str(d / "images"), "--masks", str(d / "masks"), "--model", model_arg,
-                 "--limit", "12", "--json"]) == 0
+    assert main(["eval", "--images", str(d / "images"), "--masks", str(d / "masks"), "--model", model_arg, "--limit", "12", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["images"] == 12 and r["pooling"] == "dataset pixel totals"
     assert 0.85 < r["miou"] <= 1.0 and r["miou"] == pytest.approx((r["person_iou"] + r["background_iou"]) / 2)

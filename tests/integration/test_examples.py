@@ -37,10 +37,12 @@ def _run(repo_root: Path, *args: str) -> str:
 
 def test_zmq_stage_client(repo_root, shared_data, selfie_yaml, tmp_path):
     png = tmp_path / "masked.png"
-    out = _run(repo_root, "examples/zmq_stage_client.py", str(shared_data / VIDEO), "--skip", "600", "--frames", "12",
-               "--model", str(selfie_yaml), "--out", str(png))
-    m = re.search(r"sent (\d+) frames, received (\d+) filtered frames, (\d+) with masks; largest covered share ([\d.]+)%; "
-                  r"bad messages (\d+)", out)
+    out = _run(repo_root, "examples/zmq_stage_client.py", str(shared_data / VIDEO), "--skip", "600", "--frames", "12", "--model", str(selfie_yaml), "--out", str(png))
+    m = re.search(
+        r"sent (\d+) frames, received (\d+) filtered frames, (\d+) with masks; largest covered share ([\d.]+)%; "
+        r"bad messages (\d+)",
+        out,
+    )
     assert m, out
     sent, received, masks, share, bad = int(m[1]), int(m[2]), int(m[3]), float(m[4]), int(m[5])
     assert sent == received == masks == 12 and bad == 0
@@ -50,8 +52,7 @@ def test_zmq_stage_client(repo_root, shared_data, selfie_yaml, tmp_path):
 
 
 def test_python_api(repo_root, shared_data, selfie_yaml, tmp_path):
-    out = _run(repo_root, "examples/python_api.py", str(shared_data / VIDEO), str(tmp_path), "--frames", "10",
-               "--model", str(selfie_yaml))
+    out = _run(repo_root, "examples/python_api.py", str(shared_data / VIDEO), str(tmp_path), "--frames", "10", "--model", str(selfie_yaml))
     assert "[one call]" in out and "[own loop]" in out
     for name in ("cctv.mp4", "video-call.mkv"):
         with av.open(str(tmp_path / name)) as c:

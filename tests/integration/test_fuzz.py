@@ -46,14 +46,20 @@ def _consume(endpoint: str, out: dict[str, Any]) -> None:
     out.update(frames=frames, masked=masked)
 
 
-def fuzz_process(tmp_path: Path, n_bad: int, n_valid: int, kinds: tuple[str, ...] = tuple(fuzz.KINDS)) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], Counter[str], dict[str, Any]]:
+def fuzz_process(
+    tmp_path: Path, n_bad: int, n_valid: int, kinds: tuple[str, ...] = tuple(fuzz.KINDS)
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], Counter[str], dict[str, Any]]:
     ep_in, ep_out = f"ipc://{tmp_path}/in.sock", f"ipc://{tmp_path}/out.sock"
     got: dict[str, Any] = {}
     consumer = threading.Thread(target=_consume, args=(ep_out, got), daemon=True)
     consumer.start()
     report = tmp_path / "report.json"
-    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "process", f"zmq+pull://{ep_in}", f"zmq+push://{ep_out}",
-                             "--effect", "fill", "--no-progress", "--report", str(report)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "privacy_filter.cli", "process", f"zmq+pull://{ep_in}", f"zmq+push://{ep_out}", "--effect", "fill", "--no-progress", "--report", str(report)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     ctx = zmq.Context()
     s = P.socket(ctx, zmq.PUSH, ep_in, bind=False, linger_ms=0)
     s.setsockopt(zmq.SNDTIMEO, 60_000)

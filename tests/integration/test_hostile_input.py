@@ -71,8 +71,12 @@ def hostile_native() -> dict[str, list[Any]]:
         "tb-num-2^40": with_header(f, time_base=[2**40, 1]),
         "seq-2^70": with_header(f, seq=2**70),
         "start-tb-2^40": [json.dumps({**json.loads(bytes(stream_start()[0])), "video": {"width": W, "height": H, "time_base": [2**40, 1]}}).encode()],
-        "audio-pts-1e30": [json.dumps({"v": 1, "kind": "audio", "stream": "up", "seq": 0, "pts": 10**30, "dts": None, "time_base": [1, 48000],
-                                       "duration": 1024, "keyframe": True, "size": 4}).encode(), b"abcd"],
+        "audio-pts-1e30": [
+            json.dumps(
+                {"v": 1, "kind": "audio", "stream": "up", "seq": 0, "pts": 10**30, "dts": None, "time_base": [1, 48000], "duration": 1024, "keyframe": True, "size": 4}
+            ).encode(),
+            b"abcd",
+        ],
     }
 
 
@@ -232,10 +236,12 @@ def test_netgear_receiver_counts_nested_headers_and_empty_jpegs() -> None:
         ctx = zmq.Context()
         s = ctx.socket(zmq.REQ)
         s.connect(f"tcp://127.0.0.1:{port}")
-        for parts in ([json.dumps(hdr).encode(), b""],  # empty JPEG with compression on
-                      [NESTED, b"x"],
-                      [json.dumps({**hdr, "message": "M"}).encode().replace(b'"M"', NESTED), jpg.tobytes()],
-                      [json.dumps(hdr).encode(), jpg.tobytes()]):
+        for parts in (
+            [json.dumps(hdr).encode(), b""],  # empty JPEG with compression on
+            [NESTED, b"x"],
+            [json.dumps({**hdr, "message": "M"}).encode().replace(b'"M"', NESTED), jpg.tobytes()],
+            [json.dumps(hdr).encode(), jpg.tobytes()],
+        ):
             s.send_multipart(parts)
             replies.append(s.recv())
         s.send(json.dumps({"terminate_flag": True}).encode())
@@ -277,9 +283,7 @@ def _peer_sender(kind: str, port: int, stop: threading.Event) -> threading.Threa
 
             sender = imagezmq.ImageSender(connect_to=f"tcp://127.0.0.1:{port}", REQ_REP=rep)  # +sub: the sender's PUB binds
             sock = sender.zmq_socket
-            msgs = [[b'{"msg":"cam","dtype":"uint8","shape":[48,64,3]}', good.tobytes()],
-                    [b'{"msg":"cam","dtype":"uint8","shape":[24,32,3]}', small.tobytes()],
-                    [NESTED, b"x"]]
+            msgs = [[b'{"msg":"cam","dtype":"uint8","shape":[48,64,3]}', good.tobytes()], [b'{"msg":"cam","dtype":"uint8","shape":[24,32,3]}', small.tobytes()], [NESTED, b"x"]]
         else:
             ctx = zmq.Context.instance()
             sock = ctx.socket(zmq.REQ if rep else zmq.PUB)

@@ -22,8 +22,7 @@ def test_odd_size_is_warned_once(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     with caplog.at_level(logging.WARNING, logger="privacy_filter.io.av_sink"):
         enc = Encoder(str(out), VideoInfo(w, h, Fraction(1, 25), Fraction(25), None, None, "rawvideo", "yuv420p"))
         for k in range(5):
-            enc.write(YuvFrame(np.full((h, w), 100, np.uint8), np.full((ch, cw), 128, np.uint8), np.full((ch, cw), 128, np.uint8),
-                               pts=k, time_base=Fraction(1, 25), index=k))
+            enc.write(YuvFrame(np.full((h, w), 100, np.uint8), np.full((ch, cw), 128, np.uint8), np.full((ch, cw), 128, np.uint8), pts=k, time_base=Fraction(1, 25), index=k))
         enc.close()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "is odd" in r.getMessage()]
     assert len(warnings) == 1 and "65x49" in warnings[0].getMessage() and "66x50" in warnings[0].getMessage()

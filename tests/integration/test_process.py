@@ -208,8 +208,7 @@ def test_device_auto_falls_back_to_cpu_with_a_reason(caplog: pytest.LogCaptureFi
     assert lines == [f"effects device: cpu (auto: CUDA unavailable: {reason})"]
 
 
-def test_device_auto_follows_the_cuda_backends_verdict(monkeypatch: pytest.MonkeyPatch,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_device_auto_follows_the_cuda_backends_verdict(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """auto asks effects.cuda.cuda_unavailable_reason (device, driver and NVRTC), nothing else."""
     from privacy_filter.gpu import effects as cuda
 

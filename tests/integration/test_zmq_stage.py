@@ -36,8 +36,7 @@ N = 24
 TB = Fraction(1, 30000)
 UPSTREAM = "cam-7"
 FILL_Y = 16  # effect fill, colour (0, 0, 0), BT.601 limited range
-AUDIO = {"codec": "aac", "rate": 48000, "channels": 1, "layout": "mono", "format": None,
-         "time_base": [1, 48000], "extradata": None, "bit_rate": 64000}
+AUDIO = {"codec": "aac", "rate": 48000, "channels": 1, "layout": "mono", "format": None, "time_base": [1, 48000], "extradata": None, "bit_rate": 64000}
 
 
 def _pts(k: int) -> int:
@@ -70,8 +69,12 @@ def produce(endpoint: str, frames: list[YuvFrame], *, audio: bool = True, malfor
     ctx = zmq.Context()
     s = P.socket(ctx, zmq.PUSH, endpoint, bind=False, linger_ms=10000)
     f0 = frames[0]
-    P.send(s, P.stream_start_parts(UPSTREAM, video={"width": f0.width, "height": f0.height, "time_base": [TB.numerator, TB.denominator],
-                                                    "rate": [10, 1]}, audio=AUDIO if audio else None))
+    P.send(
+        s,
+        P.stream_start_parts(
+            UPSTREAM, video={"width": f0.width, "height": f0.height, "time_base": [TB.numerator, TB.denominator], "rate": [10, 1]}, audio=AUDIO if audio else None
+        ),
+    )
     for k, f in enumerate(frames):
         P.send(s, P.frame_parts(f))
         if audio and k % 6 == 0:
@@ -157,8 +160,12 @@ def test_process_zmq_to_zmq_stage(frames: list[YuvFrame], tmp_path: Path) -> Non
     ep_in, ep_out = f"ipc://{tmp_path}/in.sock", f"ipc://{tmp_path}/out.sock"
     got = Consumer(ep_out)
     got.start()
-    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "process", f"zmq+pull://{ep_in}", f"zmq+push://{ep_out}",
-                             "--effect", "fill", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "privacy_filter.cli", "process", f"zmq+pull://{ep_in}", f"zmq+push://{ep_out}", "--effect", "fill", "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     produce(ep_in, frames)
     out, err = proc.communicate(timeout=120)
     got.join(10)
@@ -207,15 +214,13 @@ def test_file_to_zmq_pub_with_a_sub_observer(shared_data: Path, tmp_path: Path) 
 def test_service_stream_zmq_to_zmq(frames: list[YuvFrame], tmp_path: Path) -> None:
     ep_in, ep_out = f"ipc://{tmp_path}/svc-in.sock", f"ipc://{tmp_path}/svc-out.sock"
     cfg = {
-        "streams": [{"id": "lobby", "source": f"zmq+pull://{ep_in}", "output": {"url": f"zmq+push://{ep_out}", "audio": "drop"},
-                     "effect": {"kind": "fill"}, "deadline_ms": 60000}],
+        "streams": [{"id": "lobby", "source": f"zmq+pull://{ep_in}", "output": {"url": f"zmq+push://{ep_out}", "audio": "drop"}, "effect": {"kind": "fill"}, "deadline_ms": 60000}],
         "metrics": {"dump": str(tmp_path / "metrics.json")},
     }
     (tmp_path / "svc.yaml").write_text(json.dumps(cfg))
     got = Consumer(ep_out)
     got.start()
-    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "run", str(tmp_path / "svc.yaml")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "run", str(tmp_path / "svc.yaml")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     produce(ep_in, frames)
     _, err = proc.communicate(timeout=120)
     got.join(10)
@@ -229,29 +234,35 @@ def test_service_stream_zmq_to_zmq(frames: list[YuvFrame], tmp_path: Path) -> No
 # --------------------------------------------------------------------------- URLs and config
 
 
-@pytest.mark.parametrize(("url", "role", "bind", "endpoint"), [
-    ("zmq+pull://tcp://*:5555", "source", True, "tcp://*:5555"),
-    ("zmq+pull://0.0.0.0:5555", "source", True, "tcp://0.0.0.0:5555"),
-    ("zmq+sub://camera-host:5556", "source", False, "tcp://camera-host:5556"),
-    ("zmq+pull+connect://tcp://upstream:5555", "source", False, "tcp://upstream:5555"),
-    ("zmq+push://ipc:///run/next.sock", "output", False, "ipc:///run/next.sock"),
-    ("zmq+push+bind://tcp://*:5557", "output", True, "tcp://*:5557"),
-    ("zmq+pub://tcp://*:5558", "output", True, "tcp://*:5558"),
-])
+@pytest.mark.parametrize(
+    ("url", "role", "bind", "endpoint"),
+    [
+        ("zmq+pull://tcp://*:5555", "source", True, "tcp://*:5555"),
+        ("zmq+pull://0.0.0.0:5555", "source", True, "tcp://0.0.0.0:5555"),
+        ("zmq+sub://camera-host:5556", "source", False, "tcp://camera-host:5556"),
+        ("zmq+pull+connect://tcp://upstream:5555", "source", False, "tcp://upstream:5555"),
+        ("zmq+push://ipc:///run/next.sock", "output", False, "ipc:///run/next.sock"),
+        ("zmq+push+bind://tcp://*:5557", "output", True, "tcp://*:5557"),
+        ("zmq+pub://tcp://*:5558", "output", True, "tcp://*:5558"),
+    ],
+)
 def test_url_syntax(url: str, role: str, bind: bool, endpoint: str) -> None:
     z = parse_zmq_url(url, role)
     assert (z.bind, z.endpoint) == (bind, endpoint)
 
 
-@pytest.mark.parametrize(("url", "role", "needle"), [
-    ("zmq+push://tcp://h:1", "source", "zmq+push is an output pattern"),
-    ("zmq+pull://tcp://*:1", "output", "zmq+pull is a source pattern"),
-    ("zmq+pair://tcp://h:1", "source", "zmq+pull://, zmq+sub://"),
-    ("zmq+pull+maybe://tcp://h:1", "source", "must be 'bind' or 'connect'"),
-    ("zmq+pull://udp://h:1", "source", "transport 'udp'"),
-    ("zmq+push://tcp://*:1", "output", "cannot connect"),
-    ("zmq+push://nohost", "output", "neither a ZeroMQ endpoint"),
-])
+@pytest.mark.parametrize(
+    ("url", "role", "needle"),
+    [
+        ("zmq+push://tcp://h:1", "source", "zmq+push is an output pattern"),
+        ("zmq+pull://tcp://*:1", "output", "zmq+pull is a source pattern"),
+        ("zmq+pair://tcp://h:1", "source", "zmq+pull://, zmq+sub://"),
+        ("zmq+pull+maybe://tcp://h:1", "source", "must be 'bind' or 'connect'"),
+        ("zmq+pull://udp://h:1", "source", "transport 'udp'"),
+        ("zmq+push://tcp://*:1", "output", "cannot connect"),
+        ("zmq+push://nohost", "output", "neither a ZeroMQ endpoint"),
+    ],
+)
 def test_bad_urls_name_the_problem(url: str, role: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=None) as e:
         parse_zmq_url(url, role)

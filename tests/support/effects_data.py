@@ -49,7 +49,7 @@ def real_prob(data: Path, name: str = "00001", size: tuple[int, int] = (256, 256
     if gt is None:
         raise FileNotFoundError(path)
     binary = np.where(gt > 0, 255, 0).astype(np.uint8)
-    return (cv2.resize(binary, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0)
+    return cv2.resize(binary, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 
 
 def shrink_prob(prob: np.ndarray, scale: float, offset: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:

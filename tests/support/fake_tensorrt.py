@@ -159,9 +159,14 @@ def make_fake_cupy(gpu_name: str = "Fake GPU H100") -> tuple[types.ModuleType, t
         getDevice=lambda: 0,
         getDeviceProperties=lambda dev: {"name": gpu_name.encode(), "major": 9, "minor": 0},
     )
-    cp.cuda = types.SimpleNamespace(Stream=FakeStream, Event=EmuEvent, runtime=runtime,  # type: ignore[attr-defined]
-                                    is_available=lambda: True, get_current_stream=current_stream,
-                                    Device=FakeDevice)
+    cp.cuda = types.SimpleNamespace(
+        Stream=FakeStream,
+        Event=EmuEvent,
+        runtime=runtime,  # type: ignore[attr-defined]
+        is_available=lambda: True,
+        get_current_stream=current_stream,
+        Device=FakeDevice,
+    )
 
     cpx = types.ModuleType("cupyx")
 
@@ -581,8 +586,7 @@ class IExecutionContext:
             for n, val in zip(outputs, vals):
                 outs[n][...] = np.asarray(val).astype(outs[n].dtype)
 
-        SCHED.enqueue(stream, "TensorRT execute_async_v3", run,
-                      reads=[byte_range(a) for a in ins.values()], writes=[byte_range(a) for a in outs.values()])
+        SCHED.enqueue(stream, "TensorRT execute_async_v3", run, reads=[byte_range(a) for a in ins.values()], writes=[byte_range(a) for a in outs.values()])
         return True
 
 

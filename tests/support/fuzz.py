@@ -23,8 +23,14 @@ TB = Fraction(1, 1000)
 
 #: generator kind -> the bad-message kind a receiver counts it as (None: found by wire.decode)
 KINDS: dict[str, str | None] = {
-    "parts": "parts", "header-size": "header-size", "json": "json", "version": "version",
-    "kind": "kind", "field": "field", "size": "size", "random": None,
+    "parts": "parts",
+    "header-size": "header-size",
+    "json": "json",
+    "version": "version",
+    "kind": "kind",
+    "field": "field",
+    "size": "size",
+    "random": None,
 }
 #: legal-JSON headers that once crashed a receiver or an encoder (issue 12 defects 2-4): nesting, extreme values, version types
 HOSTILE_HEADER_KINDS = ("nested-json", "extreme-values", "version-types")
@@ -32,8 +38,15 @@ HOSTILE_HEADER_KINDS = ("nested-json", "extreme-values", "version-types")
 
 def frame(k: int, width: int = 128, height: int = 96) -> YuvFrame:
     rng = np.random.default_rng(k)
-    return YuvFrame(rng.integers(16, 235, (height, width), np.uint8), rng.integers(16, 240, (height // 2, width // 2), np.uint8),
-                    rng.integers(16, 240, (height // 2, width // 2), np.uint8), pts=10 * k, time_base=TB, index=k, stream_id=STREAM)
+    return YuvFrame(
+        rng.integers(16, 235, (height, width), np.uint8),
+        rng.integers(16, 240, (height // 2, width // 2), np.uint8),
+        rng.integers(16, 240, (height // 2, width // 2), np.uint8),
+        pts=10 * k,
+        time_base=TB,
+        index=k,
+        stream_id=STREAM,
+    )
 
 
 def _as_bytes(parts: list[Any]) -> list[bytes]:
@@ -62,8 +75,20 @@ def malformed(kind: str, rng: random.Random, template: list[Any]) -> list[bytes]
     if kind == "kind":
         return _with_header(template, {**h, "kind": rng.choice(["bogus", "", 7, None, "FRAME"])})
     if kind == "field":
-        key, bad = rng.choice([("width", -5), ("height", "x"), ("time_base", [0, 1]), ("stream", ""), ("seq", "7"),
-                               ("pts", 1.5), ("strides", [1]), ("has_mask", "yes"), ("meta", [1]), ("pix_fmt", "rgb24")])
+        key, bad = rng.choice(
+            [
+                ("width", -5),
+                ("height", "x"),
+                ("time_base", [0, 1]),
+                ("stream", ""),
+                ("seq", "7"),
+                ("pts", 1.5),
+                ("strides", [1]),
+                ("has_mask", "yes"),
+                ("meta", [1]),
+                ("pix_fmt", "rgb24"),
+            ]
+        )
         return _with_header(template, {**h, key: bad})
     if kind == "size":
         parts = _as_bytes(template)

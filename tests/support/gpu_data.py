@@ -47,9 +47,11 @@ def resized(planes: Planes, width: int, height: int) -> Planes:
     """Per-plane bilinear resize of real frame content to ``width``×``height`` (odd sizes allowed)."""
     cw, ch = chroma_size(width, height)
     y, u, v = planes
-    return (cv2.resize(y, (width, height), interpolation=cv2.INTER_LINEAR),
-            cv2.resize(u, (cw, ch), interpolation=cv2.INTER_LINEAR),
-            cv2.resize(v, (cw, ch), interpolation=cv2.INTER_LINEAR))
+    return (
+        cv2.resize(y, (width, height), interpolation=cv2.INTER_LINEAR),
+        cv2.resize(u, (cw, ch), interpolation=cv2.INTER_LINEAR),
+        cv2.resize(v, (cw, ch), interpolation=cv2.INTER_LINEAR),
+    )
 
 
 def frame(data: Path, width: int, height: int, index: int = 0) -> YuvFrame:
@@ -67,7 +69,7 @@ def portrait_masks(data: Path, count: int = 4) -> tuple[np.ndarray, ...]:
 def prob_map(data: Path, h: int = 144, w: int = 256, index: int = 0) -> np.ndarray:
     """A model-resolution person probability from a real ground-truth mask (soft edges)."""
     m = portrait_masks(data)[index]
-    return (cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0)
+    return cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 
 
 def portrait_image(data: Path, index: int = 0) -> Path:

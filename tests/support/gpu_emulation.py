@@ -45,8 +45,7 @@ EMU_DIR = Path(__file__).resolve().parent / "emu"  # the host shim: test harness
 MODE_AUTO, MODE_PLAIN, MODE_FIBER = "auto", "plain", "fiber"
 _MODES = {MODE_PLAIN: 0, MODE_FIBER: 1}
 _RC_TEXT = {-1: "exception in kernel", -2: "__syncthreads() called in PLAIN mode", -3: "bad launch geometry"}
-_CXXFLAGS = ("-O2", "-std=c++17", "-fopenmp", "-fPIC", "-shared", "-U_FORTIFY_SOURCE", "-mtls-dialect=gnu2",
-             "-fno-strict-aliasing", "-ffp-contract=off", "-w")
+_CXXFLAGS = ("-O2", "-std=c++17", "-fopenmp", "-fPIC", "-shared", "-U_FORTIFY_SOURCE", "-mtls-dialect=gnu2", "-fno-strict-aliasing", "-ffp-contract=off", "-w")
 _build_lock = threading.Lock()
 
 _SCALAR_CTYPES = {
@@ -100,8 +99,7 @@ class HostFunction:
         self.mode = mode
         self._call = getattr(module._lib, f"emu_call_{sig.name}")
 
-    def __call__(self, grid: Sequence[int], block: Sequence[int], args: Sequence[Any], *,
-                 mode: str | None = None, workers: int = 0) -> None:
+    def __call__(self, grid: Sequence[int], block: Sequence[int], args: Sequence[Any], *, mode: str | None = None, workers: int = 0) -> None:
         check_args(self.sig, args)
         holders: list[Any] = []
         for p, a in zip(self.sig.params, args):
@@ -132,8 +130,7 @@ class HostRawModule:
     cubin).  ``options`` accepts ``-I<dir>`` and ``-D<macro>`` like NVRTC.
     """
 
-    def __init__(self, code: str | None = None, *, path: str | Path | None = None,
-                 options: Sequence[str] = (), extra_cxxflags: Sequence[str] = ()) -> None:
+    def __init__(self, code: str | None = None, *, path: str | Path | None = None, options: Sequence[str] = (), extra_cxxflags: Sequence[str] = ()) -> None:
         if (code is None) == (path is None):
             raise ValueError("give exactly one of code= and path=")
         self.source = Path(path).read_text() if path is not None else str(code)
@@ -149,7 +146,7 @@ class HostRawModule:
         self._lib.emu_last_error.restype = ctypes.c_char_p
 
     def _translation_unit(self) -> str:
-        lines = ['#include "cuda_host_shim.h"', "#line 1 \"kernel.cu\"", self.source, ""]
+        lines = ['#include "cuda_host_shim.h"', '#line 1 "kernel.cu"', self.source, ""]
         for sig in self.kernels.values():
             call = ", ".join(f"*({p.decl}*)a[{i}]" for i, p in enumerate(sig.params))
             lines.append(f'extern "C" void emu_call_{sig.name}(void** a) {{ {sig.name}({call}); }}')
@@ -160,8 +157,7 @@ class HostRawModule:
         incs = [str(EMU_DIR), str(KERNEL_DIR)] + _include_dirs(self.options)
         defines = [o for o in self.options if o.startswith("-D")]
         runtime = (EMU_DIR / "cuda_host_runtime.cpp").read_text()
-        key = hashlib.sha256("\0".join([tu, runtime, _headers_text(incs), " ".join(_CXXFLAGS + tuple(extra)),
-                                        " ".join(defines), _cxx_version()]).encode()).hexdigest()[:24]
+        key = hashlib.sha256("\0".join([tu, runtime, _headers_text(incs), " ".join(_CXXFLAGS + tuple(extra)), " ".join(defines), _cxx_version()]).encode()).hexdigest()[:24]
         out = cache_dir() / f"kern_{key}.so"
         if out.exists():
             return out
@@ -169,8 +165,7 @@ class HostRawModule:
             src = Path(tmp) / "tu.cpp"
             src.write_text(tu)
             tmp_so = Path(tmp) / "k.so"
-            cmd = [_cxx(), *_CXXFLAGS, *extra, *defines, *(f"-I{d}" for d in incs), str(src),
-                   str(EMU_DIR / "cuda_host_runtime.cpp"), "-o", str(tmp_so)]
+            cmd = [_cxx(), *_CXXFLAGS, *extra, *defines, *(f"-I{d}" for d in incs), str(src), str(EMU_DIR / "cuda_host_runtime.cpp"), "-o", str(tmp_so)]
             res = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if res.returncode != 0:
                 raise EmulationError(f"g++ failed to build the host emulation:\n{res.stderr[-4000:]}")
@@ -207,8 +202,8 @@ def load_kernel_module(name: str, options: Sequence[str] = ()) -> HostRawModule:
 
 # --------------------------------------------------------------------------- compile checks
 
-def nvrtc_compile(source: str, arch: str = "compute_75", options: Sequence[str] = (), name: str = "kernel.cu",
-                  include_kernel_dir: bool = True) -> bytes:
+
+def nvrtc_compile(source: str, arch: str = "compute_75", options: Sequence[str] = (), name: str = "kernel.cu", include_kernel_dir: bool = True) -> bytes:
     """PTX of ``source`` from NVRTC via ``cupy.cuda.nvrtc`` (no driver needed); raises with the log."""
     from cupy.cuda import nvrtc
 
@@ -243,8 +238,12 @@ def nvcc_compile(path: Path, archs: Sequence[str], workdir: Path) -> tuple[bytes
         raise EmulationError("nvcc not found on PATH")
     out = workdir / f"{path.stem}.fatbin"
     gencode = [f"-gencode=arch=compute_{a[3:]},code={a}" for a in archs]
-    res = subprocess.run([nvcc, "-fatbin", *gencode, "-std=c++17", "-Xptxas", "-v", "-Werror", "all-warnings",
-                          f"-I{KERNEL_DIR}", str(path), "-o", str(out)], capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [nvcc, "-fatbin", *gencode, "-std=c++17", "-Xptxas", "-v", "-Werror", "all-warnings", f"-I{KERNEL_DIR}", str(path), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if res.returncode != 0:
         raise EmulationError(f"nvcc ({', '.join(archs)}) failed for {path.name}:\n{res.stderr[-4000:]}")
     return out.read_bytes(), res.stderr
@@ -287,8 +286,7 @@ class _EmuXp:
             return a
         src = a
         dev = self.empty(np.shape(a), dtype or a.dtype)
-        SCHED.enqueue(None, "ascontiguousarray (d2d)", lambda: np.copyto(dev.view(np.ndarray), src, casting="unsafe"),
-                      reads=[byte_range(src)], writes=[byte_range(dev)])
+        SCHED.enqueue(None, "ascontiguousarray (d2d)", lambda: np.copyto(dev.view(np.ndarray), src, casting="unsafe"), reads=[byte_range(src)], writes=[byte_range(dev)])
         return dev
 
 
@@ -342,8 +340,7 @@ class EmulatedRuntime(Runtime):
             return _XP.asarray(host)
         src = np.array(host, copy=True)  # through the staging buffer (CupyRuntime waits before reusing it)
         dst = out[tuple(slice(0, s) for s in host.shape)]
-        SCHED.enqueue(self.stream, "to_device (h2d)", lambda: np.copyto(dst.view(np.ndarray), src),
-                      writes=[byte_range(dst)])
+        SCHED.enqueue(self.stream, "to_device (h2d)", lambda: np.copyto(dst.view(np.ndarray), src), writes=[byte_range(dst)])
         return out
 
     def to_host(self, dev: Any, out: np.ndarray) -> np.ndarray:

@@ -91,8 +91,7 @@ class Scheduler:
     def _blocking(self) -> list[EmuStream]:
         return [s for s in self.streams.values() if not s.non_blocking and not s.null]
 
-    def enqueue(self, stream: EmuStream | None, name: str, fn: Callable[[], None],
-                reads: Iterable[Range | None] = (), writes: Iterable[Range | None] = ()) -> None:
+    def enqueue(self, stream: EmuStream | None, name: str, fn: Callable[[], None], reads: Iterable[Range | None] = (), writes: Iterable[Range | None] = ()) -> None:
         s = stream or self.current()
         r = [x for x in reads if x is not None]
         w = [x for x in writes if x is not None]
@@ -113,7 +112,8 @@ class Scheduler:
                         raise RaceError(
                             f"{name} on {s} touches memory that {op.name} on {t} (still pending) "
                             f"{'writes' if _overlap(op.writes, r + w) else 'reads'}; no event or "
-                            "synchronisation orders the two streams")
+                            "synchronisation orders the two streams"
+                        )
             s.seq += 1
             after = [(t, q) for t, q in s.deps.items()]
             s.queue.append(_Op(s, s.seq, name, fn, r, w, after))
@@ -127,8 +127,7 @@ class Scheduler:
             for t in self.streams.values():
                 for op in t.queue:
                     if _overlap(op.writes, [rng]):
-                        raise RaceError(f"{what} of an array that {op.name} on {t} has not written yet "
-                                        "(the stream was not synchronised)")
+                        raise RaceError(f"{what} of an array that {op.name} on {t} has not written yet (the stream was not synchronised)")
 
     def synchronize_all(self) -> None:
         for s in list(self.streams.values()):
@@ -150,8 +149,7 @@ class EmuStream:
 
     _next_ptr = 0x7000
 
-    def __init__(self, null: bool = False, non_blocking: bool = False, ptds: bool = False, *,
-                 scheduler: Scheduler | None = None) -> None:
+    def __init__(self, null: bool = False, non_blocking: bool = False, ptds: bool = False, *, scheduler: Scheduler | None = None) -> None:
         self.sched = scheduler or SCHED
         self.null = null
         self.non_blocking = non_blocking

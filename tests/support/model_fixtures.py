@@ -39,8 +39,7 @@ def mediapipe_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         return _wheel_in(directory)
     except ModelError as exc:
-        pytest.skip(f"cannot fetch the mediapipe wheel from PyPI (needs network, or a wheel in "
-                    f"$PRIVACY_FILTER_TEST_CACHE): {exc}")
+        pytest.skip(f"cannot fetch the mediapipe wheel from PyPI (needs network, or a wheel in $PRIVACY_FILTER_TEST_CACHE): {exc}")
 
 
 def _m(name: str):  # noqa: ANN202 - schema module
@@ -168,8 +167,7 @@ def build_tflite(tensors: list[T], ops: list[Op], inputs: list[int], outputs: li
     return bytes(b.Output())
 
 
-def tiny_tflite(*, builtin: int | None = None, custom: str | None = None,
-                in_shape: tuple[int, ...] = (1, 4, 4, 3), out_shape: tuple[int, ...] = (1, 4, 4, 3)) -> bytes:
+def tiny_tflite(*, builtin: int | None = None, custom: str | None = None, in_shape: tuple[int, ...] = (1, 4, 4, 3), out_shape: tuple[int, ...] = (1, 4, 4, 3)) -> bytes:
     """A one-operator float TFLite model: input 'x' → op → output 'y'."""
     code: int | str = custom if custom else int(builtin or 0)
     return build_tflite([T("x", in_shape), T("y", out_shape)], [Op(code, [0], [1])], [0], [1])

@@ -91,8 +91,7 @@ def _s(text: str) -> dict[str, str]:
 
 
 def _int_const(name: str, values: list[int]) -> dict[str, Any]:
-    return {"name": name, "op": "Const", "attr": {"value": {"tensor": {
-        "dtype": "DT_INT32", "tensorShape": {"dim": [{"size": str(len(values))}]}, "intVal": values}}}}
+    return {"name": name, "op": "Const", "attr": {"value": {"tensor": {"dtype": "DT_INT32", "tensorShape": {"dim": [{"size": str(len(values))}]}, "intVal": values}}}}
 
 
 def tiny_graph_model(folder: Path, *, extra_op: str | None = None, seed: int = 0) -> tuple[Path, dict[str, np.ndarray]]:
@@ -100,18 +99,19 @@ def tiny_graph_model(folder: Path, *, extra_op: str | None = None, seed: int = 0
     + bias → LeakyRelu(0.1) → Reshape [1,-1,4] → Sigmoid.  ``extra_op`` inserts a node of that op
     (e.g. an unsupported one) after the LeakyRelu.  Returns (model.json, weights)."""
     rng = np.random.default_rng(seed)
-    weights = {"filter": rng.normal(size=(3, 3, 3, 4)).astype(np.float32),
-               "bias": rng.normal(size=(4,)).astype(np.float32)}
+    weights = {"filter": rng.normal(size=(3, 3, 3, 4)).astype(np.float32), "bias": rng.normal(size=(4,)).astype(np.float32)}
     act = "act"
     nodes: list[dict[str, Any]] = [
-        {"name": "input_1", "op": "Placeholder", "attr": {"dtype": {"type": "DT_FLOAT"},
-                                                          "shape": {"shape": {"dim": [{"size": "1"}, {"size": "3"}, {"size": "8"}, {"size": "8"}]}}}},
+        {
+            "name": "input_1",
+            "op": "Placeholder",
+            "attr": {"dtype": {"type": "DT_FLOAT"}, "shape": {"shape": {"dim": [{"size": "1"}, {"size": "3"}, {"size": "8"}, {"size": "8"}]}}},
+        },
         _int_const("perm", [0, 2, 3, 1]),
         {"name": "nhwc", "op": "Transpose", "input": ["input_1", "perm"]},
         {"name": "filter", "op": "Const", "attr": {"dtype": {"type": "DT_FLOAT"}}},
         {"name": "bias", "op": "Const", "attr": {"dtype": {"type": "DT_FLOAT"}}},
-        {"name": "conv", "op": "Conv2D", "input": ["nhwc", "filter"], "attr": {
-            "strides": {"list": {"i": ["1", "1", "1", "1"]}}, "padding": _s("SAME"), "data_format": _s("NHWC")}},
+        {"name": "conv", "op": "Conv2D", "input": ["nhwc", "filter"], "attr": {"strides": {"list": {"i": ["1", "1", "1", "1"]}}, "padding": _s("SAME"), "data_format": _s("NHWC")}},
         {"name": "biased", "op": "Add", "input": ["conv", "bias"]},
         {"name": act, "op": "LeakyRelu", "input": ["biased"], "attr": {"alpha": {"f": 0.1}}},
     ]
@@ -126,10 +126,13 @@ def tiny_graph_model(folder: Path, *, extra_op: str | None = None, seed: int = 0
     ]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tiny.bin").write_bytes(weights["filter"].tobytes() + weights["bias"].tobytes())
-    doc = {"format": "graph-model", "modelTopology": {"node": nodes},
-           "weightsManifest": [{"paths": ["tiny.bin"], "weights": [
-               {"name": "filter", "shape": [3, 3, 3, 4], "dtype": "float32"},
-               {"name": "bias", "shape": [4], "dtype": "float32"}]}]}
+    doc = {
+        "format": "graph-model",
+        "modelTopology": {"node": nodes},
+        "weightsManifest": [
+            {"paths": ["tiny.bin"], "weights": [{"name": "filter", "shape": [3, 3, 3, 4], "dtype": "float32"}, {"name": "bias", "shape": [4], "dtype": "float32"}]}
+        ],
+    }
     path = folder / "tiny.json"
     path.write_text(json.dumps(doc))
     return path, weights
@@ -143,7 +146,7 @@ def tiny_reference(x_nchw: np.ndarray, weights: dict[str, np.ndarray]) -> np.nda
     out = np.zeros((n, h, w, 4), np.float64)
     for dy in range(3):
         for dx in range(3):
-            out += padded[:, dy:dy + h, dx:dx + w, :] @ weights["filter"][dy, dx].astype(np.float64)
+            out += padded[:, dy : dy + h, dx : dx + w, :] @ weights["filter"][dy, dx].astype(np.float64)
     out += weights["bias"]
     out = np.where(out > 0, out, 0.1 * out)
     return (1 / (1 + np.exp(-out.reshape(n, -1, 4)))).astype(np.float32)
@@ -165,8 +168,11 @@ def make_tgz(members: dict[str, bytes]) -> bytes:
 def pin(blob: bytes, members: dict[str, bytes], url: str = "https://127.0.0.1:9/fake-0.tgz") -> npm.PinnedPackage:
     """A PinnedPackage whose pins are those of ``blob``; port 9 on localhost refuses connections."""
     return npm.PinnedPackage(
-        name="fake", version="0", url=url,
+        name="fake",
+        version="0",
+        url=url,
         integrity="sha512-" + base64.b64encode(hashlib.sha512(blob).digest()).decode(),
-        sha256=hashlib.sha256(blob).hexdigest(), size=len(blob),
+        sha256=hashlib.sha256(blob).hexdigest(),
+        size=len(blob),
         members={k: hashlib.sha256(v).hexdigest() for k, v in members.items()},
     )

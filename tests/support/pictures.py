@@ -13,12 +13,14 @@ def to_i420(bgr: np.ndarray, pad: int = 0) -> YuvFrame:
     h, w = bgr.shape[:2]
     flat = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420).reshape(-1)
     n, c = h * w, (h // 2) * (w // 2)
-    y, u, v = flat[:n].reshape(h, w), flat[n:n + c].reshape(h // 2, w // 2), flat[n + c:].reshape(h // 2, w // 2)
+    y, u, v = flat[:n].reshape(h, w), flat[n : n + c].reshape(h // 2, w // 2), flat[n + c :].reshape(h // 2, w // 2)
     if pad:
+
         def strided(p: np.ndarray) -> np.ndarray:
             big = np.zeros((p.shape[0], p.shape[1] + pad), np.uint8)
             big[:, : p.shape[1]] = p
             return big[:, : p.shape[1]]
+
         y, u, v = strided(y), strided(u), strided(v)
     return YuvFrame(y, u, v)
 

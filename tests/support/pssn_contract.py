@@ -28,7 +28,11 @@ def _const(name: str, value: np.ndarray) -> onnx.NodeProto:
 
 
 def build_contract_onnx(
-    inner_path: Path, dst: Path, *, inner_layout: str = "NCHW", input_name: str = "input_2:0",
+    inner_path: Path,
+    dst: Path,
+    *,
+    inner_layout: str = "NCHW",
+    input_name: str = "input_2:0",
     out_dtype: str = "int64",
 ) -> Path:
     """Write the wrapped model to ``dst``.  ``inner_layout`` is the selfie graph's input/output layout."""
@@ -60,8 +64,7 @@ def build_contract_onnx(
         helper.make_node("Shape", ["x01"], ["shape_in"]),
         helper.make_node("Slice", ["shape_in", "c_nc_start", "c_nc_end"], ["nc"]),
         helper.make_node("Concat", ["nc", "c_inner_hw"], ["size_inner"], axis=0),
-        helper.make_node("Resize", ["x01", "c_roi", "c_empty", "size_inner"], ["x_small"], mode="linear",
-                         coordinate_transformation_mode="half_pixel"),
+        helper.make_node("Resize", ["x01", "c_roi", "c_empty", "size_inner"], ["x_small"], mode="linear", coordinate_transformation_mode="half_pixel"),
     ]
     if inner_layout == "NCHW":
         pre.append(helper.make_node("Identity", ["x_small"], [in_vi.name]))
@@ -73,8 +76,7 @@ def build_contract_onnx(
         helper.make_node("Shape", ["p_small"], ["shape_p"]),
         helper.make_node("Slice", ["shape_p", "c_nc_start", "c_nc_end"], ["nc_p"]),
         helper.make_node("Concat", ["nc_p", "c_out_hw"], ["size_out"], axis=0),
-        helper.make_node("Resize", ["p_small", "c_roi", "c_empty", "size_out"], ["p_big"], mode="linear",
-                         coordinate_transformation_mode="half_pixel"),
+        helper.make_node("Resize", ["p_small", "c_roi", "c_empty", "size_out"], ["p_big"], mode="linear", coordinate_transformation_mode="half_pixel"),
         helper.make_node("Clip", ["p_big", "c_eps", "c_1meps"], ["p_clip"]),
         helper.make_node("Sub", ["c_one", "p_clip"], ["q_clip"]),
         helper.make_node("Log", ["p_clip"], ["l_person"]),
@@ -88,10 +90,10 @@ def build_contract_onnx(
         post.append(helper.make_node("Cast", [argmax_out], ["argmax_1"], to=TensorProto.INT32))
 
     graph = helper.make_graph(
-        pre + list(g.node) + post, "peoplesemsegnet_contract",
+        pre + list(g.node) + post,
+        "peoplesemsegnet_contract",
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, 3, H, W])],
-        [helper.make_tensor_value_info("argmax_1", TensorProto.INT64 if out_dtype == "int64" else TensorProto.INT32,
-                                       [batch, H, W, 1])],
+        [helper.make_tensor_value_info("argmax_1", TensorProto.INT64 if out_dtype == "int64" else TensorProto.INT32, [batch, H, W, 1])],
         initializer=list(g.initializer),
     )
     model = helper.make_model(graph, opset_imports=list(inner.opset_import), producer_name="privacy-filter-tests")

@@ -233,9 +233,7 @@ def chroma_alpha_ref(alpha: np.ndarray) -> np.ndarray:
     return ((s + 2) >> 2).astype(np.uint8)
 
 
-def mask_alpha_ref(
-    m: np.ndarray, width: int, height: int, geo: GeometryRef
-) -> tuple[np.ndarray, np.ndarray]:
+def mask_alpha_ref(m: np.ndarray, width: int, height: int, geo: GeometryRef) -> tuple[np.ndarray, np.ndarray]:
     """Model-resolution temporal output M → (luma alpha H×W, chroma alpha), target applied.
 
     Q = quantize(M) → U = bilinear(Q) → B = 255·(U >= T8) → D = dilate(B, r) →
@@ -297,9 +295,7 @@ def composite_ref(orig: np.ndarray, eff: np.ndarray, alpha: np.ndarray) -> np.nd
 Planes = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def effect_planes_ref(
-    kind: str, planes: Planes, geo: GeometryRef, replacement: Planes | None = None
-) -> Planes:
+def effect_planes_ref(kind: str, planes: Planes, geo: GeometryRef, replacement: Planes | None = None) -> Planes:
     """The effect's full picture (before compositing) for pixelate/fill/blur/replace."""
     y, u, v = planes
     if kind == "pixelate":

@@ -23,7 +23,7 @@ def scene(t: int, person: bool = True, level: int = 100) -> YuvFrame:
     f.y[...] = level
     if person:
         x = 20 + 4 * t
-        f.y[100:140, x:x + 20] = 220
+        f.y[100:140, x : x + 20] = 220
     return f
 
 
@@ -101,8 +101,10 @@ class FixedDetector:
 
 def test_cover_map_is_motion_or_boxes_or_privacy_minus_exclude_for_motion_only() -> None:
     still = np.array([[200, 20, 240, 100, 0.9]], np.float32)  # a person standing still, found by the detector
-    zones = (ZoneConfig(mode="privacy", points=[(0.0, 0.9), (0.1, 0.9), (0.1, 1.0), (0.0, 1.0)]),
-             ZoneConfig(mode="exclude", points=[(0.0, 0.0), (1.0, 0.0), (1.0, 0.55), (0.0, 0.55)]))  # top half
+    zones = (
+        ZoneConfig(mode="privacy", points=[(0.0, 0.9), (0.1, 0.9), (0.1, 1.0), (0.0, 1.0)]),
+        ZoneConfig(mode="exclude", points=[(0.0, 0.0), (1.0, 0.0), (1.0, 0.55), (0.0, 0.55)]),
+    )  # top half
     s = CoverSettings(detector=DetectorConfig(name="test", pad_frac=0.0, head_extra=0.0), motion=motion(hold_frames=0), zones=zones)
     finder = PersonFinder({"cam": s}, detector=FixedDetector(still))
     finder.prime("cam", [scene(0, person=False).y] * 5)

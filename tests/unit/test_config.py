@@ -106,8 +106,12 @@ def test_presets_load_and_say_what_they_promise(tmp_path: Path) -> None:
     assert (vc.effect.kind, vc.effect.target, vc.mask.temporal, vc.output.audio) == ("blur", "background", "smooth", "copy")
     assert vc.mask.feather_px > 0 and not vc.uses_cover_engine()
     # a stream's preset beats the default preset; the stream's own fields beat its preset
-    cfg = load_service(_write(tmp_path, "defaults: {preset: cctv}\nstreams:\n  - {id: a, source: a.mp4, output: a.mkv}\n"
-                                        "  - {id: b, source: b.mp4, output: b.mkv, preset: video-call, mask: {feather_px: 1}}\n"))
+    cfg = load_service(
+        _write(
+            tmp_path,
+            "defaults: {preset: cctv}\nstreams:\n  - {id: a, source: a.mp4, output: a.mkv}\n  - {id: b, source: b.mp4, output: b.mkv, preset: video-call, mask: {feather_px: 1}}\n",
+        )
+    )
     a, b = cfg.streams
     assert (a.preset, a.effect.kind, b.preset, b.effect.kind, b.mask.feather_px) == ("cctv", "pixelate", "video-call", "blur", 1)
 
@@ -155,8 +159,10 @@ def test_errors_name_the_stream_the_field_and_what_is_allowed(tmp_path: Path, bo
         ("stream:\n  - {id: a}\n", "unknown top-level key 'stream'; allowed: defaults, metrics, stage, streams, supervisor, zmq"),
         ("streams: [\n", "invalid YAML"),
         ("streams:\n  - {id: a, source: x.mp4, output: o.mkv}\nmetrics: {port: 99999}\n", "metrics.port: must be less than or equal to 65535"),
-        ("streams:\n  - {id: a, source: x.mp4, output: o.mkv, effect: {kind: blur}}\n  - {id: b, source: y.mp4, output: p.mkv, mask: {temporal: forever}}\n",
-         "stream 'b': mask.temporal: must be one of none, hold, smooth"),
+        (
+            "streams:\n  - {id: a, source: x.mp4, output: o.mkv, effect: {kind: blur}}\n  - {id: b, source: y.mp4, output: p.mkv, mask: {temporal: forever}}\n",
+            "stream 'b': mask.temporal: must be one of none, hold, smooth",
+        ),
     ],
 )
 def test_file_level_errors(tmp_path: Path, text: str, expected: str) -> None:
@@ -217,13 +223,16 @@ def test_on_failure_pass_only_when_explicit_on_that_stream(tmp_path: Path, monke
     assert stream_config("in.mp4", "out.mp4", config_path=one).on_failure == "pass"
 
 
-@pytest.mark.parametrize(("zone", "expect"), [
-    ({"mode": "privacy", "points": [[0, 0], [1, 0]]}, "stream 'main': zones[0]: points: a zone needs at least 3 points, got 2"),
-    ({"mode": "exclude", "points": [[0, 0], [1, 0], [1, 1.5]]}, "stream 'main': zones[0]: points[2]: coordinates must be in [0, 1]"),
-    ({"mode": "privacy", "points": [[-0.1, 0], [1, 0], [1, 1]]}, "stream 'main': zones[0]: points[0]: coordinates must be in [0, 1]"),
-    ({"mode": "blur", "points": [[0, 0], [1, 0], [1, 1]]}, "stream 'main': zones[0].mode: must be one of privacy, exclude; got 'blur'"),
-    ({"points": [[0, 0], [1, 0], [1, 1]]}, "stream 'main': zones[0].mode: required"),
-])
+@pytest.mark.parametrize(
+    ("zone", "expect"),
+    [
+        ({"mode": "privacy", "points": [[0, 0], [1, 0]]}, "stream 'main': zones[0]: points: a zone needs at least 3 points, got 2"),
+        ({"mode": "exclude", "points": [[0, 0], [1, 0], [1, 1.5]]}, "stream 'main': zones[0]: points[2]: coordinates must be in [0, 1]"),
+        ({"mode": "privacy", "points": [[-0.1, 0], [1, 0], [1, 1]]}, "stream 'main': zones[0]: points[0]: coordinates must be in [0, 1]"),
+        ({"mode": "blur", "points": [[0, 0], [1, 0], [1, 1]]}, "stream 'main': zones[0].mode: must be one of privacy, exclude; got 'blur'"),
+        ({"points": [[0, 0], [1, 0], [1, 1]]}, "stream 'main': zones[0].mode: required"),
+    ],
+)
 def test_bad_zones_are_config_errors_naming_stream_and_field(zone: dict, expect: str) -> None:  # type: ignore[type-arg]
     from privacy_filter.errors import ConfigError
 
@@ -241,8 +250,11 @@ def test_zones_in_a_service_file_name_the_stream(tmp_path: Path) -> None:
 
 
 def test_cctv_keys_parse() -> None:
-    sc = stream_config("in.mp4", "out.mp4", preset="cctv", overrides={
-        "detector": {"score": 0.3, "every": 2}, "motion": {"learn_s": 10}, "cover": "segment",
-        "zones": [{"mode": "exclude", "points": [[0, 0], [0.5, 0], [0.5, 0.5]]}]})
+    sc = stream_config(
+        "in.mp4",
+        "out.mp4",
+        preset="cctv",
+        overrides={"detector": {"score": 0.3, "every": 2}, "motion": {"learn_s": 10}, "cover": "segment", "zones": [{"mode": "exclude", "points": [[0, 0], [0.5, 0], [0.5, 0.5]]}]},
+    )
     assert (sc.detector.score, sc.detector.every, sc.motion.learn_s, sc.cover) == (0.3, 2, 10.0, "segment")
     assert sc.zones[0].mode == "exclude" and sc.zones[0].points[1] == (0.5, 0.0)

@@ -64,8 +64,7 @@ def test_thresholds_are_inclusive_head_09_body_06() -> None:
 def test_never_exposed_needs_every_frame() -> None:
     covered = blank()
     covered[:, :] = 1
-    people = [Person(0, 1, (10.0, 10.0, 10.0, 20.0)), Person(1, 1, (10.0, 10.0, 10.0, 20.0)),
-              Person(0, 2, (100.0, 10.0, 10.0, 20.0)), Person(1, 2, (100.0, 10.0, 10.0, 20.0))]
+    people = [Person(0, 1, (10.0, 10.0, 10.0, 20.0)), Person(1, 1, (10.0, 10.0, 10.0, 20.0)), Person(0, 2, (100.0, 10.0, 10.0, 20.0)), Person(1, 2, (100.0, 10.0, 10.0, 20.0))]
     cover2 = blank()
     cover2[:, 50:] = 1  # frame 1: only person 2 covered
     r = evaluate_coverage([covered, cover2], people)

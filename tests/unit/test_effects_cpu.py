@@ -39,9 +39,7 @@ def _max_diff(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> int:
     return max(int(np.abs(x.astype(np.int32) - y).max()) for x, y in zip(a, b))
 
 
-def _run(
-    data: Path, effect: EffectConfig, mask: MaskConfig, size: tuple[int, int], prob: np.ndarray
-) -> tuple[YuvFrame, YuvFrame, np.ndarray]:
+def _run(data: Path, effect: EffectConfig, mask: MaskConfig, size: tuple[int, int], prob: np.ndarray) -> tuple[YuvFrame, YuvFrame, np.ndarray]:
     frame = D.real_frame(data, *size)
     orig = frame.copy()
     fx = create_stream_effect(effect, mask)

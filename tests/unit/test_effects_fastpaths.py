@@ -75,8 +75,10 @@ def test_reachable_span_bounds_the_threshold_exactly() -> None:
     assert boxes > 60  # the comparison covered real boxes, not only empty masks
 
 
-@pytest.mark.parametrize(("src", "dst"), [((144, 256), (1920, 1080)), ((256, 256), (1920, 1080)), ((256, 256), (1280, 720)),
-                                          ((144, 256), (641, 361)), ((144, 256), (3840, 2160)), ((256, 256), (128, 96))])
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [((144, 256), (1920, 1080)), ((256, 256), (1920, 1080)), ((256, 256), (1280, 720)), ((144, 256), (641, 361)), ((144, 256), (3840, 2160)), ((256, 256), (128, 96))],
+)
 def test_upsample_part_equals_the_full_resize(src: tuple[int, int], dst: tuple[int, int]) -> None:
     """Cropped resizes (used where the tap pattern repeats) give the full resize's pixels."""
     rng = np.random.default_rng(11)
@@ -125,8 +127,7 @@ def test_tiled_and_dense_alpha_equal_the_reference_at_frame_edges() -> None:
             m[:, :3] = 1
         else:
             m[:, -3:] = 1
-        mask = MaskConfig(threshold=float(rng.integers(20, 240)) / 255,
-                          dilate_px=int(rng.choice([0, 1, 2, 5, 22, 40])), feather_px=int(rng.choice([0, 1, 6, 20])))
+        mask = MaskConfig(threshold=float(rng.integers(20, 240)) / 255, dilate_px=int(rng.choice([0, 1, 2, 5, 22, 40])), feather_px=int(rng.choice([0, 1, 6, 20])))
         effect = EffectConfig(target=str(rng.choice(["person", "background"])))  # type: ignore[arg-type]
         geo = resolve_geometry(effect, mask, width, height)
         a, ac = R.mask_alpha_ref(m, width, height, R.geometry_ref(effect, mask, width, height))
@@ -185,9 +186,7 @@ def test_blend_plan_from_edge_tiles_equals_the_full_scan(shared_data: Path) -> N
 
 @pytest.mark.parametrize("target", ["person", "background"])
 @pytest.mark.parametrize("kind", ["pixelate", "fill", "blur", "replace", "overlay"])
-def test_tile_row_gather_equals_the_indexed_path_and_the_reference(
-    shared_data: Path, kind: str, target: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_tile_row_gather_equals_the_indexed_path_and_the_reference(shared_data: Path, kind: str, target: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Planes whose rows are a multiple of 16 bytes apart (1280×720, chroma 640) blend their
     partial tiles through 16-byte row items; the result is bit for bit the advanced-indexing
     path's (forced by disabling the row items) and within ±2 of the reference, and the fast

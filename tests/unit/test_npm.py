@@ -69,8 +69,9 @@ def test_good_fake_package_is_cached(tmp_path: Path) -> None:
     assert cached_problem(cache, model) is None
 
 
-@pytest.mark.parametrize("case", ["truncated", "hash-mismatch", "corrupt", "corrupt-truncated-gzip",
-                                  "member-mismatch", "missing-member", "unsupported-op", "unreachable", "no-such-file"])
+@pytest.mark.parametrize(
+    "case", ["truncated", "hash-mismatch", "corrupt", "corrupt-truncated-gzip", "member-mismatch", "missing-member", "unsupported-op", "unreachable", "no-such-file"]
+)
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, case: str) -> None:
     members = _members(tmp_path)
     good = make_tgz(members)

@@ -63,8 +63,10 @@ def test_closed_form_inverse_matches_linalg_solve() -> None:
     np.testing.assert_allclose(b, box(mp - (a_ref * mi).sum(-1)), atol=1e-3)
 
 
-def test_refined_masks_beat_plain_bilinear_on_real_portraits(selfie_model: ResolvedModel,  # noqa: F811
-                                                             shared_data: Path) -> None:
+def test_refined_masks_beat_plain_bilinear_on_real_portraits(
+    selfie_model: ResolvedModel,  # noqa: F811
+    shared_data: Path,
+) -> None:
     """Pooled person IoU against human ground truth on the first 12 portrait_dev images
     (measured 0.9681 plain → 0.9714 refined)."""
     seg = create_segmenter(selfie_model)
@@ -89,8 +91,7 @@ def model_arg(selfie_model: ResolvedModel, spec_dir: Path) -> str:  # noqa: F811
 
 def test_eval_reports_refine_mode_and_off_is_the_plain_path(model_arg: str, shared_data: Path, capsys) -> None:
     d = shared_data / "images" / "portrait_dev"
-    args = ["eval", "--images", str(d / "images"), "--masks", str(d / "masks"), "--model", model_arg,
-            "--limit", "6", "--json"]
+    args = ["eval", "--images", str(d / "images"), "--masks", str(d / "masks"), "--model", model_arg, "--limit", "6", "--json"]
     assert main(args) == 0
     default = json.loads(capsys.readouterr().out)
     assert main([*args, "--refine", "off"]) == 0

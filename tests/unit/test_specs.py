@@ -157,10 +157,15 @@ def test_builtin_spec_on_wrong_onnx_is_rejected(tmp_path: Path, shared_data: Pat
     # A file with the right names but a 256x256 input: wrong shape for the 544x960 contract.
     x = helper.make_tensor_value_info("input_2:0", TensorProto.FLOAT, ["N", 3, 256, 256])
     y = helper.make_tensor_value_info("argmax_1", TensorProto.INT64, ["N", 256, 256, 1])
-    g = helper.make_graph([
-        helper.make_node("Transpose", ["input_2:0"], ["t"], perm=[0, 2, 3, 1]),
-        helper.make_node("ArgMax", ["t"], ["argmax_1"], axis=-1, keepdims=1),
-    ], "small", [x], [y])
+    g = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["input_2:0"], ["t"], perm=[0, 2, 3, 1]),
+            helper.make_node("ArgMax", ["t"], ["argmax_1"], axis=-1, keepdims=1),
+        ],
+        "small",
+        [x],
+        [y],
+    )
     small = tmp_path / "small.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(small))
     with pytest.raises(ModelError) as exc:

@@ -99,10 +99,13 @@ def test_real_model_covers_the_person_and_leaves_the_background(people_frames, s
 
 def test_batch_across_streams_is_one_inference_and_each_mask_fits_its_own_frame(people_frames, segmenter) -> None:  # noqa: ANN001
     spy = Counting(segmenter)
-    stage = FilterStage(spy, {
-        "a": StageStream(effect=FILL_BLACK),
-        "b": StageStream(effect=EffectConfig(kind="none")),
-    })
+    stage = FilterStage(
+        spy,
+        {
+            "a": StageStream(effect=FILL_BLACK),
+            "b": StageStream(effect=EffectConfig(kind="none")),
+        },
+    )
     a = fresh(people_frames[:1], "a")[0]
     b = fresh(people_frames[:1], "b")[0]
     b.y, b.u, b.v = (np.ascontiguousarray(p[:, ::-1]) for p in (b.y, b.u, b.v))  # mirrored picture

@@ -39,8 +39,7 @@ def tf_same(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
     return out, total // 2
 
 
-def ref_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, s: int, padding: str, d: int = 1,
-             depthwise_mult: int = 0) -> np.ndarray:
+def ref_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, s: int, padding: str, d: int = 1, depthwise_mult: int = 0) -> np.ndarray:
     n, h, wd, _ = x.shape
     _, kh, kw, _ = w.shape
     if padding == "SAME":
@@ -52,7 +51,7 @@ def ref_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, s: int, padding: str, 
     out = 0.0
     for i in range(kh):
         for j in range(kw):
-            patch = xp[:, i * d: i * d + (oh - 1) * s + 1: s, j * d: j * d + (ow - 1) * s + 1: s, :]
+            patch = xp[:, i * d : i * d + (oh - 1) * s + 1 : s, j * d : j * d + (ow - 1) * s + 1 : s, :]
             if depthwise_mult:
                 out = out + np.repeat(patch, depthwise_mult, axis=3) * w[0, i, j, :]
             else:
@@ -66,9 +65,9 @@ def ref_transpose_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, s: int, out_
     full = np.zeros((n, (h - 1) * s + kh, (wd - 1) * s + kw, o), np.float64)
     for i in range(kh):
         for j in range(kw):
-            full[:, i: i + (h - 1) * s + 1: s, j: j + (wd - 1) * s + 1: s, :] += x @ w[:, i, j, :].T
+            full[:, i : i + (h - 1) * s + 1 : s, j : j + (wd - 1) * s + 1 : s, :] += x @ w[:, i, j, :].T
     pt, pl = (full.shape[1] - out_hw[0]) // 2, (full.shape[2] - out_hw[1]) // 2
-    return full[:, pt: pt + out_hw[0], pl: pl + out_hw[1]] + b
+    return full[:, pt : pt + out_hw[0], pl : pl + out_hw[1]] + b
 
 
 def ref_resize(x: np.ndarray, out_hw: tuple[int, int], align_corners: bool, half_pixel: bool) -> np.ndarray:
@@ -97,7 +96,7 @@ def ref_avg_pool_same(x: np.ndarray, k: int, s: int) -> np.ndarray:
     for i in range(oh):
         for j in range(ow):
             r0, c0 = i * s - pt, j * s - pl
-            win = x[:, max(r0, 0): min(r0 + k, h), max(c0, 0): min(c0 + k, w), :]
+            win = x[:, max(r0, 0) : min(r0 + k, h), max(c0, 0) : min(c0 + k, w), :]
             out[:, i, j] = win.mean(axis=(1, 2))  # padding excluded from the count
     return out
 
@@ -114,22 +113,27 @@ def test_conv_chain_with_fp16_weights_same_padding_and_fused_activations() -> No
     per_channel = RNG.normal(0, 1, 12).astype(np.float32)
     tensors = [
         T("x", (1, 8, 10, 3)),  # 0
-        T("w1_fp16", w1.shape, w1, dtype=1), T("b1_fp16", b1.shape, b1, dtype=1),  # 1, 2
-        T("w1", w1.shape), T("b1", b1.shape),  # 3, 4 (DEQUANTIZE outputs)
+        T("w1_fp16", w1.shape, w1, dtype=1),
+        T("b1_fp16", b1.shape, b1, dtype=1),  # 1, 2
+        T("w1", w1.shape),
+        T("b1", b1.shape),  # 3, 4 (DEQUANTIZE outputs)
         T("c1", (1, 4, 5, 6)),  # 5: stride 2 SAME on 8x10, odd pixel padded after
-        T("w2", w2.shape, w2), T("b2", b2.shape, b2),  # 6, 7
+        T("w2", w2.shape, w2),
+        T("b2", b2.shape, b2),  # 6, 7
         T("d1", (1, 4, 5, 12)),  # 8: depthwise multiplier 2
         T("k", per_channel.shape, per_channel),  # 9
         T("y", (1, 4, 5, 12)),  # 10
     ]
     ops = [
-        Op(OPS.DEQUANTIZE, [1], [3]), Op(OPS.DEQUANTIZE, [2], [4]),
-        Op(OPS.CONV_2D, [0, 3, 4], [5], ("Conv2DOptions", {
-            "Padding": 0, "StrideW": 2, "StrideH": 2, "FusedActivationFunction": 3,
-            "DilationWFactor": 1, "DilationHFactor": 1})),
-        Op(OPS.DEPTHWISE_CONV_2D, [5, 6, 7], [8], ("DepthwiseConv2DOptions", {
-            "Padding": 0, "StrideW": 1, "StrideH": 1, "DepthMultiplier": 2, "FusedActivationFunction": 1,
-            "DilationWFactor": 1, "DilationHFactor": 1})),
+        Op(OPS.DEQUANTIZE, [1], [3]),
+        Op(OPS.DEQUANTIZE, [2], [4]),
+        Op(OPS.CONV_2D, [0, 3, 4], [5], ("Conv2DOptions", {"Padding": 0, "StrideW": 2, "StrideH": 2, "FusedActivationFunction": 3, "DilationWFactor": 1, "DilationHFactor": 1})),
+        Op(
+            OPS.DEPTHWISE_CONV_2D,
+            [5, 6, 7],
+            [8],
+            ("DepthwiseConv2DOptions", {"Padding": 0, "StrideW": 1, "StrideH": 1, "DepthMultiplier": 2, "FusedActivationFunction": 1, "DilationWFactor": 1, "DilationHFactor": 1}),
+        ),
         Op(OPS.ADD, [8, 9], [10], ("AddOptions", {"FusedActivationFunction": 0})),
     ]
     got = run(tensors, ops, x)
@@ -144,8 +148,7 @@ def test_valid_dilated_conv() -> None:
     w = RNG.normal(0, 0.5, (5, 3, 3, 4)).astype(np.float32)
     b = np.zeros(5, np.float32)
     tensors = [T("x", x.shape), T("w", w.shape, w), T("b", b.shape, b), T("y", (1, 5, 4, 5))]
-    ops = [Op(OPS.CONV_2D, [0, 1, 2], [3], ("Conv2DOptions", {
-        "Padding": 1, "StrideW": 1, "StrideH": 1, "DilationWFactor": 2, "DilationHFactor": 2}))]
+    ops = [Op(OPS.CONV_2D, [0, 1, 2], [3], ("Conv2DOptions", {"Padding": 1, "StrideW": 1, "StrideH": 1, "DilationWFactor": 2, "DilationHFactor": 2}))]
     np.testing.assert_allclose(run(tensors, ops, x), ref_conv(x, w, b, 1, "VALID", d=2), atol=1e-4)
 
 
@@ -155,8 +158,7 @@ def test_resize_bilinear_modes_and_factors(align_corners: bool, half_pixel: bool
     x = RNG.uniform(0, 1, (2, 5, 7, 3)).astype(np.float32)
     size = np.array(out_hw, np.int32)
     tensors = [T("x", (1, 5, 7, 3)), T("size", (2,), size, dtype=2), T("y", (1, *out_hw, 3))]
-    ops = [Op(OPS.RESIZE_BILINEAR, [0, 1], [2], ("ResizeBilinearOptions", {
-        "AlignCorners": align_corners, "HalfPixelCenters": half_pixel}))]
+    ops = [Op(OPS.RESIZE_BILINEAR, [0, 1], [2], ("ResizeBilinearOptions", {"AlignCorners": align_corners, "HalfPixelCenters": half_pixel}))]
     got = run(tensors, ops, x)
     np.testing.assert_allclose(got, ref_resize(x, out_hw, align_corners, half_pixel), atol=1e-5)
 
@@ -165,12 +167,17 @@ def test_average_pool_same_excludes_padding_and_means() -> None:
     x = RNG.uniform(0, 1, (2, 8, 10, 4)).astype(np.float32)
     axes_hw = np.array([1, 2], np.int32)
     axes_c = np.array([3], np.int32)
-    tensors = [T("x", (1, 8, 10, 4)), T("p", (1, 4, 5, 4)), T("axes_hw", (2,), axes_hw, dtype=2),
-               T("m", (1, 1, 1, 4)), T("axes_c", (1,), axes_c, dtype=2), T("mc", (1, 4, 5, 1)),
-               T("y", (1, 4, 5, 4))]
+    tensors = [
+        T("x", (1, 8, 10, 4)),
+        T("p", (1, 4, 5, 4)),
+        T("axes_hw", (2,), axes_hw, dtype=2),
+        T("m", (1, 1, 1, 4)),
+        T("axes_c", (1,), axes_c, dtype=2),
+        T("mc", (1, 4, 5, 1)),
+        T("y", (1, 4, 5, 4)),
+    ]
     ops = [
-        Op(OPS.AVERAGE_POOL_2D, [0], [1], ("Pool2DOptions", {
-            "Padding": 0, "StrideW": 2, "StrideH": 2, "FilterWidth": 3, "FilterHeight": 3})),
+        Op(OPS.AVERAGE_POOL_2D, [0], [1], ("Pool2DOptions", {"Padding": 0, "StrideW": 2, "StrideH": 2, "FilterWidth": 3, "FilterHeight": 3})),
         Op(OPS.MEAN, [1, 2], [3], ("ReducerOptions", {"KeepDims": True})),
         Op(OPS.MEAN, [1, 4], [5], ("ReducerOptions", {"KeepDims": True})),
         Op(OPS.MUL, [1, 3], [6], ("MulOptions", {"FusedActivationFunction": 0})),
@@ -184,12 +191,15 @@ def test_average_pool_same_excludes_padding_and_means() -> None:
     np.testing.assert_allclose(run(tensors_c, ops_c, x), p.mean(axis=3, keepdims=True), atol=1e-5)
 
 
-@pytest.mark.parametrize("k, padding, in_hw, out_hw", [
-    (2, 1, (4, 5), (8, 10)),  # MediaPipe's case
-    (3, 1, (4, 5), (8, 10)),  # SAME, crops one pixel at the end
-    (4, 1, (4, 5), (8, 10)),  # SAME, crops one at each side
-    (3, 2, (4, 5), (9, 11)),  # VALID, full output
-])
+@pytest.mark.parametrize(
+    "k, padding, in_hw, out_hw",
+    [
+        (2, 1, (4, 5), (8, 10)),  # MediaPipe's case
+        (3, 1, (4, 5), (8, 10)),  # SAME, crops one pixel at the end
+        (4, 1, (4, 5), (8, 10)),  # SAME, crops one at each side
+        (3, 2, (4, 5), (9, 11)),  # VALID, full output
+    ],
+)
 def test_convolution2d_transpose_bias(k: int, padding: int, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> None:
     x = RNG.uniform(-1, 1, (2, *in_hw, 6)).astype(np.float32)
     w = RNG.normal(0, 0.5, (3, k, k, 6)).astype(np.float32)

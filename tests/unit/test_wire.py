@@ -120,8 +120,12 @@ def test_mask_part_round_trip(pair) -> None:
 def test_audio_stream_start_and_eos(pair) -> None:
     tx, rx = pair
     payload = bytes(range(256)) * 3
-    P.send(tx, P.stream_start_parts("a", video={"width": 4, "height": 2, "time_base": [1, 25], "rate": [25, 1]},
-                                    audio={"codec": "aac", "rate": 48000, "layout": "mono", "extradata": P.b64(b"\x11\x90")}))
+    P.send(
+        tx,
+        P.stream_start_parts(
+            "a", video={"width": 4, "height": 2, "time_base": [1, 25], "rate": [25, 1]}, audio={"codec": "aac", "rate": 48000, "layout": "mono", "extradata": P.b64(b"\x11\x90")}
+        ),
+    )
     P.send(tx, P.audio_parts("a", 5, payload, pts=1024, dts=1024, time_base=Fraction(1, 48000), duration=1024))
     P.send(tx, P.eos_parts("a", frames=12, reason="stop"))
     r = P.Receiver(rx)
@@ -145,21 +149,21 @@ def _malformed() -> list[tuple[str, list]]:
     g = _good(0)
     y, u, v = (bytes(x) for x in g[1:4])
     return [
-        ("size", [g[0], y[:-100], u, v]),                          # truncated Y plane
-        ("size", [g[0], y, u + b"\0" * 40, v]),                    # U plane too big for its geometry
-        ("parts", [g[0], y, u]),                                   # missing V plane
-        ("parts", [g[0], y, u, v, b"extra"]),                      # mask part without has_mask
-        ("version", [_hdr(v=99), y, u, v]),                        # unknown version
+        ("size", [g[0], y[:-100], u, v]),  # truncated Y plane
+        ("size", [g[0], y, u + b"\0" * 40, v]),  # U plane too big for its geometry
+        ("parts", [g[0], y, u]),  # missing V plane
+        ("parts", [g[0], y, u, v, b"extra"]),  # mask part without has_mask
+        ("version", [_hdr(v=99), y, u, v]),  # unknown version
         ("header-size", [b"{" + b" " * (P.MAX_HEADER_BYTES + 1) + b"}", y, u, v]),  # oversized header
-        ("json", [b"{not json", y, u, v]),                         # bad JSON
-        ("json", [b"\xff\xfe\x00", y, u, v]),                      # not UTF-8
-        ("json", [b"[1, 2, 3]", y, u, v]),                         # JSON but not an object
-        ("kind", [_hdr(kind="video"), y, u, v]),                   # unknown kind
-        ("field", [_hdr(width=None), y, u, v]),                    # missing width
-        ("field", [_hdr(time_base=[1, 0]), y, u, v]),              # zero denominator
-        ("field", [_hdr(has_mask=True), y, u, v, b"m" * 10]),      # has_mask without geometry
-        ("size", [_hdr(strides=[10, 32, 32]), y, u, v]),           # stride smaller than the row
-        ("field", [_hdr(stream=""), y, u, v]),                     # empty stream id
+        ("json", [b"{not json", y, u, v]),  # bad JSON
+        ("json", [b"\xff\xfe\x00", y, u, v]),  # not UTF-8
+        ("json", [b"[1, 2, 3]", y, u, v]),  # JSON but not an object
+        ("kind", [_hdr(kind="video"), y, u, v]),  # unknown kind
+        ("field", [_hdr(width=None), y, u, v]),  # missing width
+        ("field", [_hdr(time_base=[1, 0]), y, u, v]),  # zero denominator
+        ("field", [_hdr(has_mask=True), y, u, v, b"m" * 10]),  # has_mask without geometry
+        ("size", [_hdr(strides=[10, 32, 32]), y, u, v]),  # stride smaller than the row
+        ("field", [_hdr(stream=""), y, u, v]),  # empty stream id
         ("size", [json.dumps({"v": 1, "kind": "audio", "stream": "cam", "seq": 0, "time_base": [1, 48000], "size": 9}).encode(), b"12345"]),
         ("parts", [json.dumps({"v": 1, "kind": "eos", "stream": "cam", "seq": 0, "frames": 1}).encode(), b"x"]),
     ]

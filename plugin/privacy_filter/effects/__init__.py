@@ -34,8 +34,6 @@ class StreamEffect(Protocol):
     def reset(self) -> None: ...
 
 
-
-
 __all__ = [
     "Geometry",
     "StreamEffect",

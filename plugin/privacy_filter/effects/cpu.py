@@ -424,8 +424,13 @@ class CpuStreamEffect:
     # -- internals
 
     def _render(
-        self, frame: YuvFrame, ma: MaskAlpha, geo: Geometry, kind: str,
-        early: Future[Planes] | None = None, late: tuple[str, Future[Planes]] | None = None,
+        self,
+        frame: YuvFrame,
+        ma: MaskAlpha,
+        geo: Geometry,
+        kind: str,
+        early: Future[Planes] | None = None,
+        late: tuple[str, Future[Planes]] | None = None,
     ) -> None:
         if kind == "none":
             return
@@ -473,9 +478,7 @@ class CpuStreamEffect:
         return int(geo.color_yuv[i])  # fill, or replace without image/video
 
     @staticmethod
-    def _composite_plane(
-        dst: np.ndarray, outside: int, box: Box | None, plan: BlendPlan | None, picture: Callable[[Box | None], Picture]
-    ) -> None:
+    def _composite_plane(dst: np.ndarray, outside: int, box: Box | None, plan: BlendPlan | None, picture: Callable[[Box | None], Picture]) -> None:
         if box is None or plan is None:
             if outside == 255:
                 dst[...] = picture(None)
@@ -491,9 +494,7 @@ class CpuStreamEffect:
         composite_into(dst[y0:y1, x0:x1], inner, plan)
 
     @staticmethod
-    def _overlay_plane(
-        dst: np.ndarray, outside: int, box: Box | None, plan: BlendPlan | None, color: int, o8: int, tinted: np.ndarray | None = None
-    ) -> None:
+    def _overlay_plane(dst: np.ndarray, outside: int, box: Box | None, plan: BlendPlan | None, color: int, o8: int, tinted: np.ndarray | None = None) -> None:
         if outside == 255:
             regions = [(slice(None), slice(None))] if box is None else _bands(dst, box)
             for ys, xs in regions:

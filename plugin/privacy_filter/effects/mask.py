@@ -158,8 +158,7 @@ def _crop_axis(src: int, dst: int, d0: int, d1: int) -> tuple[int, int, int, int
     i0, i1, w = _taps(src, dst)
     c0, c1, cw = _taps((b1 - b0) * ps, (b1 - b0) * pd)
     j0, j1 = d0 - e0, d1 - e0
-    same = (np.array_equal(c0[j0:j1] + s0, i0[d0:d1]) and np.array_equal(c1[j0:j1] + s0, i1[d0:d1])
-            and np.array_equal(cw[j0:j1], w[d0:d1]))
+    same = np.array_equal(c0[j0:j1] + s0, i0[d0:d1]) and np.array_equal(c1[j0:j1] + s0, i1[d0:d1]) and np.array_equal(cw[j0:j1], w[d0:d1])
     return (s0, b1 * ps, e0, b1 * pd) if same else None
 
 
@@ -282,9 +281,7 @@ def _grow_box(x: int, y: int, w: int, h: int, margin: int, width: int, height: i
     return y0, y1, x0, x1
 
 
-def cpu_mask_alpha(
-    m: np.ndarray, geo: Geometry, method: str = "auto", sanitized: bool = False, on_box: Callable[[Box], None] | None = None
-) -> MaskAlpha:
+def cpu_mask_alpha(m: np.ndarray, geo: Geometry, method: str = "auto", sanitized: bool = False, on_box: Callable[[Box], None] | None = None) -> MaskAlpha:
     """Temporal output M (model resolution) → frame alpha, OpenCV implementation.
 
     quantize → INTER_LINEAR_EXACT upsample → threshold → dilate (rect kernel; cv2's default
@@ -495,9 +492,7 @@ def _edge_tiles_alpha(q: np.ndarray, geo: Geometry, t: int, gy: np.ndarray, gx: 
     # windows[ly, i, j, lx] = canvas pixel at (row i, column j of the tile grid) + (ly, lx) − R
     base = canvas[cy0 - big - oy :, cx0 - big - ox :]
     s0, s1 = base.strides
-    windows = np.lib.stride_tricks.as_strided(
-        base, shape=(p, (cy1 - cy0) // t, (cx1 - cx0) // t, p), strides=(s0, t * s0, t * s1, s1), writeable=False
-    )
+    windows = np.lib.stride_tricks.as_strided(base, shape=(p, (cy1 - cy0) // t, (cx1 - cx0) // t, p), strides=(s0, t * s0, t * s1, s1), writeable=False)
     strip = windows[:, gy - cy0 // t, gx - cx0 // t, :].reshape(p, n * p)  # piece i: columns [i·P, (i+1)·P)
     # T8 >= 1 here (at T8 = 0 every tile is full), so the zero padding thresholds to "outside"
     d = cv2.compare(strip, int(geo.threshold8), cv2.CMP_GE)

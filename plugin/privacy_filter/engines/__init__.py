@@ -13,5 +13,3 @@ from privacy_filter.engines.outputs import upsample_probability
 from privacy_filter.engines.tiling import AutoTiles, TileGrid, parse_tiles
 
 __all__ = ["Segmenter", "upsample_probability", "TileGrid", "AutoTiles", "parse_tiles"]
-
-

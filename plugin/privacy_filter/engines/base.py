@@ -35,7 +35,7 @@ class Segmenter(ABC):
     def infer_batch(self, batch: np.ndarray) -> np.ndarray:
         """(N, h, w) float32 probabilities for a prepared batch; splits it when the model's batch is fixed."""
         step = self.max_batch or len(batch)
-        raws = [self.run(batch[i:i + step]) for i in range(0, len(batch), step)]
+        raws = [self.run(batch[i : i + step]) for i in range(0, len(batch), step)]
         raw = raws[0] if len(raws) == 1 else np.concatenate(raws)
         return outputs.to_probability(raw, self.spec)
 
@@ -56,6 +56,7 @@ class Segmenter(ABC):
             def fill(rect: tiling.Rect | None, out: np.ndarray) -> preprocess.Placement:
                 planes = frame.planes if rect is None else preprocess.crop_yuv(frame, *rect)
                 return preprocess.yuv_into(*planes, self.spec, out, matrix, full)
+
             return fill
 
         return self._infer([(f.width, f.height, filler(f)) for f in frames])
@@ -67,8 +68,9 @@ class Segmenter(ABC):
 
         def filler(img: np.ndarray) -> Filler:
             def fill(rect: tiling.Rect | None, out: np.ndarray) -> preprocess.Placement:
-                crop = img if rect is None else img[rect[1]:rect[3], rect[0]:rect[2]]
+                crop = img if rect is None else img[rect[1] : rect[3], rect[0] : rect[2]]
                 return preprocess.image_into(crop, self.spec, out, order)
+
             return fill
 
         return self._infer([(int(im.shape[1]), int(im.shape[0]), filler(im)) for im in images])
@@ -103,7 +105,7 @@ class Segmenter(ABC):
             if grid.whole:
                 whole = maps[k]
                 k += 1
-            tiles = maps[k:k + len(rects)]
+            tiles = maps[k : k + len(rects)]
             k += len(rects)
             results.append(tiling.merge(whole, tiles, rects, w, h, spec.width))
         return results

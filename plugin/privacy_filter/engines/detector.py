@@ -140,8 +140,8 @@ def planes_to_bgr(y: np.ndarray, u: np.ndarray, v: np.ndarray, w: int, h: int) -
     cw, ch = w // 2, h // 2
     flat = buf.reshape(-1)
     cv2.resize(y, (w, h), dst=buf[:h], interpolation=interp)
-    flat[w * h: w * h + cw * ch] = cv2.resize(u, (cw, ch), interpolation=interp).reshape(-1)
-    flat[w * h + cw * ch:] = cv2.resize(v, (cw, ch), interpolation=interp).reshape(-1)
+    flat[w * h : w * h + cw * ch] = cv2.resize(u, (cw, ch), interpolation=interp).reshape(-1)
+    flat[w * h + cw * ch :] = cv2.resize(v, (cw, ch), interpolation=interp).reshape(-1)
     return cv2.cvtColor(buf, cv2.COLOR_YUV2BGR_I420)
 
 
@@ -195,8 +195,7 @@ def nms(boxes: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, np.int64)
 
 
-def decode_boxes(scores: Sequence[np.ndarray], regs: Sequence[np.ndarray], geo: InputGeometry, spec: DetectorSpec,
-                 threshold: float) -> np.ndarray:
+def decode_boxes(scores: Sequence[np.ndarray], regs: Sequence[np.ndarray], geo: InputGeometry, spec: DetectorSpec, threshold: float) -> np.ndarray:
     """One picture's head outputs → person boxes (K, 5) in source pixels, after NMS.
 
     Only cells whose person score passes ``threshold`` are decoded, which keeps this cheap.
@@ -205,8 +204,7 @@ def decode_boxes(scores: Sequence[np.ndarray], regs: Sequence[np.ndarray], geo: 
     for s, r, stride in zip(scores, regs, spec.strides, strict=True):
         cells = (geo.pad_h // stride) * (geo.pad_w // stride)
         if s.shape[0] != cells or r.shape[0] != cells:
-            raise ModelError(f"detector output at stride {stride} has {s.shape[0]} cells, expected {cells} "
-                             f"for a {geo.pad_w}x{geo.pad_h} input")
+            raise ModelError(f"detector output at stride {stride} has {s.shape[0]} cells, expected {cells} for a {geo.pad_w}x{geo.pad_h} input")
         sc = s[:, spec.person_index]
         keep = np.flatnonzero(sc >= threshold)
         if keep.size == 0:
@@ -248,9 +246,19 @@ class OrtDetector:
     pixels (default ``TILE_FACTOR`` x the long side).
     """
 
-    def __init__(self, model: ResolvedDetector, device: str = "cpu", *, long_side: LongSide = "auto",
-                 score_threshold: float | None = None, tiles: Tiles = "auto", tile_size: int | None = None,
-                 tile_overlap: float = 0.2, max_batch: int = MAX_BATCH, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: ResolvedDetector,
+        device: str = "cpu",
+        *,
+        long_side: LongSide = "auto",
+        score_threshold: float | None = None,
+        tiles: Tiles = "auto",
+        tile_size: int | None = None,
+        tile_overlap: float = 0.2,
+        max_batch: int = MAX_BATCH,
+        threads: int | None = None,
+    ) -> None:
         from privacy_filter.engines.onnxruntime import make_session
 
         self.spec = model.spec
@@ -274,8 +282,7 @@ class OrtDetector:
         batch = self.session.get_inputs()[0].shape[0]
         if isinstance(batch, int) and batch > 0:
             self.max_batch = min(self.max_batch, batch)  # a model with a fixed batch (the reference: 1)
-        log.info("detector %s (%s) on %s, long side %s, threshold %.2f, tiles %s", self.spec.name, model.onnx_path,
-                 self.providers[0], long_side, threshold, tiles)
+        log.info("detector %s (%s) on %s, long side %s, threshold %.2f, tiles %s", self.spec.name, model.onnx_path, self.providers[0], long_side, threshold, tiles)
 
     # -- planning ---------------------------------------------------------------------------
     def _parts(self, w: int, h: int) -> tuple[int, list[tuple[int, int, int, int]]]:
@@ -294,8 +301,7 @@ class OrtDetector:
             L, rects = self._parts(f.width, f.height)
             jobs.append(_Job(i, input_geometry(f.width, f.height, L, m), planes=f.planes))
             for x0, y0, x1, y1 in rects:
-                planes = (f.y[y0:y1, x0:x1], f.u[y0 // 2:(y1 + 1) // 2, x0 // 2:(x1 + 1) // 2],
-                          f.v[y0 // 2:(y1 + 1) // 2, x0 // 2:(x1 + 1) // 2])
+                planes = (f.y[y0:y1, x0:x1], f.u[y0 // 2 : (y1 + 1) // 2, x0 // 2 : (x1 + 1) // 2], f.v[y0 // 2 : (y1 + 1) // 2, x0 // 2 : (x1 + 1) // 2])
                 jobs.append(_Job(i, input_geometry(x1 - x0, y1 - y0, L, m), x0, y0, planes=planes))
         return jobs
 
@@ -319,7 +325,7 @@ class OrtDetector:
         found: list[list[np.ndarray]] = [[] for _ in range(count)]
         for (ph, pw), group in groups.items():
             for start in range(0, len(group), self.max_batch):
-                chunk = group[start:start + self.max_batch]
+                chunk = group[start : start + self.max_batch]
                 batch = np.zeros((len(chunk), 3, ph, pw), np.float32)
                 for k, job in enumerate(chunk):
                     if job.planes is not None:
@@ -329,8 +335,7 @@ class OrtDetector:
                 outs = self.run(batch)
                 n = len(self.spec.strides)
                 for k, job in enumerate(chunk):
-                    boxes = decode_boxes([o[k] for o in outs[:n]], [o[k] for o in outs[n:]], job.geo, self.spec,
-                                         self.score_threshold)
+                    boxes = decode_boxes([o[k] for o in outs[:n]], [o[k] for o in outs[n:]], job.geo, self.spec, self.score_threshold)
                     if job.x0 or job.y0:
                         boxes[:, [0, 2]] += job.x0
                         boxes[:, [1, 3]] += job.y0

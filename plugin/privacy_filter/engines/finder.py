@@ -52,11 +52,18 @@ class CoverSettings:
     @classmethod
     def from_config(cls, cfg: object, *, live: bool, fps: float = 25.0) -> CoverSettings:
         """From a ``StreamConfig`` (detector, motion, zones, cover)."""
-        return cls(detector=getattr(cfg, "detector", DetectorConfig()), motion=getattr(cfg, "motion", MotionConfig()),
-                   zones=tuple(getattr(cfg, "zones", ()) or ()), cover=str(getattr(cfg, "cover", "box")), live=live, fps=fps)
+        return cls(
+            detector=getattr(cfg, "detector", DetectorConfig()),
+            motion=getattr(cfg, "motion", MotionConfig()),
+            zones=tuple(getattr(cfg, "zones", ()) or ()),
+            cover=str(getattr(cfg, "cover", "box")),
+            live=live,
+            fps=fps,
+        )
 
 
 # ------------------------------------------------------------------------------------------ boxes
+
 
 def pad_boxes(boxes: np.ndarray, width: int, height: int, pad_frac: float, head_extra: float) -> np.ndarray:
     """Grow (N, ≥4) x0,y0,x1,y1 boxes by ``pad_frac`` of the frame height per side and ``head_extra``
@@ -127,6 +134,7 @@ def fill_boxes(grid: np.ndarray, boxes: np.ndarray, sx: float, sy: float) -> Non
 
 # ------------------------------------------------------------------------------------ segment
 
+
 def square_crop(box: np.ndarray, width: int, height: int, pad: float = CROP_PAD) -> tuple[int, int, int, int]:
     """The box grown to a square, padded by ``pad``, clipped; even corners so chroma aligns."""
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
@@ -140,13 +148,12 @@ def crop_frame(frame: YuvFrame, rect: tuple[int, int, int, int]) -> YuvFrame:
     """A view of the frame's planes inside ``rect`` (even x0, y0)."""
     x0, y0, x1, y1 = rect
     cw, ch = chroma_size(x1 - x0, y1 - y0)
-    u = frame.u[y0 // 2:y0 // 2 + ch, x0 // 2:x0 // 2 + cw]
-    v = frame.v[y0 // 2:y0 // 2 + ch, x0 // 2:x0 // 2 + cw]
+    u = frame.u[y0 // 2 : y0 // 2 + ch, x0 // 2 : x0 // 2 + cw]
+    v = frame.v[y0 // 2 : y0 // 2 + ch, x0 // 2 : x0 // 2 + cw]
     return YuvFrame(frame.y[y0:y1, x0:x1], u, v, stream_id=frame.stream_id, metadata=dict(frame.metadata))
 
 
-def paste_crop(grid: np.ndarray, prob: np.ndarray, rect: tuple[int, int, int, int], box: np.ndarray,
-               sx: float, sy: float, threshold: float = 0.5) -> bool:
+def paste_crop(grid: np.ndarray, prob: np.ndarray, rect: tuple[int, int, int, int], box: np.ndarray, sx: float, sy: float, threshold: float = 0.5) -> bool:
     """Paste a crop's person mask onto the grid; False (nothing pasted) when it covers < 20 % of the box.
 
     The fallback matters: on CCTV boxes the selfie model finds nobody in about 13 % of square crops.
@@ -167,6 +174,7 @@ def paste_crop(grid: np.ndarray, prob: np.ndarray, rect: tuple[int, int, int, in
 
 
 # ------------------------------------------------------------------------------------ the engine
+
 
 @dataclass
 class _Stream:
@@ -231,8 +239,7 @@ class PersonFinder:
     # -------------------------------------------------------------------------------------
     def infer_yuv(self, frames: Sequence[YuvFrame]) -> list[np.ndarray | CoverWhole]:
         states = [self._state(f) for f in frames]
-        due = [i for i, (f, st) in enumerate(zip(frames, states))
-               if st.settings.detector.enabled and st.frames % st.settings.detector.every_at(st.settings.fps) == 0]
+        due = [i for i, (f, st) in enumerate(zip(frames, states)) if st.settings.detector.enabled and st.frames % st.settings.detector.every_at(st.settings.fps) == 0]
         if due:
             assert self.detector is not None
             found = self.detector.detect_yuv([frames[i] for i in due])
@@ -244,8 +251,7 @@ class PersonFinder:
         for f, st in zip(frames, states):
             st.frames += 1
             maps.append(self._cover_map(f, st))
-        segs = [i for i, (st, m) in enumerate(zip(states, maps))
-                if st.settings.cover == "segment" and isinstance(m, np.ndarray) and st.held]
+        segs = [i for i, (st, m) in enumerate(zip(states, maps)) if st.settings.cover == "segment" and isinstance(m, np.ndarray) and st.held]
         if segs:
             self._segment([frames[i] for i in segs], [states[i] for i in segs], [maps[i] for i in segs])
         return maps
@@ -338,7 +344,7 @@ def yuv_from_image(img: np.ndarray, order: str = "rgb") -> YuvFrame:
     flat = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2YUV_I420).reshape(-1)
     n, q = eh * ew, (eh // 2) * (ew // 2)
     y = flat[:n].reshape(eh, ew)
-    u = flat[n:n + q].reshape(eh // 2, ew // 2)
-    v = flat[n + q:n + 2 * q].reshape(eh // 2, ew // 2)
+    u = flat[n : n + q].reshape(eh // 2, ew // 2)
+    v = flat[n + q : n + 2 * q].reshape(eh // 2, ew // 2)
     cw, ch = chroma_size(w, h)
     return YuvFrame(np.ascontiguousarray(y[:h, :w]), np.ascontiguousarray(u[:ch, :cw]), np.ascontiguousarray(v[:ch, :cw]))

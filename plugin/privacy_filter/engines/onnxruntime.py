@@ -56,15 +56,15 @@ def providers_for(device: str) -> list[str]:
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "cuda" and not gpu:
-        raise ModelError("device 'cuda' requested but this onnxruntime has no CUDA/TensorRT provider "
-                         f"(available: {', '.join(available)}); install onnxruntime-gpu or use --device cpu")
+        raise ModelError(
+            f"device 'cuda' requested but this onnxruntime has no CUDA/TensorRT provider (available: {', '.join(available)}); install onnxruntime-gpu or use --device cpu"
+        )
     if device not in ("cuda", "auto"):
         raise ModelError(f"unknown device {device!r}; expected cpu, cuda or auto")
     return [*gpu, "CPUExecutionProvider"]
 
 
-def make_session(path: Path, device: str = "cpu", threads: int | None = None, spin: bool = False,
-                 mem_pattern: bool = True):
+def make_session(path: Path, device: str = "cpu", threads: int | None = None, spin: bool = False, mem_pattern: bool = True):
     """``mem_pattern=False``: no pre-planned activation block per input shape (the detector: measured
     -22 MB RSS for NanoDet at 640x384, same ms per run; turning the arena off instead cost memory)."""
     import onnxruntime as ort
@@ -97,8 +97,7 @@ class OrtSegmenter(Segmenter):
         batch_dim = inp.shape[0] if inp.shape else None
         self.max_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         self._outputs = [self.spec.output_name]
-        log.info("model %s (%s) on %s, batch %s", self.spec.name, model.onnx_path, self.providers[0],
-                 self.max_batch or "dynamic")
+        log.info("model %s (%s) on %s, batch %s", self.spec.name, model.onnx_path, self.providers[0], self.max_batch or "dynamic")
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(self._outputs, {self.spec.input_name: batch})[0]

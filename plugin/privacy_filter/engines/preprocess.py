@@ -45,11 +45,14 @@ def yuv_to_rgb_matrix(matrix: str = "bt601", full_range: bool = False) -> np.nda
     kg = 1.0 - kr - kb
     ys, cs = (1.0, 1.0) if full_range else (255.0 / 219.0, 255.0 / 224.0)
     y0 = 0.0 if full_range else 16.0
-    m = np.array([
-        [ys, 0.0, cs * 2 * (1 - kr)],
-        [ys, -cs * 2 * (1 - kb) * kb / kg, -cs * 2 * (1 - kr) * kr / kg],
-        [ys, cs * 2 * (1 - kb), 0.0],
-    ], np.float64)
+    m = np.array(
+        [
+            [ys, 0.0, cs * 2 * (1 - kr)],
+            [ys, -cs * 2 * (1 - kb) * kb / kg, -cs * 2 * (1 - kr) * kr / kg],
+            [ys, cs * 2 * (1 - kb), 0.0],
+        ],
+        np.float64,
+    )
     bias = -m @ np.array([y0, 128.0, 128.0])
     return np.hstack([m, bias[:, None]]).astype(np.float32)
 
@@ -70,8 +73,7 @@ class Placement:
         h, w = prob.shape[:2]
         if (self.width, self.height) == (self.model_w, self.model_h):
             return prob
-        return prob[self.y * h // self.model_h: (self.y + self.height) * h // self.model_h,
-                    self.x * w // self.model_w: (self.x + self.width) * w // self.model_w]
+        return prob[self.y * h // self.model_h : (self.y + self.height) * h // self.model_h, self.x * w // self.model_w : (self.x + self.width) * w // self.model_w]
 
 
 def placement(spec: ModelSpec, src_w: int, src_h: int) -> Placement:
@@ -144,8 +146,7 @@ def _resize(plane: np.ndarray, w: int, h: int) -> np.ndarray:
     return area_resize(np.ascontiguousarray(plane), w, h)
 
 
-def _affine_into(small: np.ndarray, m: np.ndarray, clip: bool, spec: ModelSpec, place: Placement,
-                 out: np.ndarray) -> None:
+def _affine_into(small: np.ndarray, m: np.ndarray, clip: bool, spec: ModelSpec, place: Placement, out: np.ndarray) -> None:
     """small: (h, w, 3) uint8 codes; ``m`` (3×4) maps them to 0..255 colour in *model* order.
 
     The spec's ``(x − offset)·scale`` is folded into ``m`` so one cv2.transform pass gives the
@@ -184,8 +185,13 @@ def frame_colorimetry(frame: YuvFrame) -> tuple[str, bool]:
 
 
 def yuv_into(
-    y: np.ndarray, u: np.ndarray, v: np.ndarray, spec: ModelSpec, out: np.ndarray,
-    matrix: str = "bt601", full_range: bool = False,
+    y: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    spec: ModelSpec,
+    out: np.ndarray,
+    matrix: str = "bt601",
+    full_range: bool = False,
 ) -> Placement:
     """Fill one model input item from I420 planes (any strides); returns the content placement."""
     place = placement(spec, y.shape[1], y.shape[0])
@@ -215,5 +221,4 @@ def image_into(image: np.ndarray, spec: ModelSpec, out: np.ndarray, order: str =
 
 def crop_yuv(frame: YuvFrame, x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Views of the planes for the luma rectangle [x0, x1) × [y0, y1); x0, y0 must be even."""
-    return (frame.y[y0:y1, x0:x1], frame.u[y0 // 2:(y1 + 1) // 2, x0 // 2:(x1 + 1) // 2],
-            frame.v[y0 // 2:(y1 + 1) // 2, x0 // 2:(x1 + 1) // 2])
+    return (frame.y[y0:y1, x0:x1], frame.u[y0 // 2 : (y1 + 1) // 2, x0 // 2 : (x1 + 1) // 2], frame.v[y0 // 2 : (y1 + 1) // 2, x0 // 2 : (x1 + 1) // 2])

@@ -52,8 +52,7 @@ def guided_filter_color(guide: np.ndarray, p: np.ndarray, r: int, eps: float) ->
     m = [_box(x, r) for x in c]
     mean_p = _box(p, r)
     v0, v1, v2 = (_box(x * p, r) - mi * mean_p for x, mi in zip(c, m))  # cov(I_k, p)
-    s = {(i, j): _box(c[i] * c[j], r) - m[i] * m[j] + (eps if i == j else 0.0)
-         for i in range(3) for j in range(i, 3)}
+    s = {(i, j): _box(c[i] * c[j], r) - m[i] * m[j] + (eps if i == j else 0.0) for i in range(3) for j in range(i, 3)}
     a00, a01, a02, a11, a12, a22 = s[0, 0], s[0, 1], s[0, 2], s[1, 1], s[1, 2], s[2, 2]
     i00 = a11 * a22 - a12 * a12
     i01 = a02 * a12 - a01 * a22
@@ -62,15 +61,12 @@ def guided_filter_color(guide: np.ndarray, p: np.ndarray, r: int, eps: float) ->
     i12 = a01 * a02 - a00 * a12
     i22 = a00 * a11 - a01 * a01
     inv_det = 1.0 / (a00 * i00 + a01 * i01 + a02 * i02)  # > 0: covariance + eps·I is positive definite
-    a = [(i00 * v0 + i01 * v1 + i02 * v2) * inv_det,
-         (i01 * v0 + i11 * v1 + i12 * v2) * inv_det,
-         (i02 * v0 + i12 * v1 + i22 * v2) * inv_det]
+    a = [(i00 * v0 + i01 * v1 + i02 * v2) * inv_det, (i01 * v0 + i11 * v1 + i12 * v2) * inv_det, (i02 * v0 + i12 * v1 + i22 * v2) * inv_det]
     b = mean_p - a[0] * m[0] - a[1] * m[1] - a[2] * m[2]
     return _box(cv2.merge(a), r), _box(b, r)
 
 
-def refine_guided(prob: np.ndarray, image: np.ndarray, radius_model_px: float = RADIUS_MODEL_PX,
-                  eps: float = EPS) -> np.ndarray:
+def refine_guided(prob: np.ndarray, image: np.ndarray, radius_model_px: float = RADIUS_MODEL_PX, eps: float = EPS) -> np.ndarray:
     """Frame-size (H, W) float32 probability from a model-resolution ``prob`` and the (H, W, 3) uint8
     image (any channel order: the filter is symmetric in the channels), clipped to [0, 1].
 

@@ -131,16 +131,21 @@ def _ramp(n: int, lo_edge: bool, hi_edge: bool, ramp: int) -> np.ndarray:
     w = np.ones(n, np.float32)
     if ramp <= 0:
         return w
-    r = np.linspace(1.0 / (ramp + 1), 1.0, ramp, dtype=np.float32)[: n]
+    r = np.linspace(1.0 / (ramp + 1), 1.0, ramp, dtype=np.float32)[:n]
     if not lo_edge:
         w[: len(r)] = np.minimum(w[: len(r)], r)
     if not hi_edge:
-        w[n - len(r):] = np.minimum(w[n - len(r):], r[::-1])
+        w[n - len(r) :] = np.minimum(w[n - len(r) :], r[::-1])
     return w
 
 
 def merge(
-    whole: np.ndarray | None, tiles: list[np.ndarray], rects: list[Rect], width: int, height: int, model_w: int,
+    whole: np.ndarray | None,
+    tiles: list[np.ndarray],
+    rects: list[Rect],
+    width: int,
+    height: int,
+    model_w: int,
 ) -> np.ndarray:
     """Blend tile maps (feathered) and the whole-frame map (max) into one map covering the frame."""
     mw, mh = merged_size(width, height, rects, model_w)

@@ -68,8 +68,7 @@ def aligned_pitch(width: int, align: int = PITCH_ALIGN) -> int:
     return _cdiv(width, align) * align
 
 
-def typed_launch(kernel: Callable[..., Any], sig: KernelSignature, grid: Sequence[int], block: Sequence[int],
-                 args: Sequence[Any]) -> None:
+def typed_launch(kernel: Callable[..., Any], sig: KernelSignature, grid: Sequence[int], block: Sequence[int], args: Sequence[Any]) -> None:
     """Launch after checking ``args`` against the C signature (TypeError on a Python int/float)."""
     check_args(sig, args)
     kernel(tuple(grid), tuple(block), tuple(args))
@@ -151,8 +150,7 @@ class PinnedStaging:
         key = (direction, tuple(int(d) for d in shape), np.dtype(dtype).str)
         entry = self._pool.get(key)
         if entry is None:
-            entry = self._pool[key] = [[self._cpx.empty_pinned(shape, dtype) for _ in range(self.buffers)],
-                                       [None] * self.buffers, 0]
+            entry = self._pool[key] = [[self._cpx.empty_pinned(shape, dtype) for _ in range(self.buffers)], [None] * self.buffers, 0]
             while len(self._pool) > self.max_keys:
                 self._drop(next(iter(self._pool)))
         self._pool.move_to_end(key)
@@ -269,8 +267,6 @@ class CupyRuntime(Runtime):
         return self.stream
 
 
-
-
 #: The availability probe's kernel: compiled and launched through the production path.
 PROBE_SOURCE = r"""
 extern "C" __global__ void privacy_filter_probe(const int* __restrict__ x, int* __restrict__ out, int n) {
@@ -339,8 +335,7 @@ def cuda_unavailable_reason() -> str | None:
         probe_kernel()
     except Exception as exc:  # noqa: BLE001 - compile, load, launch or copy: any failure means 'no'
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return (f"the probe kernel did not compile and run ({type(exc).__name__}: {first}); "
-                "see docs/gpu.md 'CUDA headers and NVRTC'")
+        return f"the probe kernel did not compile and run ({type(exc).__name__}: {first}); see docs/gpu.md 'CUDA headers and NVRTC'"
     return None
 
 
@@ -390,8 +385,7 @@ class DevicePlanes:
 
     def frame_args(self) -> tuple[Any, ...]:
         """The (Y, ypitch, U, V, cpitch, cstep, W, H) prefix of every composite kernel."""
-        return (self.y, np.int32(self.ypitch), self.u, self.v, np.int32(self.cpitch), np.int32(self.cstep),
-                np.int32(self.width), np.int32(self.height))
+        return (self.y, np.int32(self.ypitch), self.u, self.v, np.int32(self.cpitch), np.int32(self.cstep), np.int32(self.width), np.int32(self.height))
 
     def upload(self, rt: Runtime, y: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
         rt.to_device(y, self.y)
@@ -448,8 +442,7 @@ class CudaStreamEffect:
 
     device = "cuda"
 
-    def __init__(self, effect: EffectConfig, mask: MaskConfig, runtime: Runtime | None = None,
-                 layout: str = "i420") -> None:
+    def __init__(self, effect: EffectConfig, mask: MaskConfig, runtime: Runtime | None = None, layout: str = "i420") -> None:
         self.effect = effect
         self.mask = mask
         self.rt = runtime if runtime is not None else CupyRuntime()
@@ -532,9 +525,10 @@ class CudaStreamEffect:
         a = np.float32(self.mask.smooth_alpha)
         b = np.float32(1.0 - float(self.mask.smooth_alpha))
         self._fn("mask.cu", "mask_temporal_quantize")(
-            (_cdiv(n, BLOCK_1D[0]), 1, 1), BLOCK_1D,
-            (p, self._q, np.int32(n), np.int32(mode), self._ring, np.int32(slot), np.int32(count),
-             self._state, a, b, np.int32(self._t == 0)))
+            (_cdiv(n, BLOCK_1D[0]), 1, 1),
+            BLOCK_1D,
+            (p, self._q, np.int32(n), np.int32(mode), self._ring, np.int32(slot), np.int32(count), self._state, a, b, np.int32(self._t == 0)),
+        )
         self._t += 1
         return self._q
 
@@ -552,26 +546,19 @@ class CudaStreamEffect:
         on, off = (final_on, final_off) if last else (255, 0)
         dst = st.alpha if last else st.bin_a
         self._fn("mask.cu", "mask_upsample_threshold")(
-            grid_2d(W, H), BLOCK_2D,
-            (q, np.int32(qw), self._xt, self._yt, dst, np.int32(W), np.int32(H), ap,
-             np.int32(geo.threshold8), np.int32(on), np.int32(off)))
+            grid_2d(W, H), BLOCK_2D, (q, np.int32(qw), self._xt, self._yt, dst, np.int32(W), np.int32(H), ap, np.int32(geo.threshold8), np.int32(on), np.int32(off))
+        )
         src = st.bin_a
         if r > 0:
-            self._fn("mask.cu", "dilate_rows")(
-                grid_2d(_cdiv(W, SEG), H), BLOCK_2D,
-                (st.bin_a, ap, st.bin_b, ap, np.int32(W), np.int32(H), np.int32(r)))
+            self._fn("mask.cu", "dilate_rows")(grid_2d(_cdiv(W, SEG), H), BLOCK_2D, (st.bin_a, ap, st.bin_b, ap, np.int32(W), np.int32(H), np.int32(r)))
             on, off = (final_on, final_off) if f == 0 else (255, 0)
             dst = st.alpha if f == 0 else st.bin_a
-            self._fn("mask.cu", "dilate_cols")(
-                grid_2d(W, _cdiv(H, SEG)), BLOCK_2D,
-                (st.bin_b, ap, dst, ap, np.int32(W), np.int32(H), np.int32(r), np.int32(on), np.int32(off)))
+            self._fn("mask.cu", "dilate_cols")(grid_2d(W, _cdiv(H, SEG)), BLOCK_2D, (st.bin_b, ap, dst, ap, np.int32(W), np.int32(H), np.int32(r), np.int32(on), np.int32(off)))
         if f > 0:
-            self._fn("mask.cu", "feather_rows")(
-                grid_2d(_cdiv(W, SEG), H), BLOCK_2D,
-                (src, ap, st.counts, ap, np.int32(W), np.int32(H), np.int32(f)))
+            self._fn("mask.cu", "feather_rows")(grid_2d(_cdiv(W, SEG), H), BLOCK_2D, (src, ap, st.counts, ap, np.int32(W), np.int32(H), np.int32(f)))
             self._fn("mask.cu", "feather_cols_alpha")(
-                grid_2d(W, _cdiv(H, SEG)), BLOCK_2D,
-                (st.counts, ap, st.alpha, ap, np.int32(W), np.int32(H), np.int32(f), np.int32(geo.invert)))
+                grid_2d(W, _cdiv(H, SEG)), BLOCK_2D, (st.counts, ap, st.alpha, ap, np.int32(W), np.int32(H), np.int32(f), np.int32(geo.invert))
+            )
 
     # -- effects ------------------------------------------------------------------------
 
@@ -588,18 +575,14 @@ class CudaStreamEffect:
                 st.repl = DevicePlanes.allocate(self.xp, W, H, "i420")
             st.repl.upload(self.rt, ry, ru, rv)
             r = st.repl
-            self._fn("effects.cu", "composite_planes")(
-                grid_2d(cw, ch), BLOCK_2D,
-                head + (r.y, np.int32(r.ypitch), r.u, r.v, np.int32(r.cpitch), np.int32(r.cstep)))
+            self._fn("effects.cu", "composite_planes")(grid_2d(cw, ch), BLOCK_2D, head + (r.y, np.int32(r.ypitch), r.u, r.v, np.int32(r.cpitch), np.int32(r.cstep)))
         elif kind in ("fill", "replace", "overlay"):
             cy, cu, cv = geo.color_yuv
             o8 = geo.opacity8 if kind == "overlay" else 255
-            self._fn("effects.cu", "composite_const")(
-                grid_2d(cw, ch), BLOCK_2D, head + (np.int32(cy), np.int32(cu), np.int32(cv), np.int32(o8)))
+            self._fn("effects.cu", "composite_const")(grid_2d(cw, ch), BLOCK_2D, head + (np.int32(cy), np.int32(cu), np.int32(cv), np.int32(o8)))
         elif kind == "pixelate":
             b = geo.block
-            self._fn("effects.cu", "pixelate_composite")(
-                (_cdiv(W, b), _cdiv(H, b), 1), (PIXELATE_THREADS, 1, 1), head + (np.int32(b),))
+            self._fn("effects.cu", "pixelate_composite")((_cdiv(W, b), _cdiv(H, b), 1), (PIXELATE_THREADS, 1, 1), head + (np.int32(b),))
         elif kind == "blur":
             self._blur(st, frame, head)
         else:
@@ -621,23 +604,20 @@ class CudaStreamEffect:
                 "taps": (self._taps(sw, W), self._taps(sh, H), self._taps(scw, cw), self._taps(sch, ch)),
             }
         bl = st.blur
-        planes = (("y", frame.y, frame.ypitch, 1, W, H, k, sw, sh),
-                  ("u", frame.u, frame.cpitch, frame.cstep, cw, ch, kc, scw, sch),
-                  ("v", frame.v, frame.cpitch, frame.cstep, cw, ch, kc, scw, sch))
+        planes = (
+            ("y", frame.y, frame.ypitch, 1, W, H, k, sw, sh),
+            ("u", frame.u, frame.cpitch, frame.cstep, cw, ch, kc, scw, sch),
+            ("v", frame.v, frame.cpitch, frame.cstep, cw, ch, kc, scw, sch),
+        )
         for name, src, pitch, step, pw, ph, kk, w, h in planes:
             ping, pong = bl[name]
-            self._fn("effects.cu", "cell_means")(
-                grid_2d(w, h), BLOCK_2D,
-                (src, np.int32(pitch), np.int32(step), np.int32(pw), np.int32(ph), np.int32(kk), ping, np.int32(w)))
+            self._fn("effects.cu", "cell_means")(grid_2d(w, h), BLOCK_2D, (src, np.int32(pitch), np.int32(step), np.int32(pw), np.int32(ph), np.int32(kk), ping, np.int32(w)))
             for _ in range(geo.blur_passes):
-                self._fn("effects.cu", "box_mean")(
-                    grid_2d(w, h), BLOCK_2D, (ping, np.int32(w), pong, np.int32(w), np.int32(w), np.int32(h), np.int32(box)))
+                self._fn("effects.cu", "box_mean")(grid_2d(w, h), BLOCK_2D, (ping, np.int32(w), pong, np.int32(w), np.int32(w), np.int32(h), np.int32(box)))
                 ping, pong = pong, ping
             bl[name + "_out"] = ping
         lxt, lyt, cxt, cyt = bl["taps"]
-        self._fn("effects.cu", "composite_blur")(
-            grid_2d(cw, ch), BLOCK_2D,
-            head + (bl["y_out"], np.int32(sw), bl["u_out"], bl["v_out"], np.int32(scw), lxt, lyt, cxt, cyt))
+        self._fn("effects.cu", "composite_blur")(grid_2d(cw, ch), BLOCK_2D, head + (bl["y_out"], np.int32(sw), bl["u_out"], bl["v_out"], np.int32(scw), lxt, lyt, cxt, cyt))
 
     # -- public -------------------------------------------------------------------------
 
@@ -752,8 +732,12 @@ class StageDevice:
     def resident(segmenter: Any, effects: Sequence[Any], runtime: Runtime) -> bool:
         """Whether the device-resident chain applies: an engine with ``infer_device``, untiled, and
         every effect a CUDA effect on this runtime."""
-        return (callable(getattr(segmenter, "infer_device", None)) and not getattr(segmenter, "tiles", None)
-                and bool(effects) and all(isinstance(fx, CudaStreamEffect) and fx.rt is runtime for fx in effects))
+        return (
+            callable(getattr(segmenter, "infer_device", None))
+            and not getattr(segmenter, "tiles", None)
+            and bool(effects)
+            and all(isinstance(fx, CudaStreamEffect) and fx.rt is runtime for fx in effects)
+        )
 
     def warm_up(self, effects: Sequence[Any], segmenter: Any | None = None, resident: bool = False) -> None:
         """Kernel compile and one run of every effect, and one inference (device chain when

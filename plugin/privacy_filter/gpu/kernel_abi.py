@@ -76,13 +76,14 @@ def expand_includes(source: str, directory: Path, _seen: frozenset[str] = frozen
     header would be served stale after the header changes.  The backend therefore hands
     NVRTC one self-contained string.
     """
+
     def repl(m: re.Match[str]) -> str:
         name = m.group(1)
         if name in _seen:
             return ""
         path = directory / name
         if not path.is_file():
-            raise FileNotFoundError(f"#include \"{name}\" not found in {directory}")
+            raise FileNotFoundError(f'#include "{name}" not found in {directory}')
         return f"// ---- begin {name}\n" + expand_includes(path.read_text(), directory, _seen | {name}) + f"\n// ---- end {name}\n"
 
     return _INCLUDE_RE.sub(repl, source)

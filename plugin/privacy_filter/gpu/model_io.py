@@ -77,8 +77,7 @@ class CudaPreprocessor:
         rows = self._rows.get(key)
         if rows is None:
             pl = placement(self.spec, frame.width, frame.height)
-            geom = np.array([frame.width, frame.height, frame.ypitch, frame.cpitch, frame.cstep,
-                             pl.x, pl.y, pl.width, pl.height], np.int32)
+            geom = np.array([frame.width, frame.height, frame.ypitch, frame.cpitch, frame.cstep, pl.x, pl.y, pl.width, pl.height], np.int32)
             m = yuv_to_rgb_matrix(matrix, full_range)
             coef = np.ascontiguousarray(m[::-1] if self.spec.color == "bgr" else m, np.float32).reshape(-1)
             if len(self._rows) >= _MAX_GEOMETRIES:
@@ -86,8 +85,7 @@ class CudaPreprocessor:
             rows = self._rows[key] = (geom, coef, pl)
         return rows
 
-    def tables(self, frames: Sequence[DevicePlanes], colorimetry: Sequence[tuple[str, bool]]
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Placement]]:
+    def tables(self, frames: Sequence[DevicePlanes], colorimetry: Sequence[tuple[str, bool]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Placement]]:
         """Host tables of a batch: planes u64 [N,3], geom int32 [N,9], coef float32 [N,12], placements."""
         if len(colorimetry) != len(frames):
             raise ValueError(f"{len(frames)} frames but {len(colorimetry)} colorimetry entries")
@@ -102,8 +100,7 @@ class CudaPreprocessor:
             places.append(pl)
         return planes, geom, coef, places
 
-    def __call__(self, frames: Sequence[DevicePlanes], colorimetry: Sequence[tuple[str, bool]] | None = None,
-                 out: Any | None = None) -> tuple[Any, list[Placement]]:
+    def __call__(self, frames: Sequence[DevicePlanes], colorimetry: Sequence[tuple[str, bool]] | None = None, out: Any | None = None) -> tuple[Any, list[Placement]]:
         """(``out[:N]`` on the device, placements).  ``colorimetry``: (matrix, full_range) per frame.
 
         ``out`` may hold more items than the batch (an engine's max-batch input buffer); the kernel
@@ -115,10 +112,8 @@ class CudaPreprocessor:
         colorimetry = list(colorimetry) if colorimetry is not None else [DEFAULT_COLORIMETRY] * n
         planes, geom, coef, places = self.tables(frames, colorimetry)
         item = self.item_shape
-        if out is not None and (tuple(out.shape[1:]) != item or out.shape[0] < n or out.dtype != np.float32
-                                or not out.flags.c_contiguous):
-            raise ValueError(f"output buffer must be C-contiguous float32 [>={n}, {', '.join(map(str, item))}], "
-                             f"got {out.dtype} {list(out.shape)}")
+        if out is not None and (tuple(out.shape[1:]) != item or out.shape[0] < n or out.dtype != np.float32 or not out.flags.c_contiguous):
+            raise ValueError(f"output buffer must be C-contiguous float32 [>={n}, {', '.join(map(str, item))}], got {out.dtype} {list(out.shape)}")
         key = planes.tobytes() + geom.tobytes() + coef.tobytes()
         with self.rt.stream_context():  # copies and launch on the runtime's stream, in order
             if out is None:
@@ -129,9 +124,9 @@ class CudaPreprocessor:
                 d_planes, d_geom, d_coef = (self.rt.to_device(a) for a in (planes, geom, coef))
                 self._last = (key, (d_planes, d_geom, d_coef))
             s = self.spec
-            self._fn(grid_2d(s.width, s.height, z=n), BLOCK_2D,
-                     (d_planes, d_geom, d_coef, self._norm, out, np.int32(s.width), np.int32(s.height),
-                      np.int32(s.input_layout == "NHWC")))
+            self._fn(
+                grid_2d(s.width, s.height, z=n), BLOCK_2D, (d_planes, d_geom, d_coef, self._norm, out, np.int32(s.width), np.int32(s.height), np.int32(s.input_layout == "NHWC"))
+            )
         return out[:n], places
 
 
@@ -178,12 +173,10 @@ def decode_output(raw: Any, spec: ModelSpec, runtime: Runtime, out: Any | None =
     if not raw.flags.c_contiguous:  # the kernels index the batch densely
         raise ValueError(f"raw output must be C-contiguous, got strides {raw.strides}")
     if out is not None and (tuple(out.shape) != (n, h, w) or out.dtype != np.float32 or not out.flags.c_contiguous):
-        raise ValueError(f"probability buffer must be C-contiguous float32 [{n}, {h}, {w}], "
-                         f"got {out.dtype} {list(out.shape)}")
+        raise ValueError(f"probability buffer must be C-contiguous float32 [{n}, {h}, {w}], got {out.dtype} {list(out.shape)}")
     nhwc = np.int32(spec.output_layout == "NHWC" and raw.ndim == 4)
     with runtime.stream_context():
         if out is None:
             out = runtime.xp.empty((n, h, w), np.float32)
-        runtime.function("outputs.cu", name)(
-            grid_2d(w, h, z=n), BLOCK_2D, (raw, out, np.int32(c), np.int32(h), np.int32(w), nhwc, np.int32(index)))
+        runtime.function("outputs.cu", name)(grid_2d(w, h, z=n), BLOCK_2D, (raw, out, np.int32(c), np.int32(h), np.int32(w), nhwc, np.int32(index)))
     return out

@@ -92,8 +92,6 @@ class EncodeSettings:
         return cls(**kw)
 
 
-
-
 def sink_arguments(url: str, settings: EncodeSettings, live: bool) -> tuple[str, str | None, dict[str, str]]:
     """Map an output URL to (target, container format, muxer options)."""
     u = str(url)
@@ -193,7 +191,11 @@ class Encoder:
         if (self.width, self.height) != (video.width, video.height):
             log.warning(  # once per output: the picture the viewer sees is one row/column larger than the source
                 "%s: %dx%d is odd; H.264 4:2:0 needs even sizes, padding to %dx%d by repeating the last row/column",
-                self.url, video.width, video.height, self.width, self.height,
+                self.url,
+                video.width,
+                video.height,
+                self.width,
+                self.height,
             )
         self.time_base = Fraction(video.time_base)
         rate = video.rate or Fraction(25)
@@ -264,8 +266,7 @@ class Encoder:
             said = "; ".join(ffmpeg_says) or str(exc)
             hint = ""
             if is_nvenc and any(k in said.lower() for k in ("libcuda", "libnvidia-encode", "nvenc api", "no capable devices", "driver")):
-                hint = (" (NVENC needs an NVIDIA GPU, its driver, and in a container NVIDIA_DRIVER_CAPABILITIES "
-                        "including 'video'; or use codec libx264)")
+                hint = " (NVENC needs an NVIDIA GPU, its driver, and in a container NVIDIA_DRIVER_CAPABILITIES including 'video'; or use codec libx264)"
             raise SinkError(f"cannot open video encoder {s.codec} with options {opts}: FFmpeg: {said}{hint}") from exc
         return vs
 
@@ -283,9 +284,7 @@ class Encoder:
                 return a
             return self._out.add_stream_from_template(audio)
         except ValueError as exc:
-            raise SinkError(
-                f"output {self.url} cannot carry the source audio unchanged ({exc}); use audio: drop or another container"
-            ) from exc
+            raise SinkError(f"output {self.url} cannot carry the source audio unchanged ({exc}); use audio: drop or another container") from exc
 
     # -- writing --------------------------------------------------------------------
     def _next_pts(self, frame: YuvFrame) -> int:
@@ -325,10 +324,7 @@ class Encoder:
         place for it (write masks with ``--mask-out``, or use a ZeroMQ output).
         """
         if (frame.width, frame.height) != (self.video.width, self.video.height):
-            raise SinkError(
-                f"{self.url}: frame {frame.index} is {frame.width}x{frame.height}, stream was opened for "
-                f"{self.video.width}x{self.video.height}"
-            )
+            raise SinkError(f"{self.url}: frame {frame.index} is {frame.width}x{frame.height}, stream was opened for {self.video.width}x{self.video.height}")
         if not self._started:
             self._start(frame.turns)
         pic = self._picture(frame)
@@ -394,5 +390,3 @@ class Encoder:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-

@@ -52,21 +52,14 @@ _SEQUENCE = re.compile(r"%0?(\d*)d")  # the frame-number field of an image seque
 
 def _sequence_glob(pattern: str) -> str:
     """The glob of the files an image-sequence name (``img%04d.png``, ``img%d.png``) stands for."""
+
     def digits(m: re.Match[str]) -> str:
         return "[0-9]" * int(m.group(1)) if m.group(1) else "[0-9]*"
+
     return _SEQUENCE.sub(digits, glob.escape(pattern))
 
 
-
 # --------------------------------------------------------------------------- data types
-
-
-
-
-
-
-
-
 
 
 @dataclass
@@ -114,8 +107,6 @@ def main_audio_stream(container: Any) -> Any:
     return container.streams.best("audio") or container.streams.audio[0]
 
 
-
-
 def open_arguments(url: str, policy: ReconnectPolicy) -> tuple[str, dict[str, Any]]:
     """Map a user source string to ``av.open`` arguments (file, format, options, timeout)."""
     u = str(url)
@@ -142,11 +133,7 @@ def open_arguments(url: str, policy: ReconnectPolicy) -> tuple[str, dict[str, An
 # --------------------------------------------------------------------------- zero-copy planes
 
 
-
-
-def to_yuv_frame(
-    frame: av.VideoFrame, index: int, stream_id: str, pts: int | None, time_base: Fraction, rotation: float | None = None
-) -> YuvFrame:
+def to_yuv_frame(frame: av.VideoFrame, index: int, stream_id: str, pts: int | None, time_base: Fraction, rotation: float | None = None) -> YuvFrame:
     """Wrap a decoded picture as a ``YuvFrame`` of plane views (converting only non-I420 input).
 
     ``rotation``: the display rotation when ``frame`` is a scaled copy that lost the decoded
@@ -330,8 +317,7 @@ class Decoder:
         width, height = cc.width, cc.height
         if not width or not height:
             raise SourceError(f"cannot determine the video size of {self.url}")
-        video = VideoInfo(width, height, Fraction(tb), Fraction(rate) if rate else None, frames, duration,
-                          cc.name, cc.format.name if cc.format else "unknown")
+        video = VideoInfo(width, height, Fraction(tb), Fraction(rate) if rate else None, frames, duration, cc.name, cc.format.name if cc.format else "unknown")
         audio_info = None
         audio_stream = None
         if self.want_audio and container.streams.audio:
@@ -426,8 +412,17 @@ class Decoder:
         width, height = self.info.video.width, self.info.video.height
         self.frames_resized += 1
         if self.frames_resized == 1:
-            log.warning("source %s: picture size changed from %dx%d to %dx%d at frame %d; scaling to %dx%d (counted)",
-                        self.url, width, height, frame.width, frame.height, self.frames_decoded, width, height)
+            log.warning(
+                "source %s: picture size changed from %dx%d to %dx%d at frame %d; scaling to %dx%d (counted)",
+                self.url,
+                width,
+                height,
+                frame.width,
+                frame.height,
+                self.frames_decoded,
+                width,
+                height,
+            )
         scaled = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BILINEAR")
         scaled.pts, scaled.time_base = frame.pts, frame.time_base
         return scaled
@@ -512,8 +507,6 @@ def _reason(exc: BaseException) -> str:
     return text
 
 
-
-
 def frame_rate(url: str) -> float | None:
     """A local file's average frame rate, or None when it cannot be read (the cover engine's
     time-based cadences need it before the first frame reaches the stage)."""
@@ -543,16 +536,14 @@ def sample_lumas(url: str, n: int, reduce: Callable[[np.ndarray], np.ndarray] | 
     out: list[np.ndarray] = []
     try:
         stream = main_video_stream(container)
-        duration = float(stream.duration * stream.time_base) if stream.duration else (
-            container.duration / 1e6 if container.duration else 0.0)
+        duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration / 1e6 if container.duration else 0.0)
         if duration <= 0 or stream.time_base is None:
             return []
         for k in range(n):
             t = duration * (k + 0.5) / n
             container.seek(int(t / stream.time_base), stream=stream, backward=True, any_frame=False)
             for frame in container.decode(stream):
-                if frame.pts is not None and float(frame.pts * stream.time_base) + 1e-3 < t and \
-                        float(frame.pts * stream.time_base) < duration - 1e-3:
+                if frame.pts is not None and float(frame.pts * stream.time_base) + 1e-3 < t and float(frame.pts * stream.time_base) < duration - 1e-3:
                     continue
                 yuv = frame if frame.format.name == "yuv420p" else frame.reformat(format="yuv420p")
                 y = plane_view(yuv.planes[0])  # stored Y values, as the stage sees them

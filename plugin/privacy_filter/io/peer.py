@@ -95,10 +95,10 @@ def picture_size(data: memoryview | bytes) -> tuple[str, int, int] | None:
             if marker in _JPEG_SOF:
                 if i + 9 > n:
                     return None
-                return "jpeg", int.from_bytes(b[i + 7:i + 9], "big"), int.from_bytes(b[i + 5:i + 7], "big")
+                return "jpeg", int.from_bytes(b[i + 7 : i + 9], "big"), int.from_bytes(b[i + 5 : i + 7], "big")
             if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before it
                 return None
-            i += 2 + int.from_bytes(b[i + 2:i + 4], "big")
+            i += 2 + int.from_bytes(b[i + 2 : i + 4], "big")
     return None
 
 
@@ -134,8 +134,7 @@ def _foreign_picture(h: dict[str, Any], payload: memoryview, jpeg: bool, max_pix
     return np.frombuffer(payload, np.uint8).reshape(shape)
 
 
-def decode_foreign(parts: Sequence[Part], *, stream_id: str, seq: int, pts: int | None, time_base: Fraction,
-                   max_pixels: int = MAX_PICTURE_PIXELS) -> Message:
+def decode_foreign(parts: Sequence[Part], *, stream_id: str, seq: int, pts: int | None, time_base: Fraction, max_pixels: int = MAX_PICTURE_PIXELS) -> Message:
     """An imagezmq or NetGear message as a ``frame`` Message (or ``eos`` for NetGear's terminate).
 
     The sender's text (imagezmq ``msg``, NetGear ``message``) goes to ``frame.metadata``
@@ -172,10 +171,10 @@ def decode_foreign(parts: Sequence[Part], *, stream_id: str, seq: int, pts: int 
 
 #: Source URLs that receive from foreign peers: scheme -> (socket type, bind?, reply to each message?)
 PEER_SCHEMES: dict[str, tuple[int, bool, bytes | None]] = {
-    "imagezmq+rep": (zmq.REP, True, b"OK"),    # imagezmq ImageSender() default: REQ connects, the hub binds and answers OK
-    "imagezmq+sub": (zmq.SUB, False, None),    # ImageSender(REQ_REP=False): the sender's PUB binds, we connect
-    "netgear+sub": (zmq.SUB, True, None),      # NetGear pattern=2: the receiver's SUB binds, the sender's PUB connects
-    "netgear+rep": (zmq.REP, True, b"ok"),     # NetGear pattern=1: REQ sender waits for any reply
+    "imagezmq+rep": (zmq.REP, True, b"OK"),  # imagezmq ImageSender() default: REQ connects, the hub binds and answers OK
+    "imagezmq+sub": (zmq.SUB, False, None),  # ImageSender(REQ_REP=False): the sender's PUB binds, we connect
+    "netgear+sub": (zmq.SUB, True, None),  # NetGear pattern=2: the receiver's SUB binds, the sender's PUB connects
+    "netgear+rep": (zmq.REP, True, b"ok"),  # NetGear pattern=1: REQ sender waits for any reply
 }
 
 
@@ -193,8 +192,9 @@ class PeerSource:
     Malformed messages are counted by kind and dropped.
     """
 
-    def __init__(self, url: str, *, stream_id: str, counters: Any = None, should_stop: Any = None, hwm: int = 2,
-                 max_pixels: int = MAX_PICTURE_PIXELS, size: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, url: str, *, stream_id: str, counters: Any = None, should_stop: Any = None, hwm: int = 2, max_pixels: int = MAX_PICTURE_PIXELS, size: tuple[int, int] | None = None
+    ) -> None:
         scheme, _, rest = str(url).partition("://")
         self.kind, self.bind, self.reply = PEER_SCHEMES[scheme.lower()]
         self.endpoint = "tcp://" + rest
@@ -234,8 +234,9 @@ class PeerSource:
             if self._t0 is None:
                 self._t0 = now
             try:
-                m = decode_foreign(parts, stream_id=self.stream_id, seq=self.frames_decoded,
-                                   pts=int(round((now - self._t0) * 1000)), time_base=Fraction(1, 1000), max_pixels=self.max_pixels)
+                m = decode_foreign(
+                    parts, stream_id=self.stream_id, seq=self.frames_decoded, pts=int(round((now - self._t0) * 1000)), time_base=Fraction(1, 1000), max_pixels=self.max_pixels
+                )
             except ProtocolError as err:
                 self._bad[err.kind] = self._bad.get(err.kind, 0) + 1
                 if self.counters is not None:
@@ -255,8 +256,7 @@ class PeerSource:
                     self.counters.inc(self.stream_id, "frames_dropped")
                 if "size" not in self._logged:
                     self._logged.add("size")
-                    log.warning("%s: picture size changed from %dx%d to %dx%d; such pictures are dropped (counted)", self.url,
-                                want[0], want[1], m.frame.width, m.frame.height)
+                    log.warning("%s: picture size changed from %dx%d to %dx%d; such pictures are dropped (counted)", self.url, want[0], want[1], m.frame.width, m.frame.height)
                 continue
             self.frames_decoded += 1
             return m.frame
@@ -275,8 +275,7 @@ class PeerSource:
         """Bind/connect and wait for the first picture (its size is the stream's)."""
         self._ctx = zmq.Context()
         try:
-            self._sock = socket(self._ctx, self.kind, self.endpoint, bind=self.bind, hwm=self.hwm, linger_ms=0,
-                                max_msg_bytes=max_message_bytes(self.max_pixels, peer=True))
+            self._sock = socket(self._ctx, self.kind, self.endpoint, bind=self.bind, hwm=self.hwm, linger_ms=0, max_msg_bytes=max_message_bytes(self.max_pixels, peer=True))
         except zmq.ZMQError as exc:
             raise SourceError(f"cannot {'bind' if self.bind else 'connect'} {self.url}: {exc}") from None
         first = self._next()

@@ -67,12 +67,6 @@ class ZmqSinkError(UserError):
     """A ZeroMQ output that cannot be opened or written."""
 
 
-
-
-
-
-
-
 def _open_socket(ctx: zmq.Context, z: ZmqUrl, hwm: int, linger_ms: int, error: type[UserError], max_msg_bytes: int | None = None) -> zmq.Socket:
     try:
         return socket(ctx, _SOCKET[z.pattern], z.endpoint, bind=z.bind, hwm=hwm, linger_ms=linger_ms, max_msg_bytes=max_msg_bytes)
@@ -224,8 +218,9 @@ class ZmqSource:
                 if self.want_audio:
                     h = m.header
                     assert m.payload is not None
-                    yield AudioPacket(bytes(m.payload), h.get("pts"), h.get("dts"), int(h.get("duration") or 0),
-                                      Fraction(*h["time_base"]), bool(h.get("keyframe", True)), self.stream_id)
+                    yield AudioPacket(
+                        bytes(m.payload), h.get("pts"), h.get("dts"), int(h.get("duration") or 0), Fraction(*h["time_base"]), bool(h.get("keyframe", True)), self.stream_id
+                    )
             elif m.kind == "eos":
                 self.end_reason = str(m.header.get("reason", "end"))
                 if self.end_reason == "error":
@@ -250,8 +245,6 @@ class ZmqSource:
 
 
 # =========================================================================== sink
-
-
 
 
 class ZmqSink:
@@ -330,8 +323,7 @@ class ZmqSink:
     def write(self, frame: YuvFrame, mask: np.ndarray | None = None) -> None:
         """Send one filtered frame; its planes must not be reused afterwards (zero copy)."""
         if (frame.width, frame.height) != (self.video.width, self.video.height):
-            raise ZmqSinkError(f"{self.url}: frame {frame.index} is {frame.width}x{frame.height}, the stream was announced as "
-                               f"{self.video.width}x{self.video.height}")
+            raise ZmqSinkError(f"{self.url}: frame {frame.index} is {frame.width}x{frame.height}, the stream was announced as {self.video.width}x{self.video.height}")
         m = mask if self.wants_mask else None
         if m is not None and m.shape != (frame.height, frame.width):
             raise ValueError(f"mask {m.shape} does not match frame {frame.height}x{frame.width}")
@@ -342,8 +334,11 @@ class ZmqSink:
         """Forward one compressed audio packet as an ``audio`` message (only when audio was announced)."""
         if self.audio is None:
             return
-        self._send(audio_parts(self.stream_id, self._audio_seq, packet.data, pts=packet.pts, dts=packet.dts,
-                               time_base=packet.time_base, duration=packet.duration, keyframe=packet.is_keyframe))
+        self._send(
+            audio_parts(
+                self.stream_id, self._audio_seq, packet.data, pts=packet.pts, dts=packet.dts, time_base=packet.time_base, duration=packet.duration, keyframe=packet.is_keyframe
+            )
+        )
         self._audio_seq += 1
         self.audio_packets_out += 1
 

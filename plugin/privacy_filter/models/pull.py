@@ -74,11 +74,14 @@ _WHEEL_DIR = "mediapipe/modules/selfie_segmentation/"
 DEFAULT_MODELS: dict[str, DefaultModel] = {
     m.name: m
     for m in (
-        DefaultModel("selfie", _WHEEL_DIR + "selfie_segmentation.tflite", "selfie.onnx", (256, 256),
-                     "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c"),
-        DefaultModel("selfie-landscape", _WHEEL_DIR + "selfie_segmentation_landscape.tflite",
-                     "selfie-landscape.onnx", (144, 256),
-                     "a77d03f4659b9f6b6c1f5106947bf40e99d7655094b6527f214ea7d451106edd"),
+        DefaultModel("selfie", _WHEEL_DIR + "selfie_segmentation.tflite", "selfie.onnx", (256, 256), "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c"),
+        DefaultModel(
+            "selfie-landscape",
+            _WHEEL_DIR + "selfie_segmentation_landscape.tflite",
+            "selfie-landscape.onnx",
+            (144, 256),
+            "a77d03f4659b9f6b6c1f5106947bf40e99d7655094b6527f214ea7d451106edd",
+        ),
     )
 }
 
@@ -120,9 +123,7 @@ def _model(name: str) -> DefaultModel:
     try:
         return DEFAULT_MODELS[name]
     except KeyError:
-        raise ModelError(
-            f"unknown default model {name!r}; choose one of {', '.join(DEFAULT_MODELS)}"
-        ) from None
+        raise ModelError(f"unknown default model {name!r}; choose one of {', '.join(DEFAULT_MODELS)}") from None
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -187,8 +188,7 @@ def cached_problem(directory: Path, name: str, manifest: dict | None = None) -> 
     return onnx_cache_problem(directory, name, m.onnx_file, "converter_version", CONVERTER_VERSION, manifest)
 
 
-def onnx_cache_problem(directory: Path, name: str, onnx_file: str, version_key: str, version: str,
-                       manifest: dict | None = None) -> str | None:
+def onnx_cache_problem(directory: Path, name: str, onnx_file: str, version_key: str, version: str, manifest: dict | None = None) -> str | None:
     """Why a converted ONNX in the cache cannot be used (missing, no manifest entry, made by another
     converter version, failed its checksum), or None when it is good.  Shared by every model pull."""
     manifest = read_manifest(directory) if manifest is None else manifest
@@ -222,8 +222,7 @@ def _cached_tflite(directory: Path, m: DefaultModel, manifest: dict) -> bytes | 
 # sources
 
 
-_OFFLINE_HINT = (f"To work offline, download mediapipe-{MEDIAPIPE_VERSION} (any platform's wheel) elsewhere "
-                 f"and run `{PULL_HINT}`.")
+_OFFLINE_HINT = f"To work offline, download mediapipe-{MEDIAPIPE_VERSION} (any platform's wheel) elsewhere and run `{PULL_HINT}`."
 
 
 def download_wheel(dest: Path, *, progress: bool = True) -> Path:
@@ -258,10 +257,19 @@ def _download_direct(dest: Path, *, progress: bool) -> Path:
             raise ModelError(f"PyPI lists no {WHEEL_FILE}. {_OFFLINE_HINT}")
         url = urllib.parse.urljoin(PYPI_SIMPLE_URL, entry["url"])
         h = hashlib.sha256()
-        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out, tqdm(
-            total=int(entry.get("size") or 0) or None, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=WHEEL_FILE, disable=not progress, file=sys.stderr,
-        ) as bar:
+        with (
+            urllib.request.urlopen(url, timeout=60) as resp,
+            open(part, "wb") as out,
+            tqdm(
+                total=int(entry.get("size") or 0) or None,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=WHEEL_FILE,
+                disable=not progress,
+                file=sys.stderr,
+            ) as bar,
+        ):
             for chunk in iter(lambda: resp.read(1 << 16), b""):
                 out.write(chunk)
                 h.update(chunk)
@@ -278,26 +286,38 @@ def _download_direct(dest: Path, *, progress: bool) -> Path:
 
 def _download_with_pip(dest: Path, *, progress: bool) -> Path:
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--platform", WHEEL_PLATFORM, "--python-version", WHEEL_PYTHON,
-        "--disable-pip-version-check", "--no-input", "--retries", "2", "--timeout", "30",
-        "--progress-bar", "on" if progress else "off",
-        "-d", str(dest), f"mediapipe=={MEDIAPIPE_VERSION}",
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--platform",
+        WHEEL_PLATFORM,
+        "--python-version",
+        WHEEL_PYTHON,
+        "--disable-pip-version-check",
+        "--no-input",
+        "--retries",
+        "2",
+        "--timeout",
+        "30",
+        "--progress-bar",
+        "on" if progress else "off",
+        "-d",
+        str(dest),
+        f"mediapipe=={MEDIAPIPE_VERSION}",
     ]
     offline = _OFFLINE_HINT
     # Show pip's own download bar on a terminal; otherwise capture so errors can be quoted.
     show = progress and sys.stderr.isatty()
     try:
-        proc = subprocess.run(cmd, stdout=None if show else subprocess.PIPE,
-                              stderr=None if show else subprocess.STDOUT, text=True, check=False)
+        proc = subprocess.run(cmd, stdout=None if show else subprocess.PIPE, stderr=None if show else subprocess.STDOUT, text=True, check=False)
     except OSError as exc:
         raise ModelError(f"could not run pip to fetch the default model: {exc}. {offline}") from exc
     if proc.returncode != 0:
         tail = "" if show else " | ".join(line.strip() for line in (proc.stdout or "").strip().splitlines()[-3:])
-        raise ModelError(
-            f"fetching mediapipe=={MEDIAPIPE_VERSION} from PyPI failed (pip exit {proc.returncode}"
-            f"{': ' + tail if tail else ''}). {offline}"
-        )
+        raise ModelError(f"fetching mediapipe=={MEDIAPIPE_VERSION} from PyPI failed (pip exit {proc.returncode}{': ' + tail if tail else ''}). {offline}")
     wheels = sorted(dest.glob(f"mediapipe-{MEDIAPIPE_VERSION}-*.whl"))
     if not wheels:
         raise ModelError(f"pip reported success but no mediapipe wheel appeared in {dest}. {offline}")
@@ -335,10 +355,7 @@ def read_source(source: str | Path) -> dict[str, bytes]:
                 members = set(zf.namelist())
                 missing = [m.member for m in DEFAULT_MODELS.values() if m.member not in members]
                 if missing:
-                    raise ModelError(
-                        f"{path} is a zip/wheel without the selfie segmentation models (missing "
-                        f"{', '.join(missing)}); use the mediapipe=={MEDIAPIPE_VERSION} wheel"
-                    )
+                    raise ModelError(f"{path} is a zip/wheel without the selfie segmentation models (missing {', '.join(missing)}); use the mediapipe=={MEDIAPIPE_VERSION} wheel")
                 return {m.name: zf.read(m.member) for m in DEFAULT_MODELS.values()}
         except zipfile.BadZipFile as exc:
             raise ModelError(f"{path} is a damaged zip/wheel: {exc}") from None
@@ -350,8 +367,7 @@ def read_source(source: str | Path) -> dict[str, bytes]:
         if m.input_hw == hw:
             return {m.name: data}
     raise ModelError(
-        f"{path}: TFLite input is {hw[0]}x{hw[1]}; the default models take "
-        + " or ".join(f"{m.input_hw[0]}x{m.input_hw[1]} ({m.name})" for m in DEFAULT_MODELS.values())
+        f"{path}: TFLite input is {hw[0]}x{hw[1]}; the default models take " + " or ".join(f"{m.input_hw[0]}x{m.input_hw[1]} ({m.name})" for m in DEFAULT_MODELS.values())
     )
 
 
@@ -359,8 +375,7 @@ def read_source(source: str | Path) -> dict[str, bytes]:
 # public API
 
 
-def _install(directory: Path, manifest: dict, m: DefaultModel, data: bytes, origin: str, progress: bool,
-             *, strict: bool = False) -> Path:
+def _install(directory: Path, manifest: dict, m: DefaultModel, data: bytes, origin: str, progress: bool, *, strict: bool = False) -> Path:
     """Convert one TFLite source and record it; caller holds the lock.
 
     ``strict`` (sources we fetched ourselves) refuses a file that is not the pinned one;
@@ -370,8 +385,7 @@ def _install(directory: Path, manifest: dict, m: DefaultModel, data: bytes, orig
     if strict and digest != m.tflite_sha256:
         raise ModelError(f"{origin} has sha256 {digest}, expected {m.tflite_sha256}; refusing to use it")
     if digest != m.tflite_sha256:
-        say(f"warning: {origin} differs from the mediapipe {MEDIAPIPE_VERSION} {m.tflite_file} "
-             f"(sha256 {digest[:12]}…); converting it anyway", progress)
+        say(f"warning: {origin} differs from the mediapipe {MEDIAPIPE_VERSION} {m.tflite_file} (sha256 {digest[:12]}…); converting it anyway", progress)
     t0 = time.perf_counter()
     from privacy_filter.models.tflite2onnx import convert_tflite  # onnx + tflite: only when converting
 
@@ -394,8 +408,7 @@ def _install(directory: Path, manifest: dict, m: DefaultModel, data: bytes, orig
     return out
 
 
-def pull_default_models(source: str | Path | None = None, *, force: bool = False, cache: Path | None = None,
-                        progress: bool = True) -> dict[str, Path]:
+def pull_default_models(source: str | Path | None = None, *, force: bool = False, cache: Path | None = None, progress: bool = True) -> dict[str, Path]:
     """Make the default models available in the cache; returns {name: onnx path} of usable ones.
 
     ``source`` None fetches the wheel from PyPI (only if a model is missing or damaged and
@@ -412,8 +425,7 @@ def pull_default_models(source: str | Path | None = None, *, force: bool = False
         manifest = read_manifest(directory)
         if given is not None:
             for name, data in given.items():
-                if force or cached_problem(directory, name, manifest) or \
-                        (manifest["models"].get(name) or {}).get("tflite_sha256") != sha256_bytes(data):
+                if force or cached_problem(directory, name, manifest) or (manifest["models"].get(name) or {}).get("tflite_sha256") != sha256_bytes(data):
                     _install(directory, manifest, DEFAULT_MODELS[name], data, str(Path(source)), progress)
         else:
             todo: dict[str, str] = {}
@@ -429,8 +441,7 @@ def pull_default_models(source: str | Path | None = None, *, force: bool = False
                 if cached is not None:
                     sources[name] = (cached, str(directory / DEFAULT_MODELS[name].tflite_file))
             if len(sources) < len(todo):
-                say(f"fetching the default model (mediapipe {MEDIAPIPE_VERSION} wheel, ~{WHEEL_APPROX_MB} MB) "
-                     f"from PyPI ...", progress)
+                say(f"fetching the default model (mediapipe {MEDIAPIPE_VERSION} wheel, ~{WHEEL_APPROX_MB} MB) from PyPI ...", progress)
                 with tempfile.TemporaryDirectory(prefix="privacy-filter-pull-") as tmp:
                     wheel = download_wheel(Path(tmp), progress=progress)
                     fetched = read_source(wheel)
@@ -438,10 +449,8 @@ def pull_default_models(source: str | Path | None = None, *, force: bool = False
                         sources.setdefault(name, (fetched[name], f"PyPI {wheel.name}:{DEFAULT_MODELS[name].member}"))
             for name in todo:
                 data, origin = sources[name]
-                _install(directory, manifest, DEFAULT_MODELS[name], data, origin, progress,
-                         strict=origin.startswith("PyPI "))
-        return {name: directory / DEFAULT_MODELS[name].onnx_file
-                for name in DEFAULT_MODELS if cached_problem(directory, name, manifest) is None}
+                _install(directory, manifest, DEFAULT_MODELS[name], data, origin, progress, strict=origin.startswith("PyPI "))
+        return {name: directory / DEFAULT_MODELS[name].onnx_file for name in DEFAULT_MODELS if cached_problem(directory, name, manifest) is None}
 
 
 def default_model_path(name: str = "selfie", *, auto_pull: bool = True, cache: Path | None = None) -> Path:
@@ -452,8 +461,7 @@ def default_model_path(name: str = "selfie", *, auto_pull: bool = True, cache: P
     if problem is None:
         return directory / m.onnx_file
     if not auto_pull:
-        raise ModelError(f"default model {name!r} {problem} ({directory}); run `privacy-filter models pull` "
-                         f"or, offline, `{PULL_HINT}`")
+        raise ModelError(f"default model {name!r} {problem} ({directory}); run `privacy-filter models pull` or, offline, `{PULL_HINT}`")
     paths = pull_default_models(cache=directory, progress=True)
     if name not in paths:  # pragma: no cover - pull raises before this in practice
         raise ModelError(f"default model {name!r} could not be prepared in {directory}")

@@ -58,10 +58,14 @@ def _finish(spec: ModelSpec, path: Path) -> ResolvedModel:
     onnx_tools.validate_spec(spec, io, path)
     if spec.expose_logits:
         exposed = onnx_tools.expose_argmax_logits(path, spec.output_name, derived_dir())
-        spec = spec.model_copy(update={
-            "output_name": exposed.output_name, "output_kind": "logits", "output_layout": exposed.layout,
-            "expose_logits": False,
-        })
+        spec = spec.model_copy(
+            update={
+                "output_name": exposed.output_name,
+                "output_kind": "logits",
+                "output_layout": exposed.layout,
+                "expose_logits": False,
+            }
+        )
         path = exposed.path
         onnx_tools.validate_spec(spec, onnx_tools.read_io(path), path)
     return ResolvedModel(spec, path)
@@ -91,8 +95,7 @@ def resolve_model(name_or_path: str | None) -> ResolvedModel:
             path = Path(rest).expanduser()
         return _finish(spec, path)
     if base_name in BUILTIN_SPECS:
-        raise ModelError(f"model {base_name!r} is not shipped (NVIDIA's licence); give its ONNX file as "
-                         f"'{base_name}:/path/to/model.onnx' or use a DeepStream config / spec YAML")
+        raise ModelError(f"model {base_name!r} is not shipped (NVIDIA's licence); give its ONNX file as '{base_name}:/path/to/model.onnx' or use a DeepStream config / spec YAML")
 
     path = Path(text).expanduser()
     suffix = path.suffix.lower()
@@ -107,12 +110,13 @@ def resolve_model(name_or_path: str | None) -> ResolvedModel:
             return _finish(spec, onnx)
         spec = _match_builtin(onnx_tools.read_io(path))
         if spec is None:
-            raise ModelError(f"{path}: no built-in spec matches this ONNX's I/O "
-                             f"({', '.join(str(t) for t in onnx_tools.read_io(path).inputs)}); "
-                             "describe it with a spec YAML or DeepStream config")
+            raise ModelError(
+                f"{path}: no built-in spec matches this ONNX's I/O "
+                f"({', '.join(str(t) for t in onnx_tools.read_io(path).inputs)}); "
+                "describe it with a spec YAML or DeepStream config"
+            )
         return _finish(spec, path)
-    raise ModelError(f"unknown model {text!r}; known names: {', '.join(known_names())} "
-                     "(or a path to .onnx / spec .yaml / DeepStream .txt/.yml)")
+    raise ModelError(f"unknown model {text!r}; known names: {', '.join(known_names())} (or a path to .onnx / spec .yaml / DeepStream .txt/.yml)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,8 +137,7 @@ def validate_detector(spec: DetectorSpec, path: Path) -> None:
     missing = [n for n in (spec.input_name,) if io.input(n) is None]
     missing += [n for n in (*spec.score_outputs, *spec.box_outputs) if io.output(n) is None]
     if missing:
-        raise ModelError(f"{path}: not a {spec.name} detector; missing tensor(s) {', '.join(missing)} "
-                         f"(has inputs {', '.join(str(t) for t in io.inputs)})")
+        raise ModelError(f"{path}: not a {spec.name} detector; missing tensor(s) {', '.join(missing)} (has inputs {', '.join(str(t) for t in io.inputs)})")
 
 
 def resolve_detector(name_or_path: str | None) -> ResolvedDetector:

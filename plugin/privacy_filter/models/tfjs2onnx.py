@@ -155,9 +155,7 @@ def _decode_weights(manifest: list[dict[str, Any]], base_dir: Path) -> dict[str,
             weights[spec["name"]], used = _decode_weight(spec, buf, offset)
             offset += used
         if offset != len(buf):
-            raise ConversionError(
-                f"weights shards {group['paths']} hold {len(buf)} bytes, manifest uses {offset}"
-            )
+            raise ConversionError(f"weights shards {group['paths']} hold {len(buf)} bytes, manifest uses {offset}")
     return weights
 
 
@@ -227,13 +225,7 @@ def _inline_const(node: TFNode) -> np.ndarray:
     if "tensorContent" in tensor:
         flat = np.frombuffer(base64.b64decode(tensor["tensorContent"]), dtype=dtype)
     else:
-        vals = (
-            tensor.get("floatVal")
-            or tensor.get("intVal")
-            or tensor.get("int64Val")
-            or tensor.get("boolVal")
-            or []
-        )
+        vals = tensor.get("floatVal") or tensor.get("intVal") or tensor.get("int64Val") or tensor.get("boolVal") or []
         flat = np.asarray(vals, dtype=dtype)
         count = int(np.prod(shape)) if shape else 1
         if flat.size == 1 and count != 1:
@@ -305,10 +297,7 @@ class _Context:
             graph = helper.make_graph(
                 self.nodes,
                 "partial",
-                [
-                    helper.make_tensor_value_info(n, self.input_dtypes[n], s)
-                    for n, s in self.nominal_inputs.items()
-                ],
+                [helper.make_tensor_value_info(n, self.input_dtypes[n], s) for n, s in self.nominal_inputs.items()],
                 [],
                 [numpy_helper.from_array(v, k) for k, v in self.initializers.items()],
             )
@@ -580,9 +569,7 @@ def _rename_uses(nodes: Iterable[onnx.NodeProto], old: str, new: str) -> None:
                 n.input[k] = new
 
 
-def _fuse_conv_bias(
-    nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], outputs: set[str]
-) -> list[onnx.NodeProto]:
+def _fuse_conv_bias(nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], outputs: set[str]) -> list[onnx.NodeProto]:
     """Conv -> Transpose(to channels-last) -> Add(const [C])  ==>  Conv(B) -> Transpose.
 
     TF expresses bias as a separate Add in NHWC; ONNX Conv takes it directly,
@@ -648,9 +635,7 @@ def _cancel_transposes(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[o
     return nodes
 
 
-def _prune(
-    nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], outputs: set[str]
-) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
+def _prune(nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], outputs: set[str]) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
     """Drop nodes and initialisers that no graph output depends on."""
     producer = {o: n for n in nodes for o in n.output}
     live: set[int] = set()
@@ -770,10 +755,7 @@ def convert(
         onnx_nodes = _cancel_transposes(onnx_nodes, out_set)
     onnx_nodes, inits = _prune(onnx_nodes, inits, out_set)
 
-    graph_inputs = [
-        helper.make_tensor_value_info(name, ctx.input_dtypes[name], input_shapes.get(name, shape))
-        for name, shape in nominal.items()
-    ]
+    graph_inputs = [helper.make_tensor_value_info(name, ctx.input_dtypes[name], input_shapes.get(name, shape)) for name, shape in nominal.items()]
     graph = helper.make_graph(
         onnx_nodes,
         "tfjs_graph_model",
@@ -781,9 +763,7 @@ def convert(
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
     )
-    onnx_model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="privacy-filter tfjs2onnx"
-    )
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="privacy-filter tfjs2onnx")
     onnx_model.ir_version = 8  # readable by onnxruntime >= 1.10
     return _annotate_outputs(onnx_model)
 

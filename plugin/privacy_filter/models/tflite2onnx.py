@@ -35,9 +35,7 @@ from privacy_filter.models.converter_version import CONVERTER_VERSION  # kept im
 
 OPSET = 17
 
-_BUILTIN_NAMES: dict[int, str] = {
-    v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)
-}
+_BUILTIN_NAMES: dict[int, str] = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
 
 # tflite.TensorType → NumPy dtype of the raw buffer.
 _TENSOR_DTYPES: dict[int, np.dtype] = {
@@ -70,8 +68,7 @@ def same_pads(in_size: int, out_size: int, kernel: int, stride: int, dilation: i
     return total // 2, total - total // 2
 
 
-def conv_pads(padding: int, in_hw: tuple[int, int], out_hw: tuple[int, int], kernel: tuple[int, int],
-              stride: tuple[int, int], dilation: tuple[int, int] = (1, 1)) -> list[int]:
+def conv_pads(padding: int, in_hw: tuple[int, int], out_hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int] = (1, 1)) -> list[int]:
     """ONNX ``pads`` ([top, left, bottom, right]) for a TFLite padding mode on static shapes."""
     if padding == _PAD_VALID:
         return [0, 0, 0, 0]
@@ -149,9 +146,7 @@ def parse_transpose_conv_options(raw: bytes) -> tuple[int, int, int]:
         raise ModelError(f"Convolution2DTransposeBias: custom options are {len(raw)} bytes, expected 12")
     padding, stride_w, stride_h = struct.unpack_from("<3i", raw, 0)
     if padding not in (_C_PAD_SAME, _C_PAD_VALID) or stride_w < 1 or stride_h < 1:
-        raise ModelError(
-            f"Convolution2DTransposeBias: bad options padding={padding} stride=({stride_h},{stride_w})"
-        )
+        raise ModelError(f"Convolution2DTransposeBias: bad options padding={padding} stride=({stride_h},{stride_w})")
     return padding, stride_h, stride_w
 
 
@@ -199,10 +194,7 @@ def op_handler(op_name: str) -> Handler:
     try:
         return _HANDLERS[op_name]
     except KeyError:
-        raise ModelError(
-            f"unsupported TFLite op {op_name!r}: this converter handles "
-            f"{', '.join(sorted(_HANDLERS))}"
-        ) from None
+        raise ModelError(f"unsupported TFLite op {op_name!r}: this converter handles {', '.join(sorted(_HANDLERS))}") from None
 
 
 def supported_ops() -> list[str]:
@@ -254,7 +246,7 @@ class _Converter:
         if buf is None:
             return None
         if buf.Offset() > 1:  # large-model layout: data appended after the flatbuffer
-            raw = self.data[buf.Offset(): buf.Offset() + buf.Size()]
+            raw = self.data[buf.Offset() : buf.Offset() + buf.Size()]
         elif buf.DataLength():
             raw = buf.DataAsNumpy().tobytes()
         else:
@@ -307,8 +299,7 @@ class _Converter:
             self.g.node("Relu", [x], [out])
         elif fused in (2, 3):  # RELU_N1_TO_1, RELU6
             lo, hi = (-1.0, 1.0) if fused == 2 else (0.0, 6.0)
-            self.g.node("Clip", [x, self.g.initializer("clip_min", np.array(lo, np.float32)),
-                                 self.g.initializer("clip_max", np.array(hi, np.float32))], [out])
+            self.g.node("Clip", [x, self.g.initializer("clip_min", np.array(lo, np.float32)), self.g.initializer("clip_max", np.array(hi, np.float32))], [out])
         elif fused == 4:
             self.g.node("Tanh", [x], [out])
         else:
@@ -331,9 +322,7 @@ class _Converter:
     def convert(self) -> onnx.ModelProto:
         sg = self.sg
         if sg.InputsLength() != 1 or sg.OutputsLength() != 1:
-            raise ModelError(
-                f"TFLite model has {sg.InputsLength()} inputs and {sg.OutputsLength()} outputs; expected 1 and 1"
-            )
+            raise ModelError(f"TFLite model has {sg.InputsLength()} inputs and {sg.OutputsLength()} outputs; expected 1 and 1")
         in_idx, out_idx = int(sg.Inputs(0)), int(sg.Outputs(0))
         for idx in (in_idx, out_idx):
             if self.tensor(idx).Type() != 0:
@@ -439,8 +428,7 @@ def _conv_common(cv: _Converter, op: tflite.Operator, depthwise: bool) -> None:
         inputs.append(cv.g.initializer(cv.tname(b_idx), cv.float_const(b_idx, "bias")))
     fused = o.FusedActivationFunction()
     y = cv.pre_activation(out, fused)
-    cv.g.node("Conv", inputs, [y], kernel_shape=[kh, kw], strides=list(stride), dilations=list(dil),
-              pads=pads, group=group)
+    cv.g.node("Conv", inputs, [y], kernel_shape=[kh, kw], strides=list(stride), dilations=list(dil), pads=pads, group=group)
     if fused:
         cv.activation(y, fused, out)
 
@@ -472,9 +460,12 @@ def _transpose_conv_bias(cv: _Converter, op: tflite.Operator) -> None:
     attrs: dict[str, object] = {"kernel_shape": [kh, kw], "strides": [sh, sw], "pads": [t, left, b, r]}
     if oph or opw:
         attrs["output_padding"] = [oph, opw]
-    cv.g.node("ConvTranspose", [cv.input(x_idx), cv.g.initializer(cv.tname(w_idx), transpose_weight_to_iohw(w)),
-                                cv.g.initializer(cv.tname(b_idx), cv.float_const(b_idx, "bias"))],
-              [cv.output(out)], **attrs)
+    cv.g.node(
+        "ConvTranspose",
+        [cv.input(x_idx), cv.g.initializer(cv.tname(w_idx), transpose_weight_to_iohw(w)), cv.g.initializer(cv.tname(b_idx), cv.float_const(b_idx, "bias"))],
+        [cv.output(out)],
+        **attrs,
+    )
 
 
 def _binary(onnx_op: str, opts_cls: type | None) -> Handler:
@@ -530,8 +521,7 @@ def _avg_pool(cv: _Converter, op: tflite.Operator) -> None:
     else:
         pads = conv_pads(o.Padding(), (ih, iw), (oh, ow), k, s)
         # TFLite averages over valid pixels only under SAME padding: count_include_pad=0.
-        cv.g.node("AveragePool", [cv.input(x_idx)], [y], kernel_shape=list(k), strides=list(s), pads=pads,
-                  count_include_pad=0)
+        cv.g.node("AveragePool", [cv.input(x_idx)], [y], kernel_shape=list(k), strides=list(s), pads=pads, count_include_pad=0)
     if fused:
         cv.activation(y, fused, out)
 
@@ -547,8 +537,7 @@ def _mean(cv: _Converter, op: tflite.Operator) -> None:
     if axes == [1, 2]:
         cv.g.node("GlobalAveragePool", [cv.input(x_idx)], [cv.output(out)])
     else:
-        cv.g.node("ReduceMean", [cv.input(x_idx)], [cv.output(out)],
-                  axes=sorted(_NHWC_TO_NCHW_AXIS[a] for a in axes), keepdims=1)
+        cv.g.node("ReduceMean", [cv.input(x_idx)], [cv.output(out)], axes=sorted(_NHWC_TO_NCHW_AXIS[a] for a in axes), keepdims=1)
 
 
 @_handles("RESIZE_BILINEAR")
@@ -567,16 +556,14 @@ def _resize_bilinear(cv: _Converter, op: tflite.Operator) -> None:
     if oh % ih == 0 and ow % iw == 0:
         # Integer factors: scales are exact, keep the batch dimension dynamic without shape ops.
         scales = np.array([1, 1, oh // ih, ow // iw], np.float32)
-        cv.g.node("Resize", [x, "", cv.g.initializer("resize_scales", scales)], [cv.output(out)],
-                  mode="linear", coordinate_transformation_mode=mode)
+        cv.g.node("Resize", [x, "", cv.g.initializer("resize_scales", scales)], [cv.output(out)], mode="linear", coordinate_transformation_mode=mode)
     else:
         # Non-integer factors: give sizes (runtime scale = out/in, as TFLite) with the batch from Shape.
         nc = cv.g.unique(f"{x}_nc")
         sizes = cv.g.unique(f"{x}_sizes")
         cv.g.node("Shape", [x], [nc], start=0, end=2)
         cv.g.node("Concat", [nc, cv.g.initializer("resize_hw", np.array([oh, ow], np.int64))], [sizes], axis=0)
-        cv.g.node("Resize", [x, "", "", sizes], [cv.output(out)], mode="linear",
-                  coordinate_transformation_mode=mode)
+        cv.g.node("Resize", [x, "", "", sizes], [cv.output(out)], mode="linear", coordinate_transformation_mode=mode)
 
 
 def convert_tflite(tflite_bytes: bytes, *, input_name: str = "input", output_name: str = "output") -> onnx.ModelProto:

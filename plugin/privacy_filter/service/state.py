@@ -147,7 +147,6 @@ def start_authenticator(ctx: Any, keys: CurveKeys | None) -> Any:
     return auth
 
 
-
 def endpoints(cfg: ServiceConfig, ipc_dir: str) -> tuple[dict[str, str], dict[str, str]]:
     """Per stream: the stage's input (its decoder connects) and its encoder's input (the stage
     connects).  One stage input per stream lets the stage stop taking a stream whose encoder

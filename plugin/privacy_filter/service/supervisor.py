@@ -53,35 +53,10 @@ from privacy_filter.service.workers import decode_worker, encode_worker, stage_w
 log = logging.getLogger(__name__)
 
 
-
 # =========================================================================== shared state
 
 
-
-
-
-
-
-
 # =========================================================================== workers
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # =========================================================================== supervisor
@@ -121,9 +96,17 @@ class Supervisor:
         roles = ["supervisor", "stage"] + [f"decode:{i}" for i in ids] + [f"encode:{i}" for i in ids]
         self.board = Board(ids, roles, shared=True)
         n = len(ids)
-        self.shared = Shared(self.board, self._mp.RawArray("q", [-1] * n), self._mp.RawArray("q", [-1] * n), self._mp.RawArray("q", [-1] * n),
-                             self._mp.Event(), {s: i for i, s in enumerate(ids)}, os.getpid(),
-                             self._mp.RawArray("q", [0] * (2 * n)), _curve_keys(self.cfg))
+        self.shared = Shared(
+            self.board,
+            self._mp.RawArray("q", [-1] * n),
+            self._mp.RawArray("q", [-1] * n),
+            self._mp.RawArray("q", [-1] * n),
+            self._mp.Event(),
+            {s: i for i, s in enumerate(ids)},
+            os.getpid(),
+            self._mp.RawArray("q", [0] * (2 * n)),
+            _curve_keys(self.cfg),
+        )
         self.counters = self.board.counters("supervisor")
         self._by_id = {s.id: s for s in self.cfg.streams}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -375,7 +358,9 @@ class Supervisor:
         state = {
             "pid": os.getpid(),
             "workers": {n: {"pid": w.proc.pid if w.proc else None, "alive": bool(w.proc and w.proc.exitcode is None), "restarts": w.restarts} for n, w in self.workers.items()},
-            "streams": {s: {"gen": st.gen, "done": st.done, "failed": st.failed, "last_written": int(self.shared.progress[self.shared.index[s]])} for s, st in self.streams.items()},
+            "streams": {
+                s: {"gen": st.gen, "done": st.done, "failed": st.failed, "last_written": int(self.shared.progress[self.shared.index[s]])} for s, st in self.streams.items()
+            },
         }
         tmp = f"{path}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
@@ -389,7 +374,16 @@ class Supervisor:
         snap = self.board.snapshot()
         for sid in self.streams:
             r = snap[sid]
-            log.info("stream %s: in %d, out %d, covered whole %d, passed unfiltered %d, dropped %d, restarts %d", sid, r["frames_in"], r["frames_out"], r["frames_covered_whole"], r["frames_passed_unfiltered"], r["frames_dropped"], r["worker_restarts"])
+            log.info(
+                "stream %s: in %d, out %d, covered whole %d, passed unfiltered %d, dropped %d, restarts %d",
+                sid,
+                r["frames_in"],
+                r["frames_out"],
+                r["frames_covered_whole"],
+                r["frames_passed_unfiltered"],
+                r["frames_dropped"],
+                r["worker_restarts"],
+            )
 
 
 def _mp_context() -> Any:
@@ -408,8 +402,7 @@ def _curve_keys(cfg: ServiceConfig) -> Any:
     if z.transport != "tcp":
         return None
     if not z.curve_enabled():
-        log.warning("zmq.curve: off: the workers' tcp ports (%s:%d-%d) accept frames from anyone who can reach them",
-                    z.host, z.base_port, z.base_port + 2 * len(cfg.streams) - 1)
+        log.warning("zmq.curve: off: the workers' tcp ports (%s:%d-%d) accept frames from anyone who can reach them", z.host, z.base_port, z.base_port + 2 * len(cfg.streams) - 1)
         return None
     assert z.keys is not None
     return load_keys(z.keys)
@@ -450,8 +443,7 @@ def preflight_devices(cfg: ServiceConfig) -> None:
     problems = []
     for s in cfg.streams:
         try:
-            resolve_devices(s.device, s.segmentation_device, s.effects_device, model=s.model, announce=False,
-                            where=f"stream {s.id!r}: ")
+            resolve_devices(s.device, s.segmentation_device, s.effects_device, model=s.model, announce=False, where=f"stream {s.id!r}: ")
         except DeviceError as exc:
             problems.append(str(exc))
     if problems:

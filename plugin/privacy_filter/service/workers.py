@@ -49,17 +49,23 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
     sid = sc.id
     counters = shared.board.counters(f"decode:{sid}")
     live = sc.is_live()
-    sock = socket(ctx, zmq.PUSH, endpoint, bind=False, hwm=hwm, linger_ms=int(give_up_s * 1000),
-                  setup=shared.curve.client if shared.curve else None)
+    sock = socket(ctx, zmq.PUSH, endpoint, bind=False, hwm=hwm, linger_ms=int(give_up_s * 1000), setup=shared.curve.client if shared.curve else None)
     slot = shared.index[sid]
     known = (int(shared.sizes[2 * slot]), int(shared.sizes[2 * slot + 1])) if shared.sizes is not None else (0, 0)
     size = known if known[0] > 0 else None  # the stream's size before a restart: it keeps it
     want_audio = sc.source.audio and sc.output.audio == "copy"
     # a file/URL decoder, an upstream ZeroMQ stage (zmq+pull/sub), or imagezmq/NetGear senders (BGR -> I420 here)
-    dec: Any = open_source(sc.source.url, stream_id=sid, audio=want_audio, live=live,
-                           reconnect=ReconnectPolicy(max_attempts=None, udp_buffer_s=sc.source.udp_buffer_s,
-                                                     udp_max_bitrate_bps=sc.source.udp_bitrate_bps()) if live else None, counters=counters,
-                           should_stop=lambda: flag["stop"] or shared.stop.is_set(), hwm=hwm, size=size)
+    dec: Any = open_source(
+        sc.source.url,
+        stream_id=sid,
+        audio=want_audio,
+        live=live,
+        reconnect=ReconnectPolicy(max_attempts=None, udp_buffer_s=sc.source.udp_buffer_s, udp_max_bitrate_bps=sc.source.udp_bitrate_bps()) if live else None,
+        counters=counters,
+        should_stop=lambda: flag["stop"] or shared.stop.is_set(),
+        hwm=hwm,
+        size=size,
+    )
     rc, reason, sent = EXIT_OK, "end", 0
     try:
         info = dec.open()
@@ -69,11 +75,11 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
         elif (info.video.width, info.video.height) != size:
             # the source came back with another size (a camera reconfigured while we restarted):
             # the encoder is open for the stream's size, so scale to it, as decode does mid-file
-            log.warning("stream %s: the source is %dx%d after a restart, the stream is %dx%d; frames are scaled (counted)",
-                        sid, info.video.width, info.video.height, size[0], size[1])
+            log.warning(
+                "stream %s: the source is %dx%d after a restart, the stream is %dx%d; frames are scaled (counted)", sid, info.video.width, info.video.height, size[0], size[1]
+            )
             info.video = dataclasses.replace(info.video, width=size[0], height=size[1])
-        start = stream_start_parts(sid, video=video_header(info.video), audio=audio_header(info.audio), gen=gen,
-                                   extra={"resume_after": -1 if live else resume_after})
+        start = stream_start_parts(sid, video=video_header(info.video), audio=audio_header(info.audio), gen=gen, extra={"resume_after": -1 if live else resume_after})
         send_until(sock, start, flag, shared, give_up_s=give_up_s)
         audio_seq = -1
         reconnects = resized = 0
@@ -100,9 +106,19 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
                     item.dts = item.dts + a_shift if item.dts is not None else None
                 audio_seq += 1
                 if live:
-                    send(sock, audio_parts(sid, audio_seq, item.data, pts=item.pts, dts=item.dts, time_base=item.time_base, duration=item.duration, keyframe=item.is_keyframe, gen=gen), block=False)
+                    send(
+                        sock,
+                        audio_parts(sid, audio_seq, item.data, pts=item.pts, dts=item.dts, time_base=item.time_base, duration=item.duration, keyframe=item.is_keyframe, gen=gen),
+                        block=False,
+                    )
                 else:
-                    send_until(sock, audio_parts(sid, audio_seq, item.data, pts=item.pts, dts=item.dts, time_base=item.time_base, duration=item.duration, keyframe=item.is_keyframe, gen=gen), flag, shared, give_up_s=give_up_s)
+                    send_until(
+                        sock,
+                        audio_parts(sid, audio_seq, item.data, pts=item.pts, dts=item.dts, time_base=item.time_base, duration=item.duration, keyframe=item.is_keyframe, gen=gen),
+                        flag,
+                        shared,
+                        give_up_s=give_up_s,
+                    )
                 continue
             if not live and item.index <= resume_after:
                 continue  # already written by the encoder before a restart
@@ -172,8 +188,7 @@ def scale_frame(frame: Any, width: int, height: int) -> Any:
     )
 
 
-def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out: dict[str, str], shared: Shared, log_level: int,
-                 restarted: bool = False) -> None:
+def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out: dict[str, str], shared: Shared, log_level: int, restarted: bool = False) -> None:
     """The shared filter stage: batches frames of all streams per model, applies each stream's effect.
 
     Each stream has its own input socket.  A message its encoder cannot take yet waits in
@@ -215,8 +230,7 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
     for s in cfg.streams:
         key = (s.model, s.device, s.segmentation_device, s.effects_device)
         try:
-            devices[s.id] = resolve_devices(s.device, s.segmentation_device, s.effects_device, model=s.model,
-                                            announce=key not in announced, where=f"stream {s.id!r}: ")
+            devices[s.id] = resolve_devices(s.device, s.segmentation_device, s.effects_device, model=s.model, announce=key not in announced, where=f"stream {s.id!r}: ")
         except DeviceError as exc:
             log.error("%s", exc)
             sys.exit(EXIT_FATAL)
@@ -229,14 +243,12 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
     stage_of: dict[str, FilterStage] = {}
     for (keyed_model, device, tiles), ids in groups.items():
         kind, model = keyed_model.split(":", 1)
-        seg = (_load_cover_engine({sid: streams[sid] for sid in ids}, model, device) if kind == "cover"
-               else _load_segmenter(model, device, tiles, ids))
+        seg = _load_cover_engine({sid: streams[sid] for sid in ids}, model, device) if kind == "cover" else _load_segmenter(model, device, tiles, ids)
         specs = {sid: StageStream.from_config(streams[sid]) for sid in ids}
         # one CUDA runtime (one stream) per stage, shared by its CUDA effects and its TensorRT engine
         on_cuda = [sid for sid in ids if devices[sid].effects == "cuda"]
         gpu_rt = create_stage_device().rt if on_cuda else None
-        effects = {sid: create_stream_effect(specs[sid].effect, specs[sid].mask, device=devices[sid].effects,
-                                             runtime=gpu_rt if sid in on_cuda else None) for sid in ids}
+        effects = {sid: create_stream_effect(specs[sid].effect, specs[sid].mask, device=devices[sid].effects, runtime=gpu_rt if sid in on_cuda else None) for sid in ids}
         fs = FilterStage(seg, specs, counters=counters, effects=effects, device="cuda" if len(on_cuda) == len(ids) else "cpu")
         for sid in ids:
             stage_of[sid] = fs
@@ -273,7 +285,7 @@ def stage_worker(cfg: ServiceConfig, endpoints_in: dict[str, str], endpoints_out
                         break
                     chunk.append((i, m))
                     per[m.stream_id] = per.get(m.stream_id, 0) + 1
-                todo = todo[len(chunk):]
+                todo = todo[len(chunk) :]
                 for (i, m), r in zip(chunk, fs.process([m.frame for _, m in chunk])):
                     results[i] = r
         for i, m in enumerate(msgs):
@@ -444,9 +456,15 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
                     # continue after the last written frame): stop discarding it as resent
                     audio_gen, last_audio = m.gen, -1
                 if enc is None:
-                    enc = open_sink(url, video_info_from(m.header["video"]), settings,
-                                    audio=audio_info_from(m.header.get("audio")) if sc.output.audio == "copy" else None,
-                                    live=sc.is_live(), stream_id=sid, hwm=hwm)
+                    enc = open_sink(
+                        url,
+                        video_info_from(m.header["video"]),
+                        settings,
+                        audio=audio_info_from(m.header.get("audio")) if sc.output.audio == "copy" else None,
+                        live=sc.is_live(),
+                        stream_id=sid,
+                        hwm=hwm,
+                    )
             elif m.kind == "frame":
                 if enc is None:
                     counters.inc(sid, "frames_dropped")
@@ -456,8 +474,11 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
                     counters.inc(sid, "frames_refused_unmasked")
                     if not warned_unmasked:
                         warned_unmasked = True
-                        log.warning("stream %s: refusing a frame without a mask (seq %d): only on_failure: pass streams "
-                                    "publish unfiltered frames; further ones are only counted", sid, m.seq)
+                        log.warning(
+                            "stream %s: refusing a frame without a mask (seq %d): only on_failure: pass streams publish unfiltered frames; further ones are only counted",
+                            sid,
+                            m.seq,
+                        )
                     continue
                 if m.seq <= shared.progress[slot]:
                     counters.inc(sid, "duplicates_discarded")
@@ -472,8 +493,7 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
                         counters.inc(sid, "seq_jumps")
                         if not warned_jump:
                             warned_jump = True
-                            log.warning("stream %s: frame seq jumped from %d to %d (more than %d ahead); refused, counted",
-                                        sid, int(shared.progress[slot]), m.seq, MAX_SEQ_STEP)
+                            log.warning("stream %s: frame seq jumped from %d to %d (more than %d ahead); refused, counted", sid, int(shared.progress[slot]), m.seq, MAX_SEQ_STEP)
                         continue
                     log.warning("stream %s: %d consecutive frames from seq %d on: taking the jump", sid, len(jump_run), jump_run[0])
                 jump_run.clear()
@@ -493,8 +513,9 @@ def encode_worker(sc: StreamConfig, url: str, endpoint: str, shared: Shared, min
                     if last_audio_s is not None and t_s <= last_audio_s:
                         continue  # overlaps audio written before a live decoder restart: the muxer would fail
                     last_audio_s = t_s
-                enc.write_audio(AudioPacket(bytes(m.payload), h.get("pts"), h.get("dts"), int(h.get("duration") or 0),
-                                            Fraction(*h["time_base"]), bool(h.get("keyframe", True)), sid))
+                enc.write_audio(
+                    AudioPacket(bytes(m.payload), h.get("pts"), h.get("dts"), int(h.get("duration") or 0), Fraction(*h["time_base"]), bool(h.get("keyframe", True)), sid)
+                )
             elif m.kind == "eos":
                 if m.header.get("reason") == "error":
                     rc = EXIT_FATAL

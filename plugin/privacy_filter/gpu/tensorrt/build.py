@@ -59,8 +59,7 @@ def profile_shapes(network_shape: Sequence[int], spec: ModelSpec, max_batch: int
         raise ModelError(f"input {spec.input_name!r} has rank {len(shape)} {list(shape)}; spec {spec.name!r} needs rank 4")
     for axis, (got, exp) in enumerate(zip(shape[1:], want[1:]), start=1):
         if got != -1 and got != exp:
-            raise ModelError(f"input {spec.input_name!r} dim {axis} is {got} in the network but {exp} in spec {spec.name!r} "
-                             f"({spec.input_layout} {list(item_shape(spec))})")
+            raise ModelError(f"input {spec.input_name!r} dim {axis} is {got} in the network but {exp} in spec {spec.name!r} ({spec.input_layout} {list(item_shape(spec))})")
     if -1 not in shape:
         return None
     if shape[0] != -1 and shape[0] < max_batch:
@@ -83,9 +82,11 @@ def _onnx_has_fp16(onnx_path: Path) -> bool:
 def _calibration_cache(path: Path | None) -> tuple[bytes, str]:
     """(cache bytes, calibrator class name) from a TensorRT calibration cache file."""
     if path is None:
-        raise UserError("--precision int8 needs --calib-cache FILE: NVIDIA ships one with each PeopleSemSegNet ONNX "
-                        "(peoplesemsegnet_shuffleseg_int8.txt, peoplesemsegnet_vanilla_unet_int8.txt); "
-                        "without it use --precision fp16")
+        raise UserError(
+            "--precision int8 needs --calib-cache FILE: NVIDIA ships one with each PeopleSemSegNet ONNX "
+            "(peoplesemsegnet_shuffleseg_int8.txt, peoplesemsegnet_vanilla_unet_int8.txt); "
+            "without it use --precision fp16"
+        )
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -93,8 +94,7 @@ def _calibration_cache(path: Path | None) -> tuple[bytes, str]:
     first = data.split(b"\n", 1)[0].decode("latin-1").strip()
     parts = first.split("-")
     if len(parts) < 3 or parts[0] != "TRT":
-        raise UserError(f"calibration cache {path}: first line {first[:60]!r} is not a TensorRT calibration header "
-                        "('TRT-<version>-<algorithm>')")
+        raise UserError(f"calibration cache {path}: first line {first[:60]!r} is not a TensorRT calibration header ('TRT-<version>-<algorithm>')")
     algo = parts[-1]
     if algo not in _CALIBRATORS:
         raise UserError(f"calibration cache {path}: unknown calibration algorithm {algo!r}; known: {', '.join(_CALIBRATORS)}")
@@ -149,9 +149,14 @@ def apply_precision(trt: ModuleType, config: Any, options: BuildOptions, onnx_pa
             log.warning(
                 "TensorRT %s builds the precision the ONNX carries (strong typing; BuilderFlag.FP16 was removed): "
                 "this engine will be FP32. For FP16, convert first: python -m modelopt.onnx.autocast --onnx_path %s "
-                "--output_path model_fp16.onnx, then build from model_fp16.onnx", trt.__version__, onnx_path)
-            print(f"note: TensorRT {trt.__version__} has no FP16 flag; building FP32 as the ONNX is typed. "
-                  "Convert with ModelOpt AutoCast for FP16 (see README 'GPU deployment').", file=sys.stderr)
+                "--output_path model_fp16.onnx, then build from model_fp16.onnx",
+                trt.__version__,
+                onnx_path,
+            )
+            print(
+                f"note: TensorRT {trt.__version__} has no FP16 flag; building FP32 as the ONNX is typed. Convert with ModelOpt AutoCast for FP16 (see README 'GPU deployment').",
+                file=sys.stderr,
+            )
             return "fp32 (strongly typed ONNX; fp16 needs ModelOpt AutoCast)"
         config.set_flag(trt.BuilderFlag.FP16)
         return "fp16"
@@ -187,11 +192,9 @@ def build_engine(spec: ModelSpec, onnx_path: Path, out: Path, options: BuildOpti
     inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
     outputs = [network.get_output(i).name for i in range(network.num_outputs)]
     if spec.input_name not in inputs:
-        raise ModelError(f"{onnx_path}: spec {spec.name!r} feeds input {spec.input_name!r}; the parsed network has "
-                         f"{', '.join(inputs) or 'no inputs'}")
+        raise ModelError(f"{onnx_path}: spec {spec.name!r} feeds input {spec.input_name!r}; the parsed network has {', '.join(inputs) or 'no inputs'}")
     if spec.output_name not in outputs:
-        raise ModelError(f"{onnx_path}: spec {spec.name!r} reads output {spec.output_name!r}; the parsed network has "
-                         f"{', '.join(outputs) or 'no outputs'}")
+        raise ModelError(f"{onnx_path}: spec {spec.name!r} reads output {spec.output_name!r}; the parsed network has {', '.join(outputs) or 'no outputs'}")
     others = [n for n in inputs if n != spec.input_name]
     if others:
         raise ModelError(f"{onnx_path}: extra network inputs {others}; only single-input models are supported")
@@ -217,8 +220,10 @@ def build_engine(spec: ModelSpec, onnx_path: Path, out: Path, options: BuildOpti
     log.info("building TensorRT %s engine for %s (%s, batch 1..%d); this takes minutes", trt.__version__, spec.name, precision, max_batch)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ModelError(f"TensorRT {trt.__version__} could not build an engine from {onnx_path} ({precision}, batch 1..{max_batch}); "
-                         "its log above says why (often: not enough GPU memory for the workspace, or an unsupported layer)")
+        raise ModelError(
+            f"TensorRT {trt.__version__} could not build an engine from {onnx_path} ({precision}, batch 1..{max_batch}); "
+            "its log above says why (often: not enough GPU memory for the workspace, or an unsupported layer)"
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -230,8 +235,13 @@ def build_engine(spec: ModelSpec, onnx_path: Path, out: Path, options: BuildOpti
         timing_path.parent.mkdir(parents=True, exist_ok=True)
         timing_path.write_bytes(bytes(cache.serialize()))
     info = EngineInfo(
-        spec=spec, tensorrt_version=str(trt.__version__), gpu=gpu_name(), precision=precision, max_batch=max_batch,
-        onnx=str(onnx_path.resolve()), onnx_sha256=onnx_sha256(onnx_path),
+        spec=spec,
+        tensorrt_version=str(trt.__version__),
+        gpu=gpu_name(),
+        precision=precision,
+        max_batch=max_batch,
+        onnx=str(onnx_path.resolve()),
+        onnx_sha256=onnx_sha256(onnx_path),
         built_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     sidecar_path(out).write_text(info.to_json())

@@ -13,8 +13,7 @@ log = logging.getLogger(__name__)
 
 
 INSTALL_HINT = (
-    "TensorRT is not installed: pip install tensorrt-cu12 from NVIDIA's index "
-    "(pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu12); see README 'GPU deployment'"
+    "TensorRT is not installed: pip install tensorrt-cu12 from NVIDIA's index (pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu12); see README 'GPU deployment'"
 )
 
 

@@ -54,24 +54,9 @@ from privacy_filter.models.specs import ModelSpec
 log = logging.getLogger(__name__)
 
 
-
-
-
-
-
-
 # ---------------------------------------------------------------------------------------------
 # Lazy imports and version facts
 # ---------------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,36 +64,15 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------
 
 
-
-
-
-
-
-
-
 # ---------------------------------------------------------------------------------------------
 # Build
 # ---------------------------------------------------------------------------------------------
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # ---------------------------------------------------------------------------------------------
 # Runtime
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TensorDesc:
@@ -127,12 +91,14 @@ def engine_io(trt: ModuleType, engine: Any) -> list[TensorDesc]:
     out = []
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
-        out.append(TensorDesc(
-            name=name,
-            is_input=engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
-            dtype=np.dtype(trt.nptype(engine.get_tensor_dtype(name))),
-            shape=tuple(int(d) for d in engine.get_tensor_shape(name)),
-        ))
+        out.append(
+            TensorDesc(
+                name=name,
+                is_input=engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+                dtype=np.dtype(trt.nptype(engine.get_tensor_dtype(name))),
+                shape=tuple(int(d) for d in engine.get_tensor_shape(name)),
+            )
+        )
     return out
 
 
@@ -145,8 +111,10 @@ def deserialize(trt: ModuleType, engine_path: Path) -> tuple[Any, Any]:
     runtime = trt.Runtime(trt_logger(trt))
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
-        raise ModelError(f"{engine_path}: TensorRT {trt.__version__} could not deserialize this engine (corrupt, or built "
-                         "by another TensorRT version / for another GPU); rebuild it with 'privacy-filter engine build'")
+        raise ModelError(
+            f"{engine_path}: TensorRT {trt.__version__} could not deserialize this engine (corrupt, or built "
+            "by another TensorRT version / for another GPU); rebuild it with 'privacy-filter engine build'"
+        )
     return runtime, engine
 
 
@@ -178,16 +146,13 @@ class TensorRTSegmenter(Segmenter):
         by_name = {t.name: t for t in self.io}
         inputs = [t for t in self.io if t.is_input]
         if len(inputs) != 1 or inputs[0].name != self.spec.input_name:
-            raise ModelError(f"{self.path}: engine inputs [{', '.join(str(t) for t in inputs)}] do not match spec "
-                             f"{self.spec.name!r} input {self.spec.input_name!r}")
+            raise ModelError(f"{self.path}: engine inputs [{', '.join(str(t) for t in inputs)}] do not match spec {self.spec.name!r} input {self.spec.input_name!r}")
         if self.spec.output_name not in by_name or by_name[self.spec.output_name].is_input:
-            raise ModelError(f"{self.path}: engine has no output {self.spec.output_name!r} "
-                             f"(outputs: {', '.join(t.name for t in self.io if not t.is_input)})")
+            raise ModelError(f"{self.path}: engine has no output {self.spec.output_name!r} (outputs: {', '.join(t.name for t in self.io if not t.is_input)})")
         self.input = inputs[0]
         self.output = by_name[self.spec.output_name]
         if self.spec.output_kind == "argmax" and self.output.dtype.kind not in "iu":
-            raise ModelError(f"{self.path}: output {self.output.name!r} is {self.output.dtype.name}, "
-                             f"spec {self.spec.name!r} expects argmax class ids")
+            raise ModelError(f"{self.path}: output {self.output.name!r} is {self.output.dtype.name}, spec {self.spec.name!r} expects argmax class ids")
         # A static batch B > 1 always runs B items: fewer are padded (the padding's output is ignored).
         self.static_batch = self.input.shape[0] != -1
         if not self.static_batch:
@@ -196,8 +161,7 @@ class TensorRTSegmenter(Segmenter):
             self.max_batch = int(self.input.shape[0])
         self.item_shape = tuple(item_shape(self.spec))
         if any(d not in (-1, e) for d, e in zip(self.input.shape[1:], self.item_shape)):
-            raise ModelError(f"{self.path}: engine input {self.input} does not match spec {self.spec.name!r} "
-                             f"[N,{','.join(map(str, self.item_shape))}] ({self.spec.input_layout})")
+            raise ModelError(f"{self.path}: engine input {self.input} does not match spec {self.spec.name!r} [N,{','.join(map(str, self.item_shape))}] ({self.spec.input_layout})")
 
         self._context = self._engine.create_execution_context()
         self.stream = cp.cuda.Stream(non_blocking=True)
@@ -217,8 +181,7 @@ class TensorRTSegmenter(Segmenter):
                 self._dev[self.input.name].fill(0)
         self._pinned_in = cpx.empty_pinned(self._dev[self.input.name].shape, dtype=self.input.dtype)
         self._pinned_out = cpx.empty_pinned(self._dev[self.output.name].shape, dtype=self.output.dtype)
-        log.info("TensorRT engine %s (%s, TensorRT %s): %s -> %s, batch 1..%d", self.path, info.precision,
-                 trt.__version__, self.input, self.output, self.max_batch)
+        log.info("TensorRT engine %s (%s, TensorRT %s): %s -> %s, batch 1..%d", self.path, info.precision, trt.__version__, self.input, self.output, self.max_batch)
 
     # -- plumbing -------------------------------------------------------------------------
     def _set_batch(self, n: int) -> None:
@@ -316,8 +279,7 @@ class TensorRTSegmenter(Segmenter):
         """Raw output (engine dtype: e.g. int32 or int64 argmax ids) for a prepared host batch."""
         batch = np.asarray(batch)
         if batch.ndim != 4 or tuple(batch.shape[1:]) != self.item_shape:
-            raise ValueError(f"batch of shape {list(batch.shape)} does not match engine input {self.input.name!r} "
-                             f"[N,{','.join(map(str, self.item_shape))}]")
+            raise ValueError(f"batch of shape {list(batch.shape)} does not match engine input {self.input.name!r} [N,{','.join(map(str, self.item_shape))}]")
         outs = []
         for start in range(0, batch.shape[0], self.max_batch):
             chunk = batch[start : start + self.max_batch]
@@ -329,8 +291,6 @@ class TensorRTSegmenter(Segmenter):
             self.stream.synchronize()
             outs.append(self._pinned_out[:n].copy())
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
-
-
 
 
 def segmenter_for_engine(path: str | os.PathLike[str], device: str = "cuda", tiles: Any = None) -> Segmenter:
@@ -369,18 +329,11 @@ def _onnx_fallback(path: Path, why: str, warn: bool) -> Segmenter:
     info = read_sidecar(path)
     onnx = Path(info.onnx)
     if not onnx.is_file():
-        raise ModelError(f"{path}: TensorRT cannot be used ({why}) and the ONNX it was built from, {onnx}, is gone; "
-                         "give --model that ONNX (or its spec) to run on the CPU")
-    (log.warning if warn else log.info)("%s: running its source ONNX %s on ONNX Runtime (CPU) instead of TensorRT: %s",
-                                        path, onnx, why)
+        raise ModelError(f"{path}: TensorRT cannot be used ({why}) and the ONNX it was built from, {onnx}, is gone; give --model that ONNX (or its spec) to run on the CPU")
+    (log.warning if warn else log.info)("%s: running its source ONNX %s on ONNX Runtime (CPU) instead of TensorRT: %s", path, onnx, why)
     return OrtSegmenter(ResolvedModel(info.spec, onnx), device="cpu")
 
 
 # ---------------------------------------------------------------------------------------------
 # CLI handlers
 # ---------------------------------------------------------------------------------------------
-
-
-
-
-

@@ -49,28 +49,43 @@ class EngineInfo:
     built_utc: str
 
     def to_json(self) -> str:
-        return json.dumps({
-            "format": SIDECAR_FORMAT, "tensorrt_version": self.tensorrt_version, "gpu": self.gpu,
-            "precision": self.precision, "max_batch": self.max_batch, "onnx": self.onnx,
-            "onnx_sha256": self.onnx_sha256, "built_utc": self.built_utc,
-            "spec": self.spec.model_dump(mode="json"),
-        }, indent=2)
+        return json.dumps(
+            {
+                "format": SIDECAR_FORMAT,
+                "tensorrt_version": self.tensorrt_version,
+                "gpu": self.gpu,
+                "precision": self.precision,
+                "max_batch": self.max_batch,
+                "onnx": self.onnx,
+                "onnx_sha256": self.onnx_sha256,
+                "built_utc": self.built_utc,
+                "spec": self.spec.model_dump(mode="json"),
+            },
+            indent=2,
+        )
 
 
 def read_sidecar(engine_path: Path) -> EngineInfo:
     """Read and validate the sidecar of ``engine_path``; ModelError names what is wrong."""
     side = sidecar_path(engine_path)
     if not side.is_file():
-        raise ModelError(f"{engine_path}: no sidecar {side.name} beside the engine; engines must be built with "
-                         "'privacy-filter engine build MODEL --out ENGINE' so that their model spec is recorded")
+        raise ModelError(
+            f"{engine_path}: no sidecar {side.name} beside the engine; engines must be built with "
+            "'privacy-filter engine build MODEL --out ENGINE' so that their model spec is recorded"
+        )
     try:
         data = json.loads(side.read_text())
         if data.get("format") != SIDECAR_FORMAT:
             raise ValueError(f"format {data.get('format')!r}, expected {SIDECAR_FORMAT!r}")
         return EngineInfo(
-            spec=ModelSpec(**data["spec"]), tensorrt_version=str(data["tensorrt_version"]), gpu=str(data.get("gpu", "unknown")),
-            precision=str(data["precision"]), max_batch=int(data["max_batch"]), onnx=str(data.get("onnx", "")),
-            onnx_sha256=str(data.get("onnx_sha256", "")), built_utc=str(data.get("built_utc", "")),
+            spec=ModelSpec(**data["spec"]),
+            tensorrt_version=str(data["tensorrt_version"]),
+            gpu=str(data.get("gpu", "unknown")),
+            precision=str(data["precision"]),
+            max_batch=int(data["max_batch"]),
+            onnx=str(data.get("onnx", "")),
+            onnx_sha256=str(data.get("onnx_sha256", "")),
+            built_utc=str(data.get("built_utc", "")),
         )
     except (ValueError, KeyError, TypeError) as exc:  # json errors and pydantic ValidationError are ValueErrors
         raise ModelError(f"{side}: unreadable engine sidecar ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
@@ -85,8 +100,7 @@ def check_engine_compatible(info: EngineInfo, trt: ModuleType, engine_path: Path
             f"'privacy-filter engine build {info.onnx or 'MODEL'} --out {engine_path}'"
         )
     if info.gpu not in ("unknown", current_gpu) and current_gpu != "unknown":
-        log.warning("%s was built on %s and now runs on %s; rebuild it on this GPU if it fails or is slow",
-                    engine_path, info.gpu, current_gpu)
+        log.warning("%s was built on %s and now runs on %s; rebuild it on this GPU if it fails or is slow", engine_path, info.gpu, current_gpu)
 
 
 def is_engine_path(model: str | os.PathLike[str] | None) -> bool:
