@@ -14,6 +14,9 @@ import pytest
 
 from support.nanodet import converted_nanodet, nanodet_tarball
 
+# the segmentation-model fixtures (selfie_model, spec_dir), available to every test
+pytest_plugins = ["support.seg_fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PRIVACY_FILTER_SHARED", REPO.parent / "shared")).resolve()
 DATA = SHARED / "data"

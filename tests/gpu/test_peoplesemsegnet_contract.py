@@ -23,13 +23,12 @@ from privacy_filter.evaluate import read_image
 from privacy_filter.models import onnx_tools
 from privacy_filter.models.registry import ResolvedModel, resolve_model
 from support.pssn_contract import build_contract_onnx, write_nvinfer_config
-from support.seg_fixtures import selfie_model, spec_dir  # noqa: F401  (fixtures)
 
 IMAGES = [("people_pseudo", s) for s in ("1", "10", "100", "101")] + [("portrait_dev", "00001"), ("cihp_multi", "0005008")]
 
 
 @pytest.fixture(scope="module")
-def contract(tmp_path_factory: pytest.TempPathFactory, selfie_model: ResolvedModel) -> Path:  # noqa: F811
+def contract(tmp_path_factory: pytest.TempPathFactory, selfie_model: ResolvedModel) -> Path:
     d = tmp_path_factory.mktemp("pssn")
     layout = selfie_model.spec.input_layout
     return build_contract_onnx(selfie_model.onnx_path, d / "models" / "peoplesemsegnet_shuffleseg.onnx", inner_layout=layout)
@@ -45,7 +44,7 @@ def images(shared_data: Path) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def direct_masks(selfie_model: ResolvedModel, images: list[np.ndarray]) -> list[np.ndarray]:  # noqa: F811
+def direct_masks(selfie_model: ResolvedModel, images: list[np.ndarray]) -> list[np.ndarray]:
     seg = create_segmenter(selfie_model)
     return [upsample_probability(seg.infer_rgb([im], order="bgr")[0], im.shape[1], im.shape[0]) for im in images]
 
@@ -96,7 +95,7 @@ def test_deepstream_config_path_matches_the_default_model(contract: Path, images
     assert pooled >= 0.99 and worst >= 0.95, (pooled, worst)
 
 
-def test_int32_argmax_and_yuv_input(tmp_path: Path, selfie_model: ResolvedModel, images, direct_masks) -> None:  # noqa: F811
+def test_int32_argmax_and_yuv_input(tmp_path: Path, selfie_model: ResolvedModel, images, direct_masks) -> None:
     # TensorRT-8-era engines report argmax_1 as INT32; the vanilla model's input is input_1:0.
     path = build_contract_onnx(selfie_model.onnx_path, tmp_path / "vanilla_i32.onnx", inner_layout=selfie_model.spec.input_layout, input_name="input_1:0", out_dtype="int32")
     assert onnx_tools.read_io(path).outputs[0].dtype == np.int32

@@ -28,7 +28,6 @@ from privacy_filter.config import stream_config
 from privacy_filter.models.registry import ResolvedModel
 from privacy_filter.pipeline import plan_from_stream_config, run_process
 from support.media_clips import make_av_clip
-from support.seg_fixtures import selfie_model, spec_dir  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +76,7 @@ def test_auto_with_cpu_onnxruntime_and_a_working_device_is_cpu_segmentation_and_
     clip: Path,
     tmp_path: Path,
     selfie_model: ResolvedModel,
-    working_cuda_emulated: list[Any],  # noqa: F811
+    working_cuda_emulated: list[Any],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     import onnxruntime as ort
@@ -95,7 +94,7 @@ def test_auto_with_cpu_onnxruntime_and_a_working_device_is_cpu_segmentation_and_
     assert fx.startswith("effects device: cuda")
 
 
-def test_auto_without_a_working_device_is_all_cpu_with_one_line_per_component(clip: Path, tmp_path: Path, selfie_model: ResolvedModel, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+def test_auto_without_a_working_device_is_all_cpu_with_one_line_per_component(clip: Path, tmp_path: Path, selfie_model: ResolvedModel, caplog: pytest.LogCaptureFixture) -> None:
     reason = _real_reason()
     if reason is None:
         pytest.skip("CUDA works here")
@@ -154,7 +153,7 @@ def test_auto_with_an_engine_and_no_tensorrt_falls_back_to_the_source_onnx(
     clip: Path,
     tmp_path: Path,
     selfie_model: ResolvedModel,
-    working_cuda_emulated: list[Any],  # noqa: F811
+    working_cuda_emulated: list[Any],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -16,11 +16,11 @@ from privacy_filter.errors import ConfigError, ModelError
 from privacy_filter.frames import YuvFrame
 from privacy_filter.models.registry import ResolvedModel
 from support.pictures import even, to_i420
-from support.seg_fixtures import image_and_mask, iou, selfie_model, spec_dir  # noqa: F401  (fixtures)
+from support.seg_fixtures import image_and_mask, iou
 
 
 @pytest.fixture(scope="module")
-def selfie(selfie_model: ResolvedModel):  # noqa: F811
+def selfie(selfie_model: ResolvedModel):
     return create_segmenter(selfie_model)
 
 
@@ -92,7 +92,7 @@ def test_yuv_and_rgb_paths_agree_on_a_real_photo(selfie, shared_data: Path) -> N
     assert iou(upsample_probability(p_yuv, w, h) >= 0.5, even(gt)) > 0.9
 
 
-def test_batched_equals_single_and_fixed_batch_loops(selfie, spec_dir: Path, shared_data: Path) -> None:  # noqa: F811
+def test_batched_equals_single_and_fixed_batch_loops(selfie, spec_dir: Path, shared_data: Path) -> None:
     imgs = [image_and_mask(shared_data, "people_pseudo", s)[0] for s in ("1", "10", "100")]
     frames = [to_i420(even(i)) for i in imgs]
     batch = selfie.infer_yuv(frames)
@@ -107,7 +107,7 @@ def test_batched_equals_single_and_fixed_batch_loops(selfie, spec_dir: Path, sha
     assert max(float(np.abs(a - b).max()) for a, b in zip(rb, sb)) < 1e-3
 
 
-def test_each_spec_on_real_images(selfie, spec_dir: Path, shared_data: Path) -> None:  # noqa: F811
+def test_each_spec_on_real_images(selfie, spec_dir: Path, shared_data: Path) -> None:
     img, gt = image_and_mask(shared_data, "portrait_dev", "00003")
     h, w = gt.shape
     results = {}
@@ -129,7 +129,7 @@ def test_each_spec_on_real_images(selfie, spec_dir: Path, shared_data: Path) -> 
     assert create_segmenter(str(spec_dir / "bodypix.yaml")).infer_rgb([img], order="bgr")[0].shape == (33, 33)
 
 
-def test_sinet_softmax_spec_reads_the_person_channel(spec_dir: Path, shared_data: Path) -> None:  # noqa: F811
+def test_sinet_softmax_spec_reads_the_person_channel(spec_dir: Path, shared_data: Path) -> None:
     # The spec plumbing (BGR, mean/std, NCHW softmax channel 1) against a hand-written run of the same file.
     seg = create_segmenter(str(spec_dir / "sinet.yaml"))
     img, _ = image_and_mask(shared_data, "portrait_dev", "00003")
@@ -143,7 +143,7 @@ def test_sinet_softmax_spec_reads_the_person_channel(spec_dir: Path, shared_data
     assert np.allclose(got, raw[0, 1], atol=1e-4)
 
 
-def test_letterbox_spec_returns_the_unletterboxed_content(selfie_model: ResolvedModel, shared_data: Path) -> None:  # noqa: F811
+def test_letterbox_spec_returns_the_unletterboxed_content(selfie_model: ResolvedModel, shared_data: Path) -> None:
     spec = selfie_model.spec.model_copy(update={"resize": "letterbox"})
     seg = create_segmenter(ResolvedModel(spec, selfie_model.onnx_path))
     img, gt = image_and_mask(shared_data, "portrait_dev", "00003")  # 600x800 portrait
@@ -156,7 +156,7 @@ def test_letterbox_spec_returns_the_unletterboxed_content(selfie_model: Resolved
     assert np.all(buf[:, :, : place.x] == 0.0)  # black bars: (0 - 0) * 1/255
 
 
-def test_device_cuda_without_gpu_provider_is_a_clear_error(selfie_model: ResolvedModel) -> None:  # noqa: F811
+def test_device_cuda_without_gpu_provider_is_a_clear_error(selfie_model: ResolvedModel) -> None:
     if any(p in ort.get_available_providers() for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")):
         pytest.skip("this onnxruntime has GPU providers")
     with pytest.raises(ModelError, match="cuda.*onnxruntime-gpu"):
@@ -214,7 +214,7 @@ def test_merge_blends_tiles_and_keeps_whole_frame_maximum() -> None:
     assert merged[:, 0].min() == pytest.approx(1.0) and merged[:, -1].max() == pytest.approx(0.8)
 
 
-def test_tiled_inference_is_one_batch_and_covers_the_frame(selfie_model: ResolvedModel, shared_data: Path) -> None:  # noqa: F811
+def test_tiled_inference_is_one_batch_and_covers_the_frame(selfie_model: ResolvedModel, shared_data: Path) -> None:
     seg = create_segmenter(selfie_model, tiles="2x1")
     calls: list[int] = []
     run = seg.run

@@ -13,11 +13,10 @@ import pytest
 from privacy_filter.cli import main
 from privacy_filter.evaluate import Confusion, read_mask
 from privacy_filter.models.registry import ResolvedModel
-from support.seg_fixtures import selfie_model, spec_dir  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
-def model_arg(selfie_model: ResolvedModel, spec_dir: Path) -> str:  # noqa: F811
+def model_arg(selfie_model: ResolvedModel, spec_dir: Path) -> str:
     return "selfie" if selfie_model.spec.name == "selfie" else str(spec_dir / "selfie_reference.yaml")
 
 

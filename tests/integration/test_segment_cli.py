@@ -11,11 +11,11 @@ import pytest
 
 from privacy_filter.cli import main
 from privacy_filter.models.registry import ResolvedModel
-from support.seg_fixtures import iou, selfie_model, spec_dir  # noqa: F401  (fixtures)
+from support.seg_fixtures import iou
 
 
 @pytest.fixture(scope="module")
-def model_arg(selfie_model: ResolvedModel, spec_dir: Path) -> str:  # noqa: F811
+def model_arg(selfie_model: ResolvedModel, spec_dir: Path) -> str:
     return "selfie" if selfie_model.spec.name == "selfie" else str(spec_dir / "selfie_reference.yaml")
 
 
@@ -74,7 +74,7 @@ def test_missing_input_and_unknown_model(tmp_path: Path, inputs: Path, capsys) -
     assert "unknown model 'peoplenet'" in err and "selfie" in err
 
 
-def test_models_inspect_prints_io_and_spec(spec_dir: Path, capsys) -> None:  # noqa: F811
+def test_models_inspect_prints_io_and_spec(spec_dir: Path, capsys) -> None:
     assert main(["models", "inspect", str(spec_dir / "bodypix.yaml")]) == 0
     out = capsys.readouterr().out
     assert "input : image_nhwc float32[1,H,W,3]" in out

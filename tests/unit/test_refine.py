@@ -15,7 +15,6 @@ from privacy_filter.engines import upsample_probability
 from privacy_filter.engines.refine import guided_filter_color, refine_guided
 from privacy_filter.evaluate import read_image, read_mask
 from privacy_filter.models.registry import ResolvedModel
-from support.seg_fixtures import selfie_model, spec_dir  # noqa: F401  (fixtures)
 
 
 def _step_image(w: int = 240, h: int = 160, edge: int = 130) -> np.ndarray:
@@ -64,7 +63,7 @@ def test_closed_form_inverse_matches_linalg_solve() -> None:
 
 
 def test_refined_masks_beat_plain_bilinear_on_real_portraits(
-    selfie_model: ResolvedModel,  # noqa: F811
+    selfie_model: ResolvedModel,
     shared_data: Path,
 ) -> None:
     """Pooled person IoU against human ground truth on the first 12 portrait_dev images
@@ -85,7 +84,7 @@ def test_refined_masks_beat_plain_bilinear_on_real_portraits(
 
 
 @pytest.fixture(scope="module")
-def model_arg(selfie_model: ResolvedModel, spec_dir: Path) -> str:  # noqa: F811
+def model_arg(selfie_model: ResolvedModel, spec_dir: Path) -> str:
     return "selfie" if selfie_model.spec.name == "selfie" else str(spec_dir / "selfie_reference.yaml")
 
 

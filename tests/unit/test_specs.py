@@ -14,7 +14,7 @@ from privacy_filter.models import onnx_tools
 from privacy_filter.models.registry import resolve_model
 from privacy_filter.models.specs import BUILTIN_SPECS, load_deepstream_config
 from support.pssn_contract import NVINFER_TXT, write_nvinfer_config
-from support.seg_fixtures import REFERENCE_YAML, selfie_model, spec_dir, write_spec  # noqa: F401  (fixtures)
+from support.seg_fixtures import REFERENCE_YAML, write_spec
 
 
 def test_builtin_peoplesemsegnet_contract_values() -> None:
@@ -29,7 +29,7 @@ def test_builtin_peoplesemsegnet_contract_values() -> None:
     assert BUILTIN_SPECS["selfie-landscape"].size == (144, 256)
 
 
-def test_default_resolves_to_selfie_and_names_come_from_the_onnx(selfie_model) -> None:  # noqa: F811
+def test_default_resolves_to_selfie_and_names_come_from_the_onnx(selfie_model) -> None:
     if selfie_model.spec.name != "selfie":
         pytest.skip("embedded default unavailable here (no network); reference conversion used instead")
     assert resolve_model(None) == selfie_model
@@ -40,7 +40,7 @@ def test_default_resolves_to_selfie_and_names_come_from_the_onnx(selfie_model) -
     assert landscape.spec.size == (144, 256)
 
 
-def test_yaml_spec_mean_std_become_offset_scale(spec_dir: Path) -> None:  # noqa: F811
+def test_yaml_spec_mean_std_become_offset_scale(spec_dir: Path) -> None:
     r = resolve_model(str(spec_dir / "sinet.yaml"))
     assert r.spec.color == "bgr" and r.spec.output_kind == "softmax" and r.spec.person_index == 1
     assert np.allclose(r.spec.offset, (102.89, 111.25, 126.91))
@@ -50,7 +50,7 @@ def test_yaml_spec_mean_std_become_offset_scale(spec_dir: Path) -> None:  # noqa
     assert ref.onnx_path.name == "selfie_segmentation_reference.onnx"
 
 
-def test_bodypix_dynamic_input_accepts_its_declared_size(spec_dir: Path) -> None:  # noqa: F811
+def test_bodypix_dynamic_input_accepts_its_declared_size(spec_dir: Path) -> None:
     r = resolve_model(str(spec_dir / "bodypix.yaml"))
     assert r.spec.size == (513, 513) and r.spec.output_kind == "logits"
 
