@@ -86,11 +86,11 @@ def person_probability(seg: Segmenter | PersonFinder, image_bgr: np.ndarray, ref
     """Probability at the image's size: model → guided-filter refinement (default) or plain
     bilinear upsample (``refine='off'``, what the video pipeline does).  A cover engine's map
     (detector boxes or crops) is never refined: its edges are the padded boxes, not the picture's."""
+    if refine not in ("guided", "off"):
+        raise UserError(f"unknown --refine {refine!r}: expected 'guided' or 'off'")
     prob = seg.infer_rgb([image_bgr], order="bgr")[0]
     if refine == "guided" and not isinstance(seg, PersonFinder):
         return refine_guided(prob, image_bgr)
-    if refine != "off":
-        raise UserError(f"unknown --refine {refine!r}: expected 'guided' or 'off'")
     return upsample_probability(prob, image_bgr.shape[1], image_bgr.shape[0])
 
 
@@ -187,6 +187,8 @@ def pair_masks(images: list[Path], masks_dir: Path) -> list[tuple[Path, Path]]:
 
 
 def evaluate(seg: Segmenter | PersonFinder, pairs: list[tuple[Path, Path]], progress: bool = True, tiles: str = "off", refine: Refine = DEFAULT_REFINE) -> EvalResult:
+    if isinstance(seg, PersonFinder):
+        refine = "off"  # a cover engine's map is padded boxes or crops: never refined
     total = Confusion()
     per_image: list[dict] = []
     times: list[float] = []

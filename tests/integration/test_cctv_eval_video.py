@@ -7,6 +7,7 @@ the CLI test runs ``privacy-filter eval-video`` as a user would, with that cache
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,30 @@ def test_eval_video_cli_with_the_pulled_detector(shared_data: Path, model_cache:
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["hidden"] >= 0.98 and out["never_exposed"] >= 0.90 and out["false_cover"] <= 0.10, out
+
+
+def test_eval_cli_with_detector_and_segment_cover(shared_data: Path, model_cache: Path, tmp_path: Path) -> None:
+    """``privacy-filter eval --detector nanodet --cover segment`` on Penn-Fudan photos (the still-image
+    path: detector boxes, the selfie model on square crops, boxes filled where it finds too little)."""
+    import os
+    import subprocess
+    import sys
+
+    root = shared_data / "cctv" / "pennfudan"
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for name in sorted(p.stem for p in (root / "images").glob("*.jpg"))[:12]:
+        (images / f"{name}.jpg").symlink_to(root / "images" / f"{name}.jpg")
+        (masks / f"{name}.png").symlink_to(root / "masks" / f"{name}.png")
+    env = {**os.environ, "PRIVACY_FILTER_CACHE_DIR": str(model_cache)}
+    r = subprocess.run(
+        [sys.executable, "-m", "privacy_filter", "eval", "--detector", "nanodet", "--cover", "segment", "--images", str(images), "--masks", str(masks), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["images"] == 12 and out["person_recall"] >= 0.9 and out["refine"] == "off", out
