@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import zmq
 
@@ -41,27 +38,6 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def _consume(endpoint: str, out: dict[str, Any]) -> None:
-    ctx = zmq.Context()
-    s = ctx.socket(zmq.PULL)
-    s.setsockopt(zmq.RCVTIMEO, 300_000)
-    s.bind(endpoint)
-    frames = masked = 0
-    try:
-        while True:
-            m = P.decode(s.recv_multipart(copy=False))
-            if m.kind == "frame":
-                frames += 1
-                masked += m.mask is not None
-            elif m.kind == "eos":
-                break
-    except zmq.Again:
-        out["timeout"] = True
-    s.close(linger=0)
-    ctx.term()
-    out.update(frames=frames, masked=masked)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bad", type=int, default=20000)
@@ -70,16 +46,7 @@ def main() -> int:
     args = ap.parse_args()
     kinds = tuple(fuzz.KINDS) + (fuzz.HOSTILE_HEADER_KINDS if args.with_other_fix_kinds else ())
     with tempfile.TemporaryDirectory() as d:
-        ep_in, ep_out, report = f"ipc://{d}/in.sock", f"ipc://{d}/out.sock", Path(d) / "report.json"
-        got: dict[str, Any] = {}
-        consumer = threading.Thread(target=_consume, args=(ep_out, got), daemon=True)
-        consumer.start()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "privacy_filter.cli", "process", f"zmq+pull://{ep_in}", f"zmq+push://{ep_out}", "--effect", "fill", "--no-progress", "--report", str(report)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc, ep_in, consumer, got, report = fuzz.start_stage(Path(d), timeout_ms=300_000)
         ctx = zmq.Context()
         s = P.socket(ctx, zmq.PUSH, ep_in, bind=False, linger_ms=0)
         s.setsockopt(zmq.SNDTIMEO, 120_000)
@@ -112,9 +79,9 @@ def main() -> int:
         "malformed_counted_by_kind": rep.get("bad_messages_by_kind"),
         "counters_equal_sent": rep.get("bad_messages_by_kind") == {k: n for k, n in bad_sent.items() if k not in fuzz.HOSTILE_HEADER_KINDS},
         "frames_sent": sent["frame"],
-        "frames_out": got.get("frames"),
+        "frames_out": len(got.get("frames") or []),
         "frames_out_with_mask": got.get("masked"),
-        "unfiltered_frames": (got.get("frames") or 0) - (got.get("masked") or 0),
+        "unfiltered_frames": len(got.get("frames") or []) - (got.get("masked") or 0),
         "rss_kb_after_startup": base,
         "rss_kb_end": rss[-1] if rss else 0,
         "rss_growth_pct": round(100 * (rss[-1] - base) / base, 2) if base else None,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,44 +20,10 @@ from privacy_filter import wire as P
 from support import fuzz
 
 
-def _consume(endpoint: str, out: dict[str, Any]) -> None:
-    ctx = zmq.Context()
-    s = ctx.socket(zmq.PULL)
-    s.setsockopt(zmq.RCVTIMEO, 120_000)
-    s.bind(endpoint)
-    frames, masked = [], 0
-    try:
-        while True:
-            m = P.decode(s.recv_multipart(copy=False))
-            if m.kind == "frame":
-                assert m.frame is not None
-                frames.append(m.seq)
-                if m.mask is not None and m.mask.shape == (m.frame.height, m.frame.width):
-                    masked += 1
-            elif m.kind == "eos":
-                break
-    except zmq.Again:
-        out["timeout"] = True
-    finally:
-        s.close(linger=0)
-        ctx.term()
-    out.update(frames=frames, masked=masked)
-
-
 def fuzz_process(
     tmp_path: Path, n_bad: int, n_valid: int, kinds: tuple[str, ...] = tuple(fuzz.KINDS)
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], Counter[str], dict[str, Any]]:
-    ep_in, ep_out = f"ipc://{tmp_path}/in.sock", f"ipc://{tmp_path}/out.sock"
-    got: dict[str, Any] = {}
-    consumer = threading.Thread(target=_consume, args=(ep_out, got), daemon=True)
-    consumer.start()
-    report = tmp_path / "report.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "privacy_filter.cli", "process", f"zmq+pull://{ep_in}", f"zmq+push://{ep_out}", "--effect", "fill", "--no-progress", "--report", str(report)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, ep_in, consumer, got, report = fuzz.start_stage(tmp_path)
     ctx = zmq.Context()
     s = P.socket(ctx, zmq.PUSH, ep_in, bind=False, linger_ms=0)
     s.setsockopt(zmq.SNDTIMEO, 60_000)

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zmq
 
 from privacy_filter import wire as P
 from privacy_filter.errors import ProtocolError
@@ -134,3 +139,50 @@ def stream(n_bad: int, n_valid: int, *, kinds: tuple[str, ...] = tuple(KINDS), s
             sent_bad += 1
         yield "frame", P.frame_parts(frame(k), seq=k)
     yield "eos", P.eos_parts(STREAM, frames=n_valid, reason="end")
+
+
+# --------------------------------------------------------------------------- the stage under fuzz
+
+
+def consume(endpoint: str, out: dict[str, Any], timeout_ms: int = 120_000) -> None:
+    """Bind a PULL at ``endpoint`` and record the frames the stage publishes (seq list, how many
+    with a frame-sized mask) until its eos; ``out["timeout"]`` when it went quiet instead."""
+    from privacy_filter import wire
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PULL)
+    sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+    sock.bind(endpoint)
+    frames, masked = [], 0
+    try:
+        while True:
+            m = wire.decode(sock.recv_multipart(copy=False))
+            if m.kind == "frame":
+                assert m.frame is not None
+                frames.append(m.seq)
+                if m.mask is not None and m.mask.shape == (m.frame.height, m.frame.width):
+                    masked += 1
+            elif m.kind == "eos":
+                break
+    except zmq.Again:
+        out["timeout"] = True
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    out.update(frames=frames, masked=masked)
+
+
+def start_stage(folder: Path, timeout_ms: int = 120_000) -> tuple[subprocess.Popen[str], str, threading.Thread, dict[str, Any], Path]:
+    """``privacy-filter process zmq+pull:// zmq+push://`` (fill effect, --report) with a consumer
+    thread on its output: (process, its input endpoint, the consumer, what it records, report path)."""
+    ep_in, ep_out, report = f"ipc://{folder}/in.sock", f"ipc://{folder}/out.sock", folder / "report.json"
+    got: dict[str, Any] = {}
+    consumer = threading.Thread(target=consume, args=(ep_out, got, timeout_ms), daemon=True)
+    consumer.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "privacy_filter", "process", f"zmq+pull://{ep_in}", f"zmq+push://{ep_out}", "--effect", "fill", "--no-progress", "--report", str(report)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, ep_in, consumer, got, report
