@@ -343,6 +343,9 @@ def test_unusable_codec_and_bad_output_folder_are_clear_errors(av_clip: Path, tm
     dec.close()
     with pytest.raises(SinkError, match="output folder does not exist"):
         Encoder(str(tmp_path / "no" / "such" / "out.mp4"), info.video)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SinkError, match="a-file is a file, not a folder"):  # not "does not exist"
+        Encoder(str(tmp_path / "a-file" / "out.mp4"), info.video)
     with pytest.raises(SinkError, match="not available"):
         Encoder(str(tmp_path / "x.mp4"), info.video, EncodeSettings(codec="no_such_codec"))
     try:

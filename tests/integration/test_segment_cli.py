@@ -33,9 +33,10 @@ def _gt(shared_data: Path, ds: str, stem: str, shape: tuple[int, int]) -> np.nda
     return cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
 
 
-def test_segment_folder_writes_one_binary_png_per_image(inputs: Path, tmp_path: Path, model_arg: str, shared_data: Path) -> None:
+def test_segment_folder_writes_one_binary_png_per_image(inputs: Path, tmp_path: Path, model_arg: str, shared_data: Path, capsys) -> None:
     out = tmp_path / "masks"
     assert main(["segment", str(inputs), "--out", str(out), "--model", model_arg]) == 0
+    assert f"3 masks written to {out}" in capsys.readouterr().out  # says how many and where
     written = sorted(p.name for p in out.iterdir())
     assert written == ["00001.png", "0005008.png", "10.png"]
     for stem, ds in (("00001", "portrait_dev"), ("10", "people_pseudo"), ("0005008", "cihp_multi")):

@@ -53,12 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # --- process ---------------------------------------------------------------------------
-    p = sub.add_parser("process", help="filter one stream, start to finish")
-    p.add_argument("input", help="file, image sequence (img%%03d.png), URL (rtsp://, udp://, http(s)://, rtmp://), /dev/videoN or lavfi:SPEC")
-    p.add_argument("output", help="output file or URL (mp4, mkv, udp://, rtmp://, rtsp://, .m3u8)")
-    p.add_argument("--preset", choices=["cctv", "video-call"], default=None)
-    p.add_argument("--target", choices=["person", "background"], default=None)
-    p.add_argument("--effect", choices=["pixelate", "fill", "blur", "replace", "overlay", "none"], default=None)
+    p = sub.add_parser(
+        "process",
+        help="filter one stream, start to finish",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="ZeroMQ forms (docs/protocol.md):\n"
+        "  in:  zmq+pull://tcp://HOST:PORT | zmq+sub://...  (native protocol from an upstream stage)\n"
+        "       imagezmq+rep://0.0.0.0:PORT | imagezmq+sub://HOST:PORT | netgear+sub://... | netgear+rep://...\n"
+        "  out: zmq+push://tcp://HOST:PORT | zmq+pub://...  (filtered frames with their masks)\n"
+        "A pattern may add +bind or +connect (zmq+pull+connect://...); ipc:// endpoints work too.",
+    )
+    p.add_argument("input", help="file, image sequence (img%%03d.png), URL (rtsp://, udp://, http(s)://, rtmp://), /dev/videoN, lavfi:SPEC, or a ZeroMQ form below")
+    p.add_argument("output", help="output file or URL (mp4, mkv, udp://, rtmp://, rtsp://, .m3u8) or a ZeroMQ form below")
+    p.add_argument("--preset", choices=["cctv", "video-call"], default=None, help="cctv: every person pixelated (detector + motion), audio dropped; video-call: background blurred")
+    p.add_argument("--target", choices=["person", "background"], default=None, help="what the effect covers (default: the preset's)")
+    p.add_argument("--effect", choices=["pixelate", "fill", "blur", "replace", "overlay", "none"], default=None, help="how it is covered (default: the preset's)")
     _add_model_args(p, device_default=None)
     _add_cover_args(p)
     _add_component_device_args(p)

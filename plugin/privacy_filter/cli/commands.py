@@ -159,6 +159,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             raise UserError(f"cannot write {out / (path.stem + '.png')}")
     if failed:
         raise SourceError(f"{len(failed)} of {len(images)} images could not be read: {', '.join(failed)} (masks for the others are in {out})")
+    print(f"privacy-filter segment: {len(images)} masks written to {out}")
     return 0
 
 

@@ -218,6 +218,8 @@ class Encoder:
         if "://" in target:
             return
         parent = os.path.dirname(os.path.abspath(target))
+        if os.path.exists(parent) and not os.path.isdir(parent):
+            raise SinkError(f"output folder {parent} is a file, not a folder")
         if not os.path.isdir(parent):
             raise SinkError(f"output folder does not exist: {parent}")
 
