@@ -105,11 +105,6 @@ def create_stage_device(device_index: int = 0) -> Any:
     return cuda_effects.StageDevice.create(device_index)
 
 
-def resolve_device(device: str) -> str:
-    """The effects device for ``device`` (cpu|cuda|auto), with its one log line (``resolve_devices``)."""
-    return resolve_devices(device, segmentation=False).effects
-
-
 # --------------------------------------------------------------------------- devices
 # Which device each component runs on: segmentation and effects are separate settings.
 #

@@ -39,48 +39,29 @@ def test_cctv_preset_hides_every_person(clip: str, shared_data: Path, detector, 
     assert (r.worst_frame < 0) == (r.worst_picture is None)
 
 
-def test_eval_video_cli_with_the_pulled_detector(shared_data: Path, model_cache: Path, tmp_path: Path) -> None:
-    """``privacy-filter eval-video --preset cctv --json`` as a user runs it, with the model cache the
-    product's own pull filled: the metric's numbers come back as JSON and meet the bars."""
-    import json
+def _cli(model_cache: Path, *args: str) -> dict:
+    """``python -m privacy_filter ARGS --json`` with the model cache the product's own pull filled."""
     import os
     import subprocess
     import sys
 
-    d = shared_data / "cctv" / "tud_campus"
     env = {**os.environ, "PRIVACY_FILTER_CACHE_DIR": str(model_cache)}
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "privacy_filter",
-            "eval-video",
-            str(d / "video.mp4"),
-            "--boxes",
-            str(d / "gt.csv"),
-            "--preset",
-            "cctv",
-            "--json",
-            "--picture",
-            str(tmp_path / "worst.png"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    r = subprocess.run([sys.executable, "-m", "privacy_filter", *args, "--json"], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    out = json.loads(r.stdout)
+    return json.loads(r.stdout)
+
+
+def test_eval_video_cli_with_the_pulled_detector(shared_data: Path, model_cache: Path, tmp_path: Path) -> None:
+    """``privacy-filter eval-video --preset cctv --json`` as a user runs it, with the model cache the
+    product's own pull filled: the metric's numbers come back as JSON and meet the bars."""
+    d = shared_data / "cctv" / "tud_campus"
+    out = _cli(model_cache, "eval-video", str(d / "video.mp4"), "--boxes", str(d / "gt.csv"), "--preset", "cctv", "--picture", str(tmp_path / "worst.png"))
     assert out["hidden"] >= 0.98 and out["never_exposed"] >= 0.90 and out["false_cover"] <= 0.10, out
 
 
 def test_eval_cli_with_detector_and_segment_cover(shared_data: Path, model_cache: Path, tmp_path: Path) -> None:
     """``privacy-filter eval --detector nanodet --cover segment`` on Penn-Fudan photos (the still-image
     path: detector boxes, the selfie model on square crops, boxes filled where it finds too little)."""
-    import os
-    import subprocess
-    import sys
-
     root = shared_data / "cctv" / "pennfudan"
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
@@ -88,14 +69,5 @@ def test_eval_cli_with_detector_and_segment_cover(shared_data: Path, model_cache
     for name in sorted(p.stem for p in (root / "images").glob("*.jpg"))[:12]:
         (images / f"{name}.jpg").symlink_to(root / "images" / f"{name}.jpg")
         (masks / f"{name}.png").symlink_to(root / "masks" / f"{name}.png")
-    env = {**os.environ, "PRIVACY_FILTER_CACHE_DIR": str(model_cache)}
-    r = subprocess.run(
-        [sys.executable, "-m", "privacy_filter", "eval", "--detector", "nanodet", "--cover", "segment", "--images", str(images), "--masks", str(masks), "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    out = json.loads(r.stdout)
+    out = _cli(model_cache, "eval", "--detector", "nanodet", "--cover", "segment", "--images", str(images), "--masks", str(masks))
     assert out["images"] == 12 and out["person_recall"] >= 0.9 and out["refine"] == "off", out

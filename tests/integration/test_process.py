@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from privacy_filter.backends import resolve_device
+from privacy_filter.backends import resolve_devices
 from privacy_filter.cli import main
 from privacy_filter.config import stream_config
 from privacy_filter.pipeline import plan_from_stream_config, run_process
@@ -193,6 +193,11 @@ def test_cli_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "corrupt.mp4" in err and "Traceback" not in err
     assert main(["process", str(av_clip), str(tmp_path / "nodir" / "o.mp4"), "--no-progress"]) == 2
     assert "nodir" in capsys.readouterr().err
+
+
+def resolve_device(device: str) -> str:
+    """The effects device ``process`` resolves for ``device`` (with its one log line)."""
+    return resolve_devices(device, segmentation=False).effects
 
 
 def test_device_auto_falls_back_to_cpu_with_a_reason(caplog: pytest.LogCaptureFixture) -> None:
