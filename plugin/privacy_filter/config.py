@@ -16,13 +16,28 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from privacy_filter.errors import ConfigError
 
-RGB = tuple[int, int, int]
+
+def _rgb(value: Any) -> Any:
+    """Every problem of a colour at once: ``[300, 0]`` is both short and out of range, and a
+    message naming only the first sends the user round twice."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("must be [R, G, B], each an integer 0..255")
+    problems = [] if len(value) == 3 else [f"{len(value)} value{'s' if len(value) != 1 else ''} given, 3 needed"]
+    for i, c in enumerate(value):
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= 255:
+            problems.append(f"[{i}] = {c!r} is not an integer 0..255")
+    if problems:
+        raise ValueError(f"must be [R, G, B], each an integer 0..255: {'; '.join(problems)}")
+    return tuple(value)
+
+
+RGB = Annotated[tuple[int, int, int], BeforeValidator(_rgb)]
 
 
 def parse_bitrate(value: str | int | None) -> int | None:
@@ -273,6 +288,9 @@ class OutputConfig(_Strict):
     gop: int | None = Field(None, ge=1, le=10000, description="keyframe interval in frames")
     audio: Literal["copy", "drop"] = Field("copy", description="copy the source's audio packets bit for bit, or drop audio")
     mask: bool = Field(True, description="ZeroMQ outputs: send each frame's mask (255 = covered) as a 5th part; other outputs ignore it")
+    overwrite: bool | None = Field(
+        None, description="an existing output file: unset replaces it with a warning; true replaces it quietly (ffmpeg's -y); false refuses to start (ffmpeg's -n)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -326,6 +344,15 @@ class StreamConfig(_Strict):
         "box", description="people found by the detector: box fills each padded box; segment runs the model on square crops (boxes the model misses are filled)"
     )
 
+    @model_validator(mode="after")
+    def _tiles_need_segmentation(self) -> StreamConfig:
+        if self.tiles not in (None, "off") and self.uses_cover_engine():
+            raise ValueError(
+                f"tiles: {self.tiles} tiles the full-frame segmentation, which does not run with the cctv cover (detector/motion/zones); "
+                "the detector tiles frames above 2560 px itself"
+            )
+        return self
+
     def uses_cover_engine(self) -> bool:
         """Whether the CCTV cover (detector, motion, zones) replaces the full-frame segmentation."""
         return self.detector.enabled or self.motion.enabled or bool(self.zones)
@@ -352,6 +379,12 @@ def local_file(url: str) -> str | None:
     if not u or "://" in u or u.startswith(("lavfi:", "v4l2:", "/dev/")):
         return u[len("file://") :] if u.startswith("file://") else None
     return u[len("file:") :] if u.startswith("file:") else u
+
+
+def existing_output(url: str) -> str | None:
+    """The local file ``url`` names, if it exists (a file output that would be replaced), else None."""
+    path = local_file(url)
+    return path if path and os.path.isfile(path) else None
 
 
 def same_file(a: str, b: str) -> bool:

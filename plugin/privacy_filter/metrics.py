@@ -46,6 +46,7 @@ PLAIN_COUNTERS = (
     "duplicates_discarded",
     "frames_refused_unmasked",
     "seq_jumps",
+    "source_frames_missing",
 )
 #: Why the CCTV cover (engines.finder) covered a frame whole on purpose, not by failure.
 COVER_REASONS = ("learning", "global_change")
@@ -66,6 +67,7 @@ _HELP = {
     "duplicates_discarded": "frames received twice after a worker restart and discarded",
     "frames_refused_unmasked": "frames an encoder refused because they came without a mask (not from the stage) on a stream without on_failure: pass",
     "seq_jumps": "frames an encoder refused because their seq jumped too far ahead of the last one written",
+    "source_frames_missing": "frames a file source lacks: it ended before the duration its header declares (a truncated file), estimated from the frame rate",
 }
 
 

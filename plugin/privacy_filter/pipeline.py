@@ -53,6 +53,19 @@ class ProcessPlan:
     # The CCTV cover (detector, motion, zones) in place of full-frame segmentation: the stream
     # config it is read from (``StreamConfig.uses_cover_engine``), or None.
     cover: Any = None
+    overwrite: bool | None = None  # an existing output file: None replaces it with a warning, True quietly, False refuses (-n)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM in the CLI) stopped a run; its output was closed and stays playable.
+
+    A ``KeyboardInterrupt``, so callers that do not look for it stop as before; ``report`` is
+    what the run did up to the stop (the CLI prints it: a live source usually ends this way).
+    """
+
+    def __init__(self, report: ProcessReport) -> None:
+        super().__init__("interrupted")
+        self.report = report
 
 
 @dataclass
@@ -71,6 +84,7 @@ class ProcessReport:
     pts_repaired: int = 0
     masks_written: int = 0
     bad_messages: int = 0  # malformed messages from a ZeroMQ upstream, counted and dropped
+    frames_missing: int = 0  # a file that ended before its declared duration (truncated): about this many frames short
     bad_messages_by_kind: dict[str, int] = field(default_factory=dict)  # the same, by kind (protocol.md)
     seconds: float = 0.0
     cpu_s: dict[str, float] = field(default_factory=dict)  # per thread: decode, stage, encode, process total
@@ -259,10 +273,15 @@ def run_process(
     injected (tests, the demo).
     """
     from privacy_filter.backends import resolve_devices
-    from privacy_filter.config import same_file
+    from privacy_filter.config import existing_output, same_file
 
     if same_file(source, output):  # as ffmpeg does: encoding over the input would destroy it while reading it
         raise UserError(f"output {output} is the input file {source}; choose another output (the input would be destroyed)")
+    if existing_output(output):
+        if plan.overwrite is False:
+            raise UserError(f"output {output} already exists and overwriting is off (-n, output.overwrite: false); remove it, or pass -y")
+        if plan.overwrite is None:
+            log.warning("output %s already exists and will be replaced (-y: quietly; -n: refuse)", output)
     sid = plan.stream_id
     # Before anything is opened: a device that cannot work is one error now, not covered frames later.
     devices = resolve_devices(
@@ -338,7 +357,8 @@ def run_process(
         stage_cpu = time.thread_time() - stage_cpu0
         reader.stop.set()
         decoder.stop()  # a ZeroMQ source waiting for its upstream returns now
-        _drain(in_q)  # unblock the reader
+        # unblock the reader; frames still queued (a stop, a failure) are lost to the output: counted
+        counters.inc(sid, "frames_dropped", _drain(in_q))
         out_q.put(_END)
         writer.join()
         reader.join(timeout=15)  # a live read returns within its read timeout; the reader closes the source
@@ -358,8 +378,6 @@ def run_process(
         raise failure
     if writer.error is not None:
         raise writer.error
-    if interrupted:
-        raise KeyboardInterrupt
     report.seconds = time.perf_counter() - t0
     # threads of this process's own: FFmpeg's decoder and x264's worker threads are only in the total
     report.cpu_s = {"decode": reader.cpu_s, "stage": stage_cpu + stage.engine_cpu_s, "encode": writer.cpu_s, "total": time.process_time() - cpu0}
@@ -379,7 +397,11 @@ def run_process(
     report.pts_repaired = encoder.pts_repaired
     report.masks_written = masks.written if masks else 0
     report.bad_messages = sum(decoder.bad.values())
+    report.frames_missing = getattr(decoder, "frames_missing", 0)
+    counters.inc(sid, "source_frames_missing", report.frames_missing)
     report.bad_messages_by_kind = {k: n for k, n in decoder.bad.items() if n}
+    if interrupted:
+        raise Interrupted(report)
     return report
 
 
@@ -429,12 +451,14 @@ def build_cover_engine(plan: ProcessPlan, source: str, info: SourceInfo, live: b
     return engine
 
 
-def _drain(q: queue.Queue[Any]) -> None:
+def _drain(q: queue.Queue[Any]) -> int:
+    """Empty ``q``; the number of frames it held."""
+    frames = 0
     try:
         while True:
-            q.get_nowait()
+            frames += isinstance(q.get_nowait(), YuvFrame)
     except queue.Empty:
-        pass
+        return frames
 
 
 def _progress(enabled: bool, info: SourceInfo, source: str) -> Any:
@@ -462,6 +486,7 @@ def plan_from_stream_config(cfg: Any) -> ProcessPlan:
         policy=None if getattr(cfg, "policy", "auto") == "auto" else cfg.policy,
         stream_id=str(getattr(cfg, "id", "0") or "0"),
         cover=cfg if callable(getattr(cfg, "uses_cover_engine", None)) and cfg.uses_cover_engine() else None,
+        overwrite=getattr(out, "overwrite", None),
     )
 
 

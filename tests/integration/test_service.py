@@ -125,7 +125,7 @@ def _config(tmp: Path, clips: dict[str, Path], *, room_out: str = "room.mkv", gi
 def _run(config: Path, *, kill: str | None = None, at: int = 10, timeout: float = 120) -> tuple[int, dict[str, Any], dict[str, Any]]:
     """Run the CLI; optionally SIGKILL one worker (or SIGTERM the service) once `room` has written `at` frames."""
     state_path = Path(json.loads(config.read_text())["supervisor"]["state_file"])
-    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(config)], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed: dict[str, Any] = {}
     t0 = time.monotonic()
     while proc.poll() is None and time.monotonic() - t0 < timeout:
@@ -148,11 +148,11 @@ def _run(config: Path, *, kill: str | None = None, at: int = 10, timeout: float 
     if proc.poll() is None:
         proc.kill()
         pytest.fail(f"service did not finish in {timeout} s: {proc.communicate()[1][-3000:]}")
-    err = proc.communicate()[1]
+    out, err = proc.communicate()
     if kill:
         assert killed, f"never reached frame {at}: {err[-2000:]}"
     metrics = json.loads((config.parent / "metrics.json").read_text())
-    return proc.returncode, metrics, {"stderr": err, **killed}
+    return proc.returncode, metrics, {"stderr": err, "stdout": out, **killed}
 
 
 def _assert_exact_copy_of_source(out: Path, src: Path) -> None:
@@ -244,10 +244,17 @@ def test_missing_source_fails_that_stream_only(clips: dict[str, Path], tmp_path:
     cfg["streams"][0] = {"id": "ghost", "source": str(tmp_path / "missing.mp4"), "output": str(tmp_path / "ghost.mkv")}
     (tmp_path / "service.yaml").write_text(json.dumps(cfg))
     rc, m, info = _run(tmp_path / "service.yaml")
-    assert rc == 1  # the service reports the failed stream ...
+    assert rc == 2  # the service reports the failed stream as an error the user can fix, as `process` does ...
     assert "input file not found" in info["stderr"] and "missing.mp4" in info["stderr"]
     _assert_exact_copy_of_source(tmp_path / "gif.mp4", clips["gif"])  # ... and the other stream completes
     assert m["ghost"]["worker_restarts"] == 0  # a user error is not retried
+    # a start line and a summary line per stream on stdout, at the default log level too
+    lines = info["stdout"].splitlines()
+    assert f"stream ghost: {tmp_path / 'missing.mp4'} -> {tmp_path / 'ghost.mkv'} (cctv, pixelate person, detector nanodet, motion, device cpu)" in lines, lines
+    assert f"stream gif: {clips['gif']} -> {tmp_path / 'gif.mp4'} (cctv, pixelate person, detector nanodet, motion, device cpu)" in lines, lines
+    assert "stream ghost: FAILED: 0 frames out of 0 in (0 covered whole, 0 dropped), 0 worker restarts" in lines, lines
+    n_gif = len(_times(clips["gif"]))
+    assert f"stream gif: finished: {n_gif} frames out of {n_gif} in (0 covered whole, 0 dropped), 0 worker restarts" in lines, lines
 
 
 @pytest.mark.slow
@@ -526,7 +533,7 @@ def test_stage_killed_repeatedly_exposes_no_frame(clips: dict[str, Path], tmp_pa
 
     config = run_dir / "service.yaml"
     state_path = run_dir / "state.json"
-    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(config)], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     kills: list[int] = []
     points = [4, 16, 28]  # early enough that a loaded machine still reaches each one before the clip ends
     last_pid = None
@@ -716,7 +723,7 @@ def _run_with_attacker(config: Path, attack: Any, *, timeout: float = 120) -> tu
     import threading
 
     state_path = Path(json.loads(config.read_text())["supervisor"]["state_file"])
-    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(config)], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "privacy_filter.cli", "-v", "run", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     attacker: threading.Thread | None = None
     t0 = time.monotonic()
     while proc.poll() is None and time.monotonic() - t0 < timeout:

@@ -72,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cover_args(p)
     _add_component_device_args(p)
     p.add_argument("--config", default=None, help="YAML config; its defaults apply to this stream")
+    p.add_argument(
+        "--tiles",
+        default=None,
+        help="full-frame segmentation in tiles: 'auto', 'off' or COLSxROWS (e.g. 2x1), for people small in a large frame (not with the cctv detector, which tiles 4K itself)",
+    )
+    ow = p.add_mutually_exclusive_group()
+    ow.add_argument(
+        "-y", "--overwrite", dest="overwrite", action="store_true", default=None, help="replace an existing output file quietly (without -y/-n it is replaced with a warning)"
+    )
+    ow.add_argument("-n", "--no-overwrite", dest="overwrite", action="store_false", help="refuse to start if the output file exists (exit 2)")
     p.add_argument("--mask-out", default=None, metavar="DIR", help="write each frame's mask as DIR/000000.png ...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--report", default=None, metavar="FILE.json", help="also write the run's report (frame counts, fps, CPU seconds per thread) as JSON")

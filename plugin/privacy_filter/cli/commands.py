@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -26,16 +27,17 @@ from privacy_filter.gpu.tensorrt.sidecar import ENGINE_SUFFIXES, EngineInfo, che
 from privacy_filter.models import onnx_tools
 from privacy_filter.models.registry import EMBEDDED, resolve_model
 from privacy_filter.models.specs import BUILTIN_SPECS
-from privacy_filter.pipeline import ProcessPlan, bound_heap, plan_from_stream_config, run_process
+from privacy_filter.pipeline import Interrupted, ProcessPlan, ProcessReport, bound_heap, plan_from_stream_config, run_process
 from privacy_filter.service.state import generate_keys
-from privacy_filter.service.supervisor import preflight_devices, run_service
+from privacy_filter.service.supervisor import preflight_devices, preflight_outputs, run_service
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``privacy-filter run CONFIG``."""
     cfg = load_service(args.config)
+    preflight_outputs(cfg)
     preflight_devices(cfg)
-    return run_service(cfg)
+    return run_service(cfg, say=lambda line: print(line, flush=True))
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -60,6 +62,10 @@ def build_plan(args: argparse.Namespace) -> ProcessPlan:
         if getattr(args, name, None):  # None: the flag was not given (config/env/default decide)
             overrides[name] = getattr(args, name)
     overrides.update(cover_overrides(args))
+    if getattr(args, "tiles", None):
+        overrides["tiles"] = args.tiles
+    if getattr(args, "overwrite", None) is not None:
+        overrides["output"] = {"overwrite": args.overwrite}
     cfg = stream_config(args.input, args.output, preset=getattr(args, "preset", None), config_path=getattr(args, "config", None), overrides=overrides)
     return plan_from_stream_config(cfg)
 
@@ -113,8 +119,28 @@ def cmd_process(args: argparse.Namespace) -> int:
     # the cyclic GC, whose passes over it (and the final one at exit) cost ~0.2 s per run
     # (measured 1.21 → 1.01 s for a 3-frame clip; a sizeable part of a short file's run).
     gc.freeze()
-    report = run_process(args.input, args.output, plan, mask_out=args.mask_out, progress=not getattr(args, "no_progress", False))
-    print(
+    # SIGTERM (systemd, `timeout`, a container stop) ends the run as Ctrl-C does: the output is
+    # closed and stays playable, and the summary is printed, instead of a cut MP4 without its index
+    signal.signal(signal.SIGTERM, _interrupt)
+    stopped = False
+    try:
+        report = run_process(args.input, args.output, plan, mask_out=args.mask_out, progress=not getattr(args, "no_progress", False))
+    except Interrupted as exc:
+        report, stopped = exc.report, True
+    print(_summary(args, report) + (" (interrupted; the output was closed)" if stopped else ""))
+    if getattr(args, "report", None):
+        fields = {f.name: getattr(report, f.name) for f in dataclasses.fields(report) if f.name != "info"}
+        Path(args.report).write_text(json.dumps({**fields, "fps": report.fps, "interrupted": stopped}, indent=2) + "\n")
+    return 130 if stopped else 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _summary(args: argparse.Namespace, report: ProcessReport) -> str:
+    """The one line ``process`` ends with: what went in, what came out, and everything counted on the way."""
+    return (
         f"{args.output}: {report.frames_out} frames out of {report.frames_in} in "
         f"({report.frames_covered_whole} covered whole, {report.frames_dropped} dropped"
         + (f", {report.frames_passed_unfiltered} passed UNFILTERED" if report.frames_passed_unfiltered else "")
@@ -123,11 +149,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         + (f"; masks in {args.mask_out}" if args.mask_out else "")
         + (f"; {report.bad_messages} malformed messages dropped" if report.bad_messages else "")
         + (f"; {report.frames_resized} frames of another size scaled to the first's" if report.frames_resized else "")
+        + (f"; the source ENDED EARLY, about {report.frames_missing} frames short of its declared duration" if report.frames_missing else "")
     )
-    if getattr(args, "report", None):
-        fields = {f.name: getattr(report, f.name) for f in dataclasses.fields(report) if f.name != "info"}
-        Path(args.report).write_text(json.dumps({**fields, "fps": report.fps}, indent=2) + "\n")
-    return 0
 
 
 def _refine_arg(args: argparse.Namespace) -> Refine:

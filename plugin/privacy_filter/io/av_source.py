@@ -245,6 +245,11 @@ class Decoder:
         self._offset_s = Fraction(0)  # the same reconnect offset in seconds, for the audio stream
         self._last_audio_s: Fraction | None = None  # dts (or pts) of the last audio packet yielded
         self.audio_dropped = 0
+        # a file that ends before the duration its header declares (a truncated copy): counted
+        # and warned about at its end, since FFmpeg's demuxer just reports end-of-file
+        self.frames_missing = 0
+        self._declared_end_s: float | None = None
+        self._rate: float | None = None
 
     @property
     def bad(self) -> dict[str, int]:
@@ -314,6 +319,9 @@ class Decoder:
             frames = int(round(duration * float(rate)))  # estimate for the progress bar only
         if rate:
             self._frame_step = max(1, int(round(1 / (float(rate) * float(tb)))))
+            self._rate = float(rate)
+        if not self.live:
+            self._declared_end_s = declared_end(vs, container)
         width, height = cc.width, cc.height
         if not width or not height:
             raise SourceError(f"cannot determine the video size of {self.url}")
@@ -361,6 +369,7 @@ class Decoder:
         while True:
             try:
                 yield from self._demux(self._container)
+                self._check_complete()
                 return  # clean end of stream
             except (av.FFmpegError, OSError) as exc:
                 if not self.live:
@@ -372,6 +381,25 @@ class Decoder:
             except _Stopped:
                 log.info("source %s: stopped while reconnecting", self.url)
                 return
+
+    def _check_complete(self) -> None:
+        """Count and warn when a file ended well before the end its header declares."""
+        if self._declared_end_s is None or self._last_pts is None or not self._rate:
+            return
+        tb = self.info.video.time_base if self.info is not None else None
+        if not tb:
+            return
+        reached = float(self._last_pts * tb) + 1 / self._rate  # the end of the last frame shown
+        missing = missing_frames(reached, self._declared_end_s, self._rate)
+        if missing:
+            self.frames_missing = missing
+            log.warning(
+                "source %s ended at %.2f s, before the %.2f s its header declares: about %d frames missing (a truncated file?) (counted)",
+                self.url,
+                reached,
+                self._declared_end_s,
+                missing,
+            )
 
     def _reopen(self) -> None:
         try:
@@ -487,6 +515,36 @@ class Decoder:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def declared_end(vs: Any, container: Any) -> float | None:
+    """The end time in seconds that a file's header gives its video stream (start + duration), or None.
+
+    Only a stored duration counts (an MP4 ``mdhd``, a Matroska ``Duration``); a stream without
+    one (MPEG-TS) gets None rather than FFmpeg's estimate from the bitrate, which is computed
+    from the same bytes that were cut.
+    """
+    if vs.duration and vs.time_base:
+        start = float(vs.start_time * vs.time_base) if vs.start_time is not None else 0.0
+        return start + float(vs.duration * vs.time_base)
+    # Matroska stores the duration for the whole segment only; other containers' totals are estimates
+    if container.duration and set(container.format.name.split(",")) & _STORED_DURATION_FORMATS:
+        start = container.start_time / 1e6 if container.start_time is not None else 0.0
+        return start + container.duration / 1e6
+    return None
+
+
+_STORED_DURATION_FORMATS = {"matroska", "webm", "flv", "avi"}
+
+
+def missing_frames(reached_s: float, declared_end_s: float, rate: float) -> int:
+    """Frames between where decoding ended and the declared end; 0 within half a second.
+
+    The slack absorbs what honest files do: a last frame's duration rounded, audio-driven
+    durations, an edit list trimming the start.  A truncation that loses less goes unreported.
+    """
+    gap = declared_end_s - reached_s
+    return int(round(gap * rate)) if gap > 0.5 else 0
 
 
 class _Stopped(Exception):

@@ -116,6 +116,9 @@ def resolve_model(name_or_path: str | None) -> ResolvedModel:
                 "describe it with a spec YAML or DeepStream config"
             )
         return _finish(spec, path)
+    if path.exists():  # a real file, just not one a model can be read from: "unknown model" would send the user looking for a typo
+        what = "a folder" if path.is_dir() else f"a {suffix or 'suffix-less'} file"
+        raise ModelError(f"{path} is {what}, not a model: give an .onnx file, a spec .yaml or a DeepStream config (.txt/.yml), or a name: {', '.join(known_names())}")
     raise ModelError(f"unknown model {text!r}; known names: {', '.join(known_names())} (or a path to .onnx / spec .yaml / DeepStream .txt/.yml)")
 
 

@@ -41,11 +41,13 @@ import os
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from privacy_filter.config import ServiceConfig, StreamConfig
+from privacy_filter.errors import ConfigError
 from privacy_filter.metrics import STAGE_STREAM, Board
 from privacy_filter.service.state import EXIT_FATAL, EXIT_OK, Shared, endpoints, load_keys
 from privacy_filter.service.workers import decode_worker, encode_worker, stage_worker
@@ -87,6 +89,9 @@ class Supervisor:
 
     cfg: ServiceConfig
     state_file: str | None = None
+    # the user-facing lines (a start line and a summary per stream, as ``process`` prints): the
+    # CLI passes print; None leaves them to the INFO log
+    say: Callable[[str], None] | None = None
     workers: dict[str, Worker] = field(default_factory=dict)
     streams: dict[str, StreamState] = field(default_factory=dict)
 
@@ -141,6 +146,7 @@ class Supervisor:
                 self.workers[f"decode:{s.id}"] = Worker(f"decode:{s.id}", s.id)
                 self._start(f"encode:{s.id}")
                 self._start(f"decode:{s.id}")
+                self._say(f"stream {s.id}: {s.source.url} -> {s.output.url} ({_what(s)})")
             self._write_state()
             self._loop()
         finally:
@@ -263,7 +269,7 @@ class Supervisor:
                 return
             if code == EXIT_FATAL or stopping:
                 w.finished, st.failed = True, True
-                self.rc = 1
+                self._failed(code == EXIT_FATAL)
                 self._kill(f"decode:{sid}")
                 return
             # a dead encoder lost its container: restart the stream (rewrite, or a new file for live)
@@ -286,7 +292,7 @@ class Supervisor:
             return
         if code == EXIT_FATAL:
             w.finished = True  # eos(reason=error) sent; the encoder closes and exits with EXIT_FATAL
-            self.rc = 1
+            self._failed(fixable=True)
             return
         if stopping or st.done or st.failed:
             # e.g. killed by us because its encoder had already ended the stream (a failed
@@ -298,6 +304,12 @@ class Supervisor:
         else:
             st.failed, self.rc = True, 1
             self._kill(f"encode:{sid}", term=True)
+
+    def _failed(self, fixable: bool) -> None:
+        """The exit status of a failed stream, as for ``process``: 2 when the user can fix it (a source
+        or output that cannot be opened, named in its log line), 1 when something broke that
+        restarts did not mend; 1 wins when both happened."""
+        self.rc = 1 if not fixable or self.rc == 1 else 2
 
     def _abandon(self, w: Worker) -> None:
         """Stopping with a restart still pending: do not start it; let the stream's output close."""
@@ -372,18 +384,23 @@ class Supervisor:
             with open(self.cfg.metrics.dump, "w", encoding="utf-8") as f:
                 json.dump(self.board.snapshot(), f, indent=1, sort_keys=True)
         snap = self.board.snapshot()
-        for sid in self.streams:
+        for sid, st in self.streams.items():
             r = snap[sid]
-            log.info(
-                "stream %s: in %d, out %d, covered whole %d, passed unfiltered %d, dropped %d, restarts %d",
-                sid,
-                r["frames_in"],
-                r["frames_out"],
-                r["frames_covered_whole"],
-                r["frames_passed_unfiltered"],
-                r["frames_dropped"],
-                r["worker_restarts"],
+            status = "finished" if st.done else "FAILED" if st.failed else "stopped"
+            self._say(
+                f"stream {sid}: {status}: {r['frames_out']} frames out of {r['frames_in']} in "
+                f"({r['frames_covered_whole']} covered whole, {r['frames_dropped']} dropped"
+                + (f", {r['frames_passed_unfiltered']} passed UNFILTERED" if r["frames_passed_unfiltered"] else "")
+                + f"), {r['worker_restarts']} worker restarts"
+                + (f", {bad} malformed messages dropped" if (bad := sum(self.board.bad_messages(sid).values())) else "")
+                + (f", source ENDED EARLY (about {r['source_frames_missing']} frames short)" if r["source_frames_missing"] else "")
             )
+
+    def _say(self, line: str) -> None:
+        if self.say is None:
+            log.info("%s", line)
+        else:
+            self.say(line)
 
 
 def _mp_context() -> Any:
@@ -429,8 +446,40 @@ def _start_forkserver_immune_to_sigterm(ctx: Any) -> None:
         signal.signal(signal.SIGTERM, old)
 
 
-def run_service(cfg: ServiceConfig, *, state_file: str | None = None) -> int:
-    return Supervisor(cfg, state_file=state_file).run()
+def run_service(cfg: ServiceConfig, *, state_file: str | None = None, say: Callable[[str], None] | None = None) -> int:
+    """Run every stream of ``cfg`` until each ends (0), or fails (2: a source or output that
+    cannot be opened; 1: a crash restarts did not mend).  ``say`` gets a start and a summary line per stream."""
+    return Supervisor(cfg, state_file=state_file, say=say).run()
+
+
+def _what(s: StreamConfig) -> str:
+    """The start line's description of what a stream does, e.g. ``cctv: pixelate person, detector nanodet``."""
+    parts = [s.preset or "custom", f"{s.effect.kind} {s.effect.target}"]
+    if s.uses_cover_engine():
+        found = [f"detector {s.detector.name}"] if s.detector.enabled else []
+        parts.append(", ".join(found + (["motion"] if s.motion.enabled else []) + ([f"{len(s.zones)} zones"] if s.zones else [])))
+    else:
+        parts.append(f"model {s.model}")
+    parts.append(f"device {s.device}")
+    return ", ".join(parts)
+
+
+def preflight_outputs(cfg: ServiceConfig) -> None:
+    """Output files that exist: refused (exit 2, before any worker starts) where a stream says
+    ``output.overwrite: false``, else named in a warning, since they are about to be replaced."""
+    from privacy_filter.config import existing_output
+
+    refused = []
+    for s in cfg.streams:
+        path = existing_output(s.output.url)
+        if path is None:
+            continue
+        if s.output.overwrite is False:
+            refused.append(f"stream {s.id!r}: output {s.output.url} already exists and output.overwrite is false")
+        elif s.output.overwrite is None:
+            log.warning("stream %s: output %s already exists and will be replaced (output.overwrite: true quietly, false refuses)", s.id, s.output.url)
+    if refused:
+        raise ConfigError(" | ".join(refused) + "; remove it or set output.overwrite: true")
 
 
 def preflight_devices(cfg: ServiceConfig) -> None:

@@ -145,6 +145,8 @@ def decode_worker(sc: StreamConfig, endpoint: str, shared: Shared, gen: int, res
                 if item.index + 1 > cur:
                     counters.inc(sid, "frames_in", item.index + 1 - cur)
             sent = item.index + 1
+        if reason == "end" and getattr(dec, "frames_missing", 0):
+            counters.inc(sid, "source_frames_missing", dec.frames_missing)  # a truncated file (warned by the decoder)
         if reason == "end" and (flag["stop"] or shared.stop.is_set()):
             reason = "stop"  # a live source that returned because we asked it to
         elif reason == "end" and getattr(dec, "end_reason", None) in ("stop", "error"):
