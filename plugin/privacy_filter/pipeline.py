@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -109,14 +110,23 @@ class _Reader(threading.Thread):
         self.decoder, self.q, self.live, self.counters, self.sid = decoder, q, live, counters, sid
         self.stop = threading.Event()
         self.stale_dropped = 0
+        self.lost_at_stop = 0
+        self._put_ok = False
         self.cpu_s = 0.0
         self._lock = threading.Lock()
 
     def put(self, item: Any) -> None:
+        self._put(item)
+        if self.stop.is_set() and isinstance(item, YuvFrame) and not self._put_ok:
+            self.lost_at_stop += 1  # decoded, counted in, never queued: a stop came first
+
+    def _put(self, item: Any) -> None:
+        self._put_ok = False
         if not self.live or isinstance(item, AudioPacket):
             while not self.stop.is_set():
                 try:
                     self.q.put(item, timeout=0.2)
+                    self._put_ok = True
                     return
                 except queue.Full:
                     continue
@@ -127,6 +137,7 @@ class _Reader(threading.Thread):
             try:
                 # blocks only when the queue holds no frame to evict (all audio): the consumer frees a slot
                 self.q.put(item, timeout=0.2)
+                self._put_ok = True
                 return
             except queue.Full:
                 continue
@@ -329,10 +340,17 @@ def run_process(
     writer.start()
     failure: BaseException | None = None
     interrupted = False
+    stop = _StopRequest()
     try:
+        stop.install()
         n = 0
         while True:
-            item = in_q.get()
+            if stop.requested:
+                raise KeyboardInterrupt
+            try:
+                item = in_q.get(timeout=0.2)
+            except queue.Empty:
+                continue
             if item is _END:
                 break
             if isinstance(item, _Failure):
@@ -354,6 +372,7 @@ def run_process(
         log.warning("interrupted; finishing the output so that it stays playable")
         interrupted = True
     finally:
+        stop.uninstall()
         stage_cpu = time.thread_time() - stage_cpu0
         reader.stop.set()
         decoder.stop()  # a ZeroMQ source waiting for its upstream returns now
@@ -362,6 +381,7 @@ def run_process(
         out_q.put(_END)
         writer.join()
         reader.join(timeout=15)  # a live read returns within its read timeout; the reader closes the source
+        counters.inc(sid, "frames_dropped", _drain(in_q))  # a frame the reader queued as the first drain made room
         if reader.is_alive():
             log.warning("source %s still blocked in a read; leaving it to its timeout", source)
         stage.close()
@@ -383,7 +403,7 @@ def run_process(
     report.cpu_s = {"decode": reader.cpu_s, "stage": stage_cpu + stage.engine_cpu_s, "encode": writer.cpu_s, "total": time.process_time() - cpu0}
     counters.inc(sid, "reconnects", decoder.reconnects)
     counters.inc(sid, "frames_resized", decoder.frames_resized)
-    counters.inc(sid, "frames_dropped", reader.stale_dropped)
+    counters.inc(sid, "frames_dropped", reader.stale_dropped + reader.lost_at_stop)
     counters.inc(sid, "frames_out", encoder.frames_out)
     snap = board.snapshot()[sid]
     report.frames_in = snap["frames_in"]
@@ -403,6 +423,38 @@ def run_process(
     if interrupted:
         raise Interrupted(report)
     return report
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM as a flag the frame loop reads between frames, not an exception raised wherever
+    the main thread happens to be.
+
+    A ``KeyboardInterrupt`` thrown into a queue's or a lock's internals can leave them held, and the
+    clean-up after it (draining the queue, joining the threads) then waits forever: seen as a
+    ``process`` that never exited after Ctrl-C under load.  A second signal stops at once.
+    Installed only on the main thread (signal handlers can live nowhere else); elsewhere the
+    caller's own handling is left alone.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._on_signal)
+
+    def uninstall(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait
+        self.requested = True  # the loop logs it and closes the output
 
 
 def bound_heap() -> bool:

@@ -6,6 +6,10 @@ Real clips (PyAV-encoded here, then cut), the real CLI entry point, real files.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import av
@@ -158,3 +162,32 @@ def test_a_file_that_is_not_a_model_is_named_as_such_not_as_an_unknown_model(cli
     assert rc == 2
     assert f"error: {clip} is a .mp4 file, not a model: give an .onnx file, a spec .yaml or a DeepStream config" in err
     assert "unknown model" not in err
+
+
+# --------------------------------------------------------------------------- Ctrl-C and SIGTERM
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_run_closes_its_output_prints_its_summary_and_accounts_for_every_frame(tmp_path: Path, sig: signal.Signals) -> None:
+    """A live source ends when the user stops it: the MP4 must still play (its index is written at
+    close), the summary must still come, and every frame taken in is either out or counted dropped."""
+    out, report = tmp_path / "o.mp4", tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "privacy_filter", "process", "lavfi:testsrc2=size=160x120:rate=25,realtime", str(out), "--effect", "fill", "--no-progress", "--report", str(report)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and out.stat().st_size > 2000):  # frames are flowing
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    rep = json.loads(report.read_text())
+    assert rep["interrupted"] is True and rep["frames_out"] >= 20
+    assert rep["frames_in"] == rep["frames_out"] + rep["frames_dropped"], rep
+    assert f"{out}: {rep['frames_out']} frames out of {rep['frames_in']} in" in stdout and "(interrupted; the output was closed)" in stdout
+    assert _frames(out) == rep["frames_out"]  # a complete, playable MP4

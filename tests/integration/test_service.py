@@ -443,7 +443,7 @@ def test_a_decoder_killed_after_its_stream_failed_is_not_restarted(tmp_path: Pat
     enc = sv.workers["encode:ghost"] = Worker("encode:ghost", "ghost", proc=_Proc(EXIT_FATAL))
     dec = sv.workers["decode:ghost"] = Worker("decode:ghost", "ghost", proc=_Proc(None))  # still exiting
     sv._exited(enc)
-    assert sv.streams["ghost"].failed and sv.rc == 1
+    assert sv.streams["ghost"].failed and sv.rc == 2  # a source that cannot be opened: the user can fix it
     assert dec.proc.exitcode == -9  # killed by the supervisor
     sv._exited(dec)
     assert dec.finished and dec.start_at == 0.0 and dec.restarts == 0
