@@ -214,8 +214,8 @@ class SourceConfig(_Strict):
         description="file, rtsp://, http(s)://, udp://, rtmp://, /dev/videoN, lavfi:SPEC, an upstream ZeroMQ stage: zmq+pull://, zmq+sub:// (native protocol), or a ZeroMQ peer: imagezmq+rep://, imagezmq+sub://, netgear+sub://, netgear+rep://",
     )
     audio: bool = Field(True, description="read the source's audio (it may still be dropped by output.audio)")
-    udp_buffer_s: float = Field(3.0, gt=0, le=60.0, description="udp:// only: receive buffer in seconds at udp_max_bitrate (FFmpeg fifo_size)")
-    udp_max_bitrate: str | int = Field("40M", description="udp:// only: the highest bitrate the buffer is sized for (bits/s; 40M, 8000k)")
+    udp_buffer_s: float = Field(2.0, gt=0, le=60.0, description="udp:// only: receive buffer in seconds at udp_max_bitrate (FFmpeg fifo_size)")
+    udp_max_bitrate: str | int = Field("8M", description="udp:// only: the highest bitrate the buffer is sized for (bits/s; 8M, 40M, 8000k)")
 
     @model_validator(mode="before")
     @classmethod

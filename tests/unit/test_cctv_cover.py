@@ -170,3 +170,18 @@ def test_stills_any_size_go_through_the_finder() -> None:
     for h, w in ((414, 455), (101, 77)):
         (m,) = finder.infer_rgb([np.zeros((h, w, 3), np.uint8)], order="bgr")
         assert m.shape == (h, w) and m[50, 30] == 1.0
+
+
+def test_segment_pastes_a_small_silhouette_and_fills_the_box_only_when_the_crop_is_nearly_empty() -> None:
+    """``cover: segment``'s fallback: a crop mask covering under MIN_CROP_FILL (5 %) of its box is a
+    model miss, and the box is filled; a smaller but real silhouette is pasted as it is (docs/cctv.md)."""
+    from privacy_filter.engines.finder import MIN_CROP_FILL, paste_crop
+
+    assert MIN_CROP_FILL == 0.05
+    rect, box = (0, 0, 100, 100), np.array([0, 0, 100, 100, 0.9], np.float32)
+    for share, pasted in ((0.10, True), (0.06, True), (0.03, False), (0.0, False)):
+        prob = np.zeros((100, 100), np.float32)
+        prob[: int(round(share * 100)), :] = 1.0  # the top `share` of the box is person
+        grid = np.zeros((50, 50), np.float32)
+        assert paste_crop(grid, prob, rect, box, 0.5, 0.5) is pasted, share
+        assert grid.mean() == (share if pasted else 0.0), share  # pasted exactly, or left for fill_boxes

@@ -77,16 +77,21 @@ class ReconnectPolicy:
     read_timeout_s: float = 10.0
     # udp:// receive buffer (FFmpeg's fifo_size, counted in 188-byte MPEG-TS packets): enough
     # for udp_buffer_s seconds at udp_max_bitrate_bps.  FFmpeg examples use 1,000,000 packets,
-    # which is 188 MB per source and let a soak's UDP decoder grow by ~100 MB.
-    udp_buffer_s: float = 3.0
-    udp_max_bitrate_bps: int = 40_000_000  # a high broadcast/camera bitrate (1080p H.264 is ~4-20 Mbit/s)
+    # which is 188 MB per source and let a soak's UDP decoder grow by ~100 MB.  The buffer is a
+    # ring whose pages become resident only as the stream first writes through them, so its
+    # size shows as slow growth for as long as one lap takes: 15 MB (3 s at 40 Mbit/s) took
+    # ~8 minutes at a 0.3 Mbit/s camera's rate (+15.5 % RSS in a 10-minute soak).  2 MB fills
+    # within the first minute at such rates and still holds 2 s at 8 Mbit/s; the decoder reads
+    # continuously (a live stream drops frames downstream, it never stalls the reader).
+    udp_buffer_s: float = 2.0
+    udp_max_bitrate_bps: int = 8_000_000  # a typical 1080p camera's highest setting; raise for broadcast feeds
 
     def delay(self, attempt: int) -> float:
         return min(self.max_s, self.initial_s * (2 ** max(0, attempt - 1)))
 
     @property
     def udp_fifo_packets(self) -> int:
-        """fifo_size for udp:// (3 s at 40 Mbit/s by default: 79,787 packets, 15 MB)."""
+        """fifo_size for udp:// (2 s at 8 Mbit/s by default: 10,638 packets, 2.0 MB)."""
         return max(1, int(self.udp_buffer_s * self.udp_max_bitrate_bps / (8 * TS_PACKET_BYTES)))
 
 
