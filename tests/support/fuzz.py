@@ -348,15 +348,9 @@ def run_native(
         # keep the socket open until the process is done: a loaded machine may take longer than any
         # linger to drain what is queued, and a discarded eos would leave it waiting forever
         out, _ = proc.communicate(timeout=600)
-        err = stderr_of(folder)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        s.close(linger=0)
-        ctx.term()
-    consumer.join(30)
-    rep = json.loads(report.read_text()) if report.exists() else {}
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), got, sent, rep
+        _close(proc, s, ctx)
+    return _result(proc, out, folder, consumer, report), got, sent, _report(report)
 
 
 def _free_port() -> int:
@@ -407,10 +401,21 @@ def run_peer(
             proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=600)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        s.close(linger=0)
-        ctx.term()
-    consumer.join(30)
-    rep = json.loads(report.read_text()) if report.exists() else {}
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, stderr_of(folder)), got, sent, rep
+        _close(proc, s, ctx)
+    return _result(proc, out, folder, consumer, report), got, sent, _report(report)
+
+
+def _close(proc: subprocess.Popen[str], sock: zmq.Socket, ctx: zmq.Context) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    sock.close(linger=0)
+    ctx.term()
+
+
+def _result(proc: subprocess.Popen[str], out: str, folder: Path, consumer: threading.Thread, report: Path) -> subprocess.CompletedProcess[str]:
+    consumer.join(30)  # it has the stage's eos, or times out
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, stderr_of(folder))
+
+
+def _report(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
