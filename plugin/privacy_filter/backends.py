@@ -69,11 +69,20 @@ def create_detector(
 
     ``device``: 'cpu', 'cuda' (ONNX Runtime's CUDA/TensorRT execution providers; a ModelError
     naming the problem when this onnxruntime has none) or 'auto', the rule of ``create_segmenter``.
-    There is no TensorRT-engine path for detectors yet.  See ``engines.detector.OrtDetector`` for
-    ``long_side`` ('auto' = clamp(source long side, 512, 640)), ``tiles`` and the threshold.
+    A TensorRT engine path (``nanodet.engine``, from ``privacy-filter engine build nanodet``) runs
+    on TensorRT (``gpu.tensorrt.detector``; ``auto``/``cpu`` fall back to the ONNX it was built
+    from).  See ``engines.detector.DetectorEngine`` for ``long_side`` ('auto' = clamp(source long
+    side, 512, 640)), ``tiles`` and the threshold.
     """
     from privacy_filter.engines.detector import MAX_BATCH, OrtDetector
+    from privacy_filter.gpu.tensorrt.sidecar import is_engine_path
 
+    if isinstance(model, str) and is_engine_path(model):
+        from privacy_filter.gpu.tensorrt.detector import detector_for_engine
+
+        return detector_for_engine(
+            model, device, long_side=long_side, score_threshold=score_threshold, tiles=tiles, tile_size=tile_size, max_batch=max_batch or MAX_BATCH, threads=threads
+        )
     resolved = model if isinstance(model, ResolvedDetector) else resolve_detector(model)
     return OrtDetector(
         resolved, device=device, long_side=long_side, score_threshold=score_threshold, tiles=tiles, tile_size=tile_size, max_batch=max_batch or MAX_BATCH, threads=threads

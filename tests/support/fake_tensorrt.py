@@ -546,7 +546,35 @@ class IExecutionContext:
         t = self.engine._t(name)
         if t["input"]:
             return self.input_shapes.get(name, tuple(t["shape"]))
+        if -1 in t["shape"][1:] and self.input_shapes:
+            # Dimensions that follow the input's height and width (a detector's cells per stride):
+            # TensorRT resolves them once every input shape is set; the fake asks the ONNX for them.
+            return self._resolved_output_shapes()[name]
         return tuple(self._batch() if d == -1 else d for d in t["shape"])
+
+    _shapes: dict[tuple[str, tuple[tuple[str, tuple[int, ...]], ...]], dict[str, tuple[int, ...]]] = {}
+
+    def _resolved_output_shapes(self) -> dict[str, tuple[int, ...]]:
+        key = (self.engine.plan["onnx"], tuple(sorted(self.input_shapes.items())))
+        if key not in self._shapes:
+            sess = self._session()
+            outputs = [n for n in self.engine._order if not self.engine._io[n]["input"]]
+            feeds = {n: np.zeros(s, nptype(self.engine.get_tensor_dtype(n))) for n, s in self.input_shapes.items()}
+            self._shapes[key] = {n: tuple(np.shape(v)) for n, v in zip(outputs, sess.run(outputs, feeds))}
+        return self._shapes[key]
+
+    def _session(self) -> Any:
+        import onnxruntime as ort
+
+        onnx = self.engine.plan["onnx"]
+        sess = self._sessions.get(onnx)
+        if sess is None:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            so.log_severity_level = 3
+            sess = ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
+            self._sessions[onnx] = sess
+        return sess
 
     def set_tensor_address(self, name: str, memory: int) -> bool:
         self.engine._t(name)
@@ -570,19 +598,9 @@ class IExecutionContext:
             raise RuntimeError(f"fake TensorRT: {stream_handle:#x} is not a stream handle")
         ins = {n: MEMORY.view(self.addresses[n], self.get_tensor_shape(n), nptype(eng.get_tensor_dtype(n))) for n in inputs}
         outs = {n: MEMORY.view(self.addresses[n], self.get_tensor_shape(n), nptype(eng.get_tensor_dtype(n))) for n in outputs}
-        onnx = eng.plan["onnx"]
 
         def run() -> None:
-            import onnxruntime as ort
-
-            sess = self._sessions.get(onnx)
-            if sess is None:
-                so = ort.SessionOptions()
-                so.intra_op_num_threads = 1
-                so.log_severity_level = 3
-                sess = ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
-                self._sessions[onnx] = sess
-            vals = sess.run(outputs, {n: a.copy() for n, a in ins.items()})
+            vals = self._session().run(outputs, {n: a.copy() for n, a in ins.items()})
             for n, val in zip(outputs, vals):
                 outs[n][...] = np.asarray(val).astype(outs[n].dtype)
 

@@ -218,16 +218,26 @@ def cmd_build(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in ENGINE_SUFFIXES:
         raise UserError(f"--out {out}: name the engine file with one of {', '.join(ENGINE_SUFFIXES)} so that --model recognises it")
-    resolved = resolve_model(args.model)
+    from privacy_filter.models.registry import ResolvedDetector, ResolvedModel, resolve_detector
+    from privacy_filter.models.specs import DETECTOR_SPECS
+
+    detector = args.model.partition(":")[0] in DETECTOR_SPECS  # nanodet, or nanodet:/path.onnx
+    resolved: ResolvedModel | ResolvedDetector = resolve_detector(args.model) if detector else resolve_model(args.model)
+    if args.max_side is not None and not detector:
+        raise UserError("--max-side is for detector engines (their input size follows the frame); segmentation models have a fixed input size")
     options = BuildOptions(
         precision=args.precision,
         max_batch=int(args.max_batch),
         calib_cache=Path(args.calib_cache) if args.calib_cache else None,
+        max_side=args.max_side,
     )
     info = build_engine(resolved.spec, resolved.onnx_path, out, options)
     print(f"wrote {out} ({info.precision}, batch 1..{info.max_batch}, TensorRT {info.tensorrt_version}, {info.gpu})")
     print(f"wrote {sidecar_path(out)}")
-    print(f"use it with: privacy-filter process IN OUT --device cuda --model {out}")
+    if detector:
+        print(f"use it with: detector: {{name: {out}}} and device: cuda in a config (or --config) with the cctv preset")
+    else:
+        print(f"use it with: privacy-filter process IN OUT --device cuda --model {out}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Person detection: the ``Detector`` protocol and its ONNX Runtime engine (NanoDet-g, GFL head).
+"""Person detection: the ``Detector`` protocol, the backend-neutral ``DetectorEngine`` (NanoDet-g,
+GFL head) and its ONNX Runtime backend; the TensorRT backend is ``gpu.tensorrt.detector``.
 
 Why a detector beside segmentation: the webcam segmentation model finds people within about
 2 m of the lens and nobody in CCTV footage; a COCO detector finds pedestrians at CCTV scale.
@@ -236,8 +237,13 @@ class _Job:
     image: np.ndarray | None = None
 
 
-class OrtDetector:
-    """A resolved detector run by ONNX Runtime (CPU, or its CUDA/TensorRT EPs when asked for).
+class DetectorEngine:
+    """Everything a detector does except running its network: planning (long side, tiles),
+    preprocessing from the I420 planes, batching by input size, GFL decoding and NMS.
+
+    Backends differ only in ``run`` (one NCHW batch in, the spec's outputs out): ONNX Runtime
+    (``OrtDetector``) and a TensorRT engine (``privacy_filter.gpu.tensorrt.detector``) share the
+    rest, so both find the same boxes for the same outputs.
 
     ``long_side``: ``"auto"`` (per frame, ``auto_long_side``) or an int (multiple of the spec's
     pad multiple, e.g. 320/416/512/640).  ``score_threshold``: None = the spec's (0.2 for nanodet).
@@ -248,8 +254,7 @@ class OrtDetector:
 
     def __init__(
         self,
-        model: ResolvedDetector,
-        device: str = "cpu",
+        spec: DetectorSpec,
         *,
         long_side: LongSide = "auto",
         score_threshold: float | None = None,
@@ -257,12 +262,8 @@ class OrtDetector:
         tile_size: int | None = None,
         tile_overlap: float = 0.2,
         max_batch: int = MAX_BATCH,
-        threads: int | None = None,
     ) -> None:
-        from privacy_filter.engines.onnxruntime import make_session
-
-        self.spec = model.spec
-        self.onnx_path = model.onnx_path
+        self.spec = spec
         if long_side != "auto" and (not isinstance(long_side, int) or long_side < self.spec.pad_multiple):
             raise ConfigError(f"detector long_side: {long_side!r} is neither 'auto' nor an int >= {self.spec.pad_multiple}")
         if tiles not in ("auto", "on", "off"):
@@ -276,13 +277,10 @@ class OrtDetector:
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
         self.max_batch = max(1, int(max_batch))
-        self.session = make_session(model.onnx_path, device, threads, mem_pattern=False)
-        self.providers = self.session.get_providers()
-        self._outputs = [*self.spec.score_outputs, *self.spec.box_outputs]
-        batch = self.session.get_inputs()[0].shape[0]
-        if isinstance(batch, int) and batch > 0:
-            self.max_batch = min(self.max_batch, batch)  # a model with a fixed batch (the reference: 1)
-        log.info("detector %s (%s) on %s, long side %s, threshold %.2f, tiles %s", self.spec.name, model.onnx_path, self.providers[0], long_side, threshold, tiles)
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The raw outputs (scores per stride, then box distributions per stride) of one NCHW batch."""
+        raise NotImplementedError
 
     # -- planning ---------------------------------------------------------------------------
     def _parts(self, w: int, h: int) -> tuple[int, list[tuple[int, int, int, int]]]:
@@ -348,10 +346,6 @@ class OrtDetector:
             result.append(boxes.astype(np.float32, copy=False))
         return result
 
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """The raw outputs (scores per stride, then box distributions per stride) of one NCHW batch."""
-        return list(self.session.run(self._outputs, {self.spec.input_name: batch}))
-
     def detect_yuv(self, frames: list[YuvFrame]) -> list[np.ndarray]:
         """Per frame, person boxes (N, 5) ``x0, y0, x1, y1, score`` in frame pixels; one batched run
         per input size for all frames given (several streams' frames may be mixed)."""
@@ -360,3 +354,38 @@ class OrtDetector:
     def detect_bgr(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Per BGR still (H, W, 3) uint8, person boxes (N, 5) in image pixels."""
         return self._run(self._jobs_bgr(images), len(images)) if images else []
+
+
+class OrtDetector(DetectorEngine):
+    """A resolved detector run by ONNX Runtime (CPU, or its CUDA/TensorRT EPs when asked for).
+
+    Parameters as ``DetectorEngine``, plus ``device`` and ``threads`` (ONNX Runtime intra-op threads).
+    """
+
+    def __init__(
+        self,
+        model: ResolvedDetector,
+        device: str = "cpu",
+        *,
+        long_side: LongSide = "auto",
+        score_threshold: float | None = None,
+        tiles: Tiles = "auto",
+        tile_size: int | None = None,
+        tile_overlap: float = 0.2,
+        max_batch: int = MAX_BATCH,
+        threads: int | None = None,
+    ) -> None:
+        from privacy_filter.engines.onnxruntime import make_session
+
+        super().__init__(model.spec, long_side=long_side, score_threshold=score_threshold, tiles=tiles, tile_size=tile_size, tile_overlap=tile_overlap, max_batch=max_batch)
+        self.onnx_path = model.onnx_path
+        self.session = make_session(model.onnx_path, device, threads, mem_pattern=False)
+        self.providers = self.session.get_providers()
+        self._outputs = [*self.spec.score_outputs, *self.spec.box_outputs]
+        batch = self.session.get_inputs()[0].shape[0]
+        if isinstance(batch, int) and batch > 0:
+            self.max_batch = min(self.max_batch, batch)  # a model with a fixed batch (the reference: 1)
+        log.info("detector %s (%s) on %s, long side %s, threshold %.2f, tiles %s", self.spec.name, model.onnx_path, self.providers[0], long_side, self.score_threshold, tiles)
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return list(self.session.run(self._outputs, {self.spec.input_name: batch}))

@@ -140,7 +140,7 @@ BUILTIN_SPECS: dict[str, ModelSpec] = {s.name: s for s in (SELFIE, SELFIE_LANDSC
 class DetectorSpec(BaseModel):
     """How to run one anchor-free (GFL) person detector and decode its boxes.
 
-    Backend-neutral like ``ModelSpec``: the ONNX Runtime engine (and a future TensorRT one)
+    Backend-neutral like ``ModelSpec``: the ONNX Runtime engine and the TensorRT one
     read the same fields.  The input has no fixed size: a frame is resized so that its long
     side is ``long_side`` (``auto``: the source's long side rounded up to 32, clamped to
     ``[long_side_min, long_side_max]``), aspect kept, then padded right/bottom to a multiple of

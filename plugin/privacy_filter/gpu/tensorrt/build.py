@@ -19,7 +19,7 @@ from privacy_filter.engines.preprocess import item_shape
 from privacy_filter.errors import ModelError, UserError
 from privacy_filter.gpu.tensorrt.loader import gpu_name, import_tensorrt, trt_logger, trt_major
 from privacy_filter.gpu.tensorrt.sidecar import EngineInfo, onnx_sha256, sidecar_path
-from privacy_filter.models.specs import ModelSpec
+from privacy_filter.models.specs import DetectorSpec, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class BuildOptions:
     calib_cache: Path | None = None
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES
     timing_cache: Path | None = None  # None: the user cache dir, per TensorRT version
+    max_side: int | None = None  # detectors: the largest input side the profile admits (None: the spec's long_side_max)
 
 
 def profile_shapes(network_shape: Sequence[int], spec: ModelSpec, max_batch: int) -> tuple[tuple[int, ...], ...] | None:
@@ -69,6 +70,33 @@ def profile_shapes(network_shape: Sequence[int], spec: ModelSpec, max_batch: int
         return tuple(batch if (i == 0 and d == -1) else (d if d != -1 else want[i]) for i, d in enumerate(shape))  # type: ignore[misc]
 
     return fill(1), fill(max_batch), fill(max_batch)
+
+
+def detector_profile_shapes(network_shape: Sequence[int], spec: DetectorSpec, max_batch: int, max_side: int | None = None) -> tuple[tuple[int, ...], ...] | None:
+    """(min, opt, max) for a detector's NCHW input, or None when it is fully static.
+
+    A detector's input size follows the frame (its long side, padded to ``pad_multiple``), so H and
+    W are dynamic: from one ``pad_multiple`` to ``max_side`` (default: the spec's
+    ``long_side_max``, the largest size ``auto`` picks), both orientations; opt is a 16:9 frame at
+    that long side, batch 1 (most frames come alone).  A ``long_side`` above ``max_side`` needs an
+    engine built with a larger ``--max-side``.
+    """
+    shape = tuple(int(d) for d in network_shape)
+    if len(shape) != 4 or shape[1] not in (-1, 3):
+        raise ModelError(f"input {spec.input_name!r} is {list(shape)}; detector spec {spec.name!r} needs NCHW with 3 channels")
+    if -1 not in shape:
+        return None
+    side = int(max_side or spec.long_side_max)
+    m = spec.pad_multiple
+    if side < m or side % m:
+        raise UserError(f"--max-side {side} must be a multiple of {m} (the detector pads its input to /{m})")
+    short = -(-side * 9 // 16)  # a 16:9 frame's short side at that long side, padded up as the detector pads it
+    opt_short = max(m, min(side, -(-short // m) * m))
+
+    def fill(batch: int, h: int, w: int) -> tuple[int, ...]:
+        return tuple(d if d != -1 else v for d, v in zip(shape, (batch, 3, h, w)))
+
+    return fill(1, m, m), fill(1, opt_short, side), fill(max_batch, side, side)
 
 
 def _onnx_has_fp16(onnx_path: Path) -> bool:
@@ -172,8 +200,9 @@ def default_timing_cache(trt: ModuleType) -> Path:
     return cache_dir() / "tensorrt" / f"timing-{trt.__version__}.cache"
 
 
-def build_engine(spec: ModelSpec, onnx_path: Path, out: Path, options: BuildOptions = BuildOptions()) -> EngineInfo:
-    """Parse ``onnx_path``, build a serialized engine for ``spec`` into ``out`` and write its sidecar."""
+def build_engine(spec: ModelSpec | DetectorSpec, onnx_path: Path, out: Path, options: BuildOptions = BuildOptions()) -> EngineInfo:
+    """Parse ``onnx_path``, build a serialized engine for ``spec`` (a segmentation model or a person
+    detector) into ``out`` and write its sidecar."""
     trt = import_tensorrt()
     trt_major(trt)
     if options.max_batch < 1:
@@ -193,15 +222,21 @@ def build_engine(spec: ModelSpec, onnx_path: Path, out: Path, options: BuildOpti
     outputs = [network.get_output(i).name for i in range(network.num_outputs)]
     if spec.input_name not in inputs:
         raise ModelError(f"{onnx_path}: spec {spec.name!r} feeds input {spec.input_name!r}; the parsed network has {', '.join(inputs) or 'no inputs'}")
-    if spec.output_name not in outputs:
-        raise ModelError(f"{onnx_path}: spec {spec.name!r} reads output {spec.output_name!r}; the parsed network has {', '.join(outputs) or 'no outputs'}")
+    wanted = [*spec.score_outputs, *spec.box_outputs] if isinstance(spec, DetectorSpec) else [spec.output_name]
+    missing = [n for n in wanted if n not in outputs]
+    if missing:
+        raise ModelError(f"{onnx_path}: spec {spec.name!r} reads output(s) {', '.join(map(repr, missing))}; the parsed network has {', '.join(outputs) or 'no outputs'}")
     others = [n for n in inputs if n != spec.input_name]
     if others:
         raise ModelError(f"{onnx_path}: extra network inputs {others}; only single-input models are supported")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_bytes))
-    shapes = profile_shapes(tuple(inputs[spec.input_name].shape), spec, options.max_batch)
+    network_shape = tuple(inputs[spec.input_name].shape)
+    if isinstance(spec, DetectorSpec):
+        shapes = detector_profile_shapes(network_shape, spec, options.max_batch, options.max_side)
+    else:
+        shapes = profile_shapes(network_shape, spec, options.max_batch)
     max_batch = options.max_batch
     if shapes is not None:
         profile = builder.create_optimization_profile()

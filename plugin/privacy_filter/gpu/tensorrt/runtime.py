@@ -48,7 +48,7 @@ from privacy_filter.engines.base import Segmenter
 from privacy_filter.engines.preprocess import item_shape
 from privacy_filter.errors import ModelError
 from privacy_filter.gpu.tensorrt.loader import TensorRTUnavailable, gpu_name, import_cupy, import_tensorrt, trt_logger, trt_major
-from privacy_filter.gpu.tensorrt.sidecar import check_engine_compatible, read_sidecar
+from privacy_filter.gpu.tensorrt.sidecar import EngineInfo, check_engine_compatible, read_sidecar
 from privacy_filter.models.specs import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,8 @@ class TensorRTSegmenter(Segmenter):
         self._trt, self._cp = trt, cp
         info = read_sidecar(self.path)
         check_engine_compatible(info, trt, self.path, gpu_name(cp))
+        if not isinstance(info.spec, ModelSpec):
+            raise ModelError(f"{self.path} is a person-detector engine ({info.spec.name}), not a segmentation model: give it as detector.name, not --model")
         self.info = info
         self.spec = spec or info.spec
         self._runtime, self._engine = deserialize(trt, self.path)
@@ -326,12 +328,20 @@ def _onnx_fallback(path: Path, why: str, warn: bool) -> Segmenter:
     from privacy_filter.engines.onnxruntime import OrtSegmenter
     from privacy_filter.models.registry import ResolvedModel
 
+    info, onnx = engine_source_onnx(path, why, warn)
+    if not isinstance(info.spec, ModelSpec):
+        raise ModelError(f"{path} is a person-detector engine ({info.spec.name}), not a segmentation model: give it as detector.name, not --model")
+    return OrtSegmenter(ResolvedModel(info.spec, onnx), device="cpu")
+
+
+def engine_source_onnx(path: Path, why: str, warn: bool) -> tuple[EngineInfo, Path]:
+    """The sidecar and the ONNX an engine was built from, for running it on ONNX Runtime (CPU) where TensorRT cannot run."""
     info = read_sidecar(path)
     onnx = Path(info.onnx)
     if not onnx.is_file():
-        raise ModelError(f"{path}: TensorRT cannot be used ({why}) and the ONNX it was built from, {onnx}, is gone; give --model that ONNX (or its spec) to run on the CPU")
+        raise ModelError(f"{path}: TensorRT cannot be used ({why}) and the ONNX it was built from, {onnx}, is gone; give that ONNX (or its spec) to run on the CPU")
     (log.warning if warn else log.info)("%s: running its source ONNX %s on ONNX Runtime (CPU) instead of TensorRT: %s", path, onnx, why)
-    return OrtSegmenter(ResolvedModel(info.spec, onnx), device="cpu")
+    return info, onnx
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 from privacy_filter.errors import ModelError
-from privacy_filter.models.specs import ModelSpec
+from privacy_filter.models.specs import DetectorSpec, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def sidecar_path(engine_path: Path) -> Path:
 class EngineInfo:
     """Contents of ``<engine>.json``."""
 
-    spec: ModelSpec
+    spec: ModelSpec | DetectorSpec  # a segmentation model, or a person detector (``kind`` in the JSON)
     tensorrt_version: str
     gpu: str
     precision: str
@@ -47,6 +47,11 @@ class EngineInfo:
     onnx: str
     onnx_sha256: str
     built_utc: str
+
+    @property
+    def kind(self) -> str:
+        """``segmentation`` or ``detector``: what the engine is for, so each path refuses the other's."""
+        return "detector" if isinstance(self.spec, DetectorSpec) else "segmentation"
 
     def to_json(self) -> str:
         return json.dumps(
@@ -59,6 +64,7 @@ class EngineInfo:
                 "onnx": self.onnx,
                 "onnx_sha256": self.onnx_sha256,
                 "built_utc": self.built_utc,
+                "kind": self.kind,
                 "spec": self.spec.model_dump(mode="json"),
             },
             indent=2,
@@ -77,8 +83,11 @@ def read_sidecar(engine_path: Path) -> EngineInfo:
         data = json.loads(side.read_text())
         if data.get("format") != SIDECAR_FORMAT:
             raise ValueError(f"format {data.get('format')!r}, expected {SIDECAR_FORMAT!r}")
+        kind = data.get("kind", "segmentation")  # sidecars from before detector engines have no kind
+        if kind not in ("segmentation", "detector"):
+            raise ValueError(f"kind {kind!r}, expected 'segmentation' or 'detector'")
         return EngineInfo(
-            spec=ModelSpec(**data["spec"]),
+            spec=DetectorSpec(**data["spec"]) if kind == "detector" else ModelSpec(**data["spec"]),
             tensorrt_version=str(data["tensorrt_version"]),
             gpu=str(data.get("gpu", "unknown")),
             precision=str(data["precision"]),
