@@ -1,7 +1,7 @@
 """TensorRT checks for a user with an NVIDIA GPU and TensorRT 10.x or 11.x (issue 11, build item 7).
 
     python scripts/tensorrt_check.py --onnx peoplesemsegnet.onnx [--spec peoplesemsegnet-shuffleseg]
-                                     [--calib-cache cal.bin] --out DIR
+                                     [--calib-cache cal.bin] [--detector nanodet [--images DIR]] --out DIR
 
 For each case an engine is built with ``privacy_filter.gpu.tensorrt.build`` and run through
 ``TensorRTSegmenter``; one JSON report, ``DIR/tensorrt_report.json``:
@@ -12,7 +12,11 @@ For each case an engine is built with ``privacy_filter.gpu.tensorrt.build`` and 
 * ``infer_device`` (device chain: preprocess kernel → engine → decode kernel) against ``run()`` /
   ``infer_yuv`` (host path) on the same frames: maps must agree on ≥ 99 % of pixels;
 * INT8 from NVIDIA's calibration cache (TensorRT 10 only): a cache that does not cover every tensor
-  must fail with TensorRT's "Missing scale" error, reported as such.
+  must fail with TensorRT's "Missing scale" error, reported as such;
+* with ``--detector``: the person detector's engine (fp32 and fp16, batch 1..2, sides up to 640)
+  through ``TensorRTDetector`` against the ONNX Runtime detector on the same pictures (``--images``,
+  photos of people; else synthetic frames): boxes per picture, and the largest corner difference
+  of matched boxes (fp32 must match within 2 px, fp16 is reported).
 
 **Not run against real TensorRT in this project**: no machine here has a GPU or TensorRT.
 ``--fake`` runs it against the fake of the documented API (tests/support/fake_tensorrt.py) and the
@@ -100,6 +104,46 @@ def check_engine(model: Any, out: Path, fake: bool, precision: str, max_batch: i
     return res
 
 
+def _pictures(images: str | None) -> list[np.ndarray]:
+    import cv2
+
+    if images:
+        paths = sorted(p for p in Path(images).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:6]
+        pics = [cv2.imread(str(p)) for p in paths]
+        return [p for p in pics if p is not None]
+    rng = np.random.default_rng(5)
+    return [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in ((360, 640), (480, 640), (1080, 1920))]
+
+
+def check_detector(detector: str, images: str | None, out: Path, precision: str) -> dict[str, Any]:
+    """The detector engine against ONNX Runtime on the same pictures (boxes matched greedily by IoU)."""
+    from privacy_filter.engines.detector import OrtDetector
+    from privacy_filter.engines.finder import iou_matrix
+    from privacy_filter.gpu.tensorrt import build as trt_build
+    from privacy_filter.gpu.tensorrt.detector import TensorRTDetector
+    from privacy_filter.models.registry import resolve_detector
+
+    resolved = resolve_detector(detector)
+    path = out / f"detector_{precision}.engine"
+    t0 = time.perf_counter()
+    trt_build.build_engine(resolved.spec, resolved.onnx_path, path, trt_build.BuildOptions(max_batch=2, precision=precision))
+    res: dict[str, Any] = {"build_s": round(time.perf_counter() - t0, 2)}
+    pics = _pictures(images)
+    engine = TensorRTDetector(path)
+    got, want = engine.detect_bgr(pics), OrtDetector(resolved, threads=1).detect_bgr(pics)
+    engine.close()
+    worst = 0.0
+    for g, w in zip(got, want):
+        if len(g) and len(w):
+            iou = iou_matrix(g[:, :4], w[:, :4])
+            j = iou.argmax(axis=1)
+            worst = max(worst, float(np.abs(g[:, :4] - w[j, :4]).max()))
+    res.update(boxes_tensorrt=[len(g) for g in got], boxes_onnxruntime=[len(w) for w in want], max_corner_diff_px=round(worst, 3), pictures=len(pics))
+    same_counts = [len(g) for g in got] == [len(w) for w in want]
+    res["ok"] = same_counts and worst <= 2.0 if precision == "fp32" else True  # fp16: reported, not judged
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--onnx", required=True)
@@ -107,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-cache", help="NVIDIA's INT8 calibration cache (TensorRT 10)")
     ap.add_argument("--out", default="tensorrt_check_out")
     ap.add_argument("--fake", metavar="VERSION", help="run against the fake TensorRT of the tests (e.g. 10.8.0.43): plumbing only")
+    ap.add_argument("--detector", help="also check the person detector's engine: nanodet (pulled on first use) or nanodet:/path.onnx")
+    ap.add_argument("--images", help="with --detector: a folder of photos of people to compare boxes on")
     args = ap.parse_args(argv)
     if args.fake:
         _install_fake(args.fake)
@@ -141,6 +187,16 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001
             msg = str(exc)
             report["cases"]["int8 from cache"] = {"ok": "Missing scale" in msg, "error": msg[:2000], "note": "an incomplete cache must fail naming 'Missing scale'"}
+    if args.detector:
+        for precision in ("fp32", "fp16"):
+            name = f"detector {precision}"
+            if precision == "fp16" and major >= 11:
+                report["cases"][name] = {"skipped": "TensorRT 11: fp16 comes from an fp16-typed ONNX"}
+                continue
+            try:
+                report["cases"][name] = check_detector(args.detector, args.images, out, precision)
+            except Exception as exc:  # noqa: BLE001 - reported per case
+                report["cases"][name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     report["ok"] = all(c.get("ok", True) for c in report["cases"].values())
     (out / "tensorrt_report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
