@@ -157,6 +157,7 @@ def contenders(args: argparse.Namespace, clip: Path, work: Path) -> dict[str, li
             "--preset",
             preset,
             "--no-progress",
+            "-y",
             "--report",
             str(work / f"ours-{preset}.json"),
         ]

@@ -48,9 +48,16 @@ class ProcessPlan:
     tiles: Any = None
     policy: str | None = None  # "live" | "file" | None (decided from the source)
     stream_id: str = "0"
-    # One ONNX Runtime thread: decode and x264 already run on the other threads, and a second
-    # intra-op thread mostly spin-waits for a core (measured: same fps, +40 % CPU on 2 cores).
+    # One ONNX Runtime thread for full-frame segmentation: decode and x264 already run on the
+    # other threads, and a second intra-op thread mostly spin-waits for a core (measured: same fps,
+    # +40 % CPU on 2 cores).
     engine_threads: int | None = 1
+    # The CCTV detector is the stage's critical path (~85 ms per 1080p frame on one core) while
+    # decode and x264 leave a core partly idle, so it gets every physical core (None), as in the
+    # service.  Measured, 1080p cctv, 100 frames, 3 interleaved repeats on the idle 2-core machine:
+    # 10.5 -> 14.1 fps (1.34x) at the same CPU per frame (126 ms; intra-op spinning is off);
+    # under load from other jobs an earlier A/B gave 0.96x.
+    detector_threads: int | None = None
     # The CCTV cover (detector, motion, zones) in place of full-frame segmentation: the stream
     # config it is read from (``StreamConfig.uses_cover_engine``), or None.
     cover: Any = None
@@ -58,7 +65,8 @@ class ProcessPlan:
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGTERM in the CLI) stopped a run; its output was closed and stays playable.
+    """Ctrl-C or SIGTERM stopped a run (``run_process`` on the main thread takes both); its output
+    was closed and stays playable.
 
     A ``KeyboardInterrupt``, so callers that do not look for it stop as before; ``report`` is
     what the run did up to the stop (the CLI prints it: a live source usually ends this way).
@@ -488,7 +496,7 @@ def build_cover_engine(plan: ProcessPlan, source: str, info: SourceInfo, live: b
 
     rate = info.video.rate
     settings = CoverSettings.from_config(plan.cover, live=live, fps=float(rate) if rate else 25.0)
-    engine = create_cover_engine({plan.stream_id: settings}, model=plan.model, device=device, detector=detector, threads=plan.engine_threads)
+    engine = create_cover_engine({plan.stream_id: settings}, model=plan.model, device=device, detector=detector, threads=plan.detector_threads)
     m = settings.motion
     if m.enabled and m.first_pass and not live and os.path.isfile(source):
         from privacy_filter.engines.motion import grid_size, reduce_luma
