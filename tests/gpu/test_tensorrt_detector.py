@@ -32,6 +32,8 @@ from privacy_filter.models.registry import resolve_detector
 from privacy_filter.models.specs import BUILTIN_SPECS
 from support import fake_tensorrt as fake
 
+pytestmark = pytest.mark.mocked_tensorrt
+
 
 @pytest.fixture
 def install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
