@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,3 +34,22 @@ def make_runtime(request: pytest.FixtureRequest) -> Callable[[], Any]:
     if reason is not None:
         pytest.skip(f"CuPy case: no usable CUDA device here ({reason})")
     return CupyRuntime
+
+
+@pytest.fixture
+def install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Any]:
+    """install(version, int64_as, fail_build) → the fake ``tensorrt`` module (support.fake_tensorrt,
+    NOT TensorRT), with fake ``cupy``/``cupyx``, in ``sys.modules`` for this test."""
+    from support import fake_tensorrt as fake
+
+    monkeypatch.setenv("PRIVACY_FILTER_CACHE_DIR", str(tmp_path / "cache"))
+
+    def _install(version: str = "10.8.0.43", int64_as: str = "int64", fail_build: bool = False) -> Any:
+        trt = fake.make_fake_tensorrt(version, int64_as=int64_as, fail_build=fail_build)
+        cp, cpx = fake.make_fake_cupy()
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        monkeypatch.setitem(sys.modules, "cupy", cp)
+        monkeypatch.setitem(sys.modules, "cupyx", cpx)
+        return trt
+
+    return _install

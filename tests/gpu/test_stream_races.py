@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_tensorrt_glue import _build, install, pssn_model, pssn_onnx  # noqa: F401  (fixtures)
+from test_tensorrt_glue import _build, pssn_model, pssn_onnx  # noqa: F401  (fixtures)
 
 from privacy_filter.config import EffectConfig, MaskConfig
 from privacy_filter.frames import YuvFrame

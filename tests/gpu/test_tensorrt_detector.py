@@ -30,24 +30,8 @@ from privacy_filter.gpu.tensorrt import sidecar as trt_sidecar
 from privacy_filter.gpu.tensorrt.detector import TensorRTDetector
 from privacy_filter.models.registry import resolve_detector
 from privacy_filter.models.specs import BUILTIN_SPECS
-from support import fake_tensorrt as fake
 
 pytestmark = pytest.mark.mocked_tensorrt
-
-
-@pytest.fixture
-def install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    monkeypatch.setenv("PRIVACY_FILTER_CACHE_DIR", str(tmp_path / "cache"))
-
-    def _install(version: str = "10.8.0.43"):
-        trt = fake.make_fake_tensorrt(version)
-        cp, cpx = fake.make_fake_cupy()
-        monkeypatch.setitem(sys.modules, "tensorrt", trt)
-        monkeypatch.setitem(sys.modules, "cupy", cp)
-        monkeypatch.setitem(sys.modules, "cupyx", cpx)
-        return trt
-
-    return _install
 
 
 @pytest.fixture(scope="module")

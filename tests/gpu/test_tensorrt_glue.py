@@ -124,22 +124,6 @@ def images(shared_data: Path) -> list[np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """install(version, int64_as) → the fake ``tensorrt`` module, with fake ``cupy``/``cupyx``."""
-    monkeypatch.setenv("PRIVACY_FILTER_CACHE_DIR", str(tmp_path / "cache"))
-
-    def _install(version: str = "10.8.0.43", int64_as: str = "int64", fail_build: bool = False):
-        trt = fake.make_fake_tensorrt(version, int64_as=int64_as, fail_build=fail_build)
-        cp, cpx = fake.make_fake_cupy()
-        monkeypatch.setitem(sys.modules, "tensorrt", trt)
-        monkeypatch.setitem(sys.modules, "cupy", cp)
-        monkeypatch.setitem(sys.modules, "cupyx", cpx)
-        return trt
-
-    return _install
-
-
 def _build(model: ResolvedModel, out: Path, **kw) -> trt_sidecar.EngineInfo:
     return trt_build.build_engine(model.spec, model.onnx_path, out, trt_build.BuildOptions(**kw))
 

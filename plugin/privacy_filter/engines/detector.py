@@ -22,10 +22,11 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypedDict, runtime_checkable
 
 import cv2
 import numpy as np
+from typing_extensions import Unpack
 
 from privacy_filter.errors import ConfigError, ModelError
 from privacy_filter.frames import YuvFrame
@@ -237,6 +238,17 @@ class _Job:
     image: np.ndarray | None = None
 
 
+class DetectorOptions(TypedDict, total=False):
+    """How a ``DetectorEngine`` plans and filters its runs; every backend takes the same (see ``DetectorEngine``)."""
+
+    long_side: LongSide
+    score_threshold: float | None
+    tiles: Tiles
+    tile_size: int | None
+    tile_overlap: float
+    max_batch: int
+
+
 class DetectorEngine:
     """Everything a detector does except running its network: planning (long side, tiles),
     preprocessing from the I420 planes, batching by input size, GFL decoding and NMS.
@@ -362,22 +374,10 @@ class OrtDetector(DetectorEngine):
     Parameters as ``DetectorEngine``, plus ``device`` and ``threads`` (ONNX Runtime intra-op threads).
     """
 
-    def __init__(
-        self,
-        model: ResolvedDetector,
-        device: str = "cpu",
-        *,
-        long_side: LongSide = "auto",
-        score_threshold: float | None = None,
-        tiles: Tiles = "auto",
-        tile_size: int | None = None,
-        tile_overlap: float = 0.2,
-        max_batch: int = MAX_BATCH,
-        threads: int | None = None,
-    ) -> None:
+    def __init__(self, model: ResolvedDetector, device: str = "cpu", *, threads: int | None = None, **options: Unpack[DetectorOptions]) -> None:
         from privacy_filter.engines.onnxruntime import make_session
 
-        super().__init__(model.spec, long_side=long_side, score_threshold=score_threshold, tiles=tiles, tile_size=tile_size, tile_overlap=tile_overlap, max_batch=max_batch)
+        super().__init__(model.spec, **options)
         self.onnx_path = model.onnx_path
         self.session = make_session(model.onnx_path, device, threads, mem_pattern=False)
         self.providers = self.session.get_providers()
@@ -385,7 +385,9 @@ class OrtDetector(DetectorEngine):
         batch = self.session.get_inputs()[0].shape[0]
         if isinstance(batch, int) and batch > 0:
             self.max_batch = min(self.max_batch, batch)  # a model with a fixed batch (the reference: 1)
-        log.info("detector %s (%s) on %s, long side %s, threshold %.2f, tiles %s", self.spec.name, model.onnx_path, self.providers[0], long_side, self.score_threshold, tiles)
+        log.info(
+            "detector %s (%s) on %s, long side %s, threshold %.2f, tiles %s", self.spec.name, model.onnx_path, self.providers[0], self.long_side, self.score_threshold, self.tiles
+        )
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         return list(self.session.run(self._outputs, {self.spec.input_name: batch}))

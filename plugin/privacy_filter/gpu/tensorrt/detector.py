@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from typing_extensions import Unpack
 
-from privacy_filter.engines.detector import MAX_BATCH, DetectorEngine, LongSide, OrtDetector, Tiles
+from privacy_filter.engines.detector import DetectorEngine, DetectorOptions, OrtDetector
 from privacy_filter.errors import ModelError
-from privacy_filter.gpu.tensorrt.loader import TensorRTUnavailable, gpu_name, import_cupy, import_tensorrt, trt_major
-from privacy_filter.gpu.tensorrt.runtime import deserialize, engine_io, engine_source_onnx
-from privacy_filter.gpu.tensorrt.sidecar import check_engine_compatible, read_sidecar
+from privacy_filter.gpu.tensorrt.loader import TensorRTUnavailable
+from privacy_filter.gpu.tensorrt.runtime import deserialize, engine_io, engine_source_onnx, open_engine, release_in_order
 from privacy_filter.models.registry import ResolvedDetector
 from privacy_filter.models.specs import DetectorSpec
 
@@ -37,29 +37,13 @@ log = logging.getLogger(__name__)
 class TensorRTDetector(DetectorEngine):
     """``DetectorEngine`` whose network is a TensorRT engine built by ``privacy-filter engine build nanodet``."""
 
-    def __init__(
-        self,
-        engine_path: str | os.PathLike[str],
-        *,
-        long_side: LongSide = "auto",
-        score_threshold: float | None = None,
-        tiles: Tiles = "auto",
-        tile_size: int | None = None,
-        tile_overlap: float = 0.2,
-        max_batch: int = MAX_BATCH,
-    ) -> None:
+    def __init__(self, engine_path: str | os.PathLike[str], **options: Unpack[DetectorOptions]) -> None:
         self.path = Path(engine_path)
-        if not self.path.is_file():
-            raise ModelError(f"TensorRT engine not found: {self.path}")
-        trt = import_tensorrt()
-        trt_major(trt)
-        cp, _ = import_cupy()
+        trt, cp, info = open_engine(self.path)
         self._cp = cp
-        info = read_sidecar(self.path)
-        check_engine_compatible(info, trt, self.path, gpu_name(cp))
         if not isinstance(info.spec, DetectorSpec):
             raise ModelError(f"{self.path} is a segmentation engine ({info.spec.name}), not a person detector: give it as --model, not detector.name")
-        super().__init__(info.spec, long_side=long_side, score_threshold=score_threshold, tiles=tiles, tile_size=tile_size, tile_overlap=tile_overlap, max_batch=max_batch)
+        super().__init__(info.spec, **options)
         self.info = info
         self._runtime, self._engine = deserialize(trt, self.path)
         io = {t.name: t for t in engine_io(trt, self._engine)}
@@ -142,26 +126,17 @@ class TensorRTDetector(DetectorEngine):
     def close(self) -> None:
         """Release context, buffers, engine, runtime in that order once the stream is idle (TensorRT
         requires a context to go before its engine, and the engine before its runtime)."""
-        stream = getattr(self, "stream", None)
-        if stream is not None and getattr(self, "_context", None) is not None:
-            try:
-                stream.synchronize()
-            except Exception as exc:  # noqa: BLE001 - a dead context must not stop the release
-                log.warning("%s: stream synchronize at close failed: %s", self.path, exc)
-        for name in ("_context", "_dev", "stream", "_engine", "_runtime"):
-            if hasattr(self, name):
-                setattr(self, name, None)
+        release_in_order(self, ("_context", "_dev", "stream", "_engine", "_runtime"))
 
 
-def detector_for_engine(path: str | os.PathLike[str], device: str = "cuda", **options: Any) -> DetectorEngine:
+def detector_for_engine(path: str | os.PathLike[str], device: str = "cuda", *, threads: int | None = None, **options: Unpack[DetectorOptions]) -> DetectorEngine:
     """The detector for ``detector.name: ENGINE`` (what ``backends.create_detector`` calls).
 
     ``cuda``: TensorRT, or an error saying what is missing.  ``auto``: TensorRT when it can be
     imported, else the ONNX the engine was built from on ONNX Runtime (CPU), with one warning.
     ``cpu``: that ONNX directly.  ``options``: ``DetectorEngine``'s (long side, threshold, tiles ...).
     """
-    path = Path(path)
-    threads = options.pop("threads", None)  # ONNX Runtime's, for the CPU fallback
+    path = Path(path)  # ``threads``: ONNX Runtime's, for the CPU fallback
     if not path.is_file():
         raise ModelError(f"TensorRT engine not found: {path}")
     if device not in ("cuda", "auto", "cpu"):

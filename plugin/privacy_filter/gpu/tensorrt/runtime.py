@@ -74,6 +74,36 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------
 
 
+def open_engine(path: Path) -> tuple[ModuleType, ModuleType, EngineInfo]:
+    """(tensorrt, cupy, sidecar) for an engine file that this TensorRT can load: one error naming
+    what is missing (the file, TensorRT, CuPy, the sidecar) or why it cannot load (another TensorRT version)."""
+    if not path.is_file():
+        raise ModelError(f"TensorRT engine not found: {path}")
+    trt = import_tensorrt()
+    trt_major(trt)
+    cp, _ = import_cupy()
+    info = read_sidecar(path)
+    check_engine_compatible(info, trt, path, gpu_name(cp))
+    return trt, cp, info
+
+
+def release_in_order(owner: Any, names: Sequence[str]) -> None:
+    """Wait for ``owner.stream``, then drop ``owner``'s attributes ``names`` in that order.
+
+    TensorRT needs an execution context released before its engine and the engine before its
+    runtime; buffers go while the context that may still read them is idle.
+    """
+    stream = getattr(owner, "stream", None)
+    if stream is not None and getattr(owner, "_context", None) is not None:
+        try:
+            stream.synchronize()
+        except Exception as exc:  # noqa: BLE001 - a dead context must not stop the release
+            log.warning("%s: stream synchronize at close failed: %s", getattr(owner, "path", owner), exc)
+    for name in names:
+        if hasattr(owner, name):
+            setattr(owner, name, None)
+
+
 @dataclass(frozen=True)
 class TensorDesc:
     name: str
@@ -131,14 +161,9 @@ class TensorRTSegmenter(Segmenter):
 
     def __init__(self, engine_path: str | Path, spec: ModelSpec | None = None) -> None:
         self.path = Path(engine_path)
-        if not self.path.is_file():
-            raise ModelError(f"TensorRT engine not found: {self.path}")
-        trt = import_tensorrt()
-        trt_major(trt)
-        cp, cpx = import_cupy()
+        trt, cp, info = open_engine(self.path)
+        _, cpx = import_cupy()
         self._trt, self._cp = trt, cp
-        info = read_sidecar(self.path)
-        check_engine_compatible(info, trt, self.path, gpu_name(cp))
         if not isinstance(info.spec, ModelSpec):
             raise ModelError(f"{self.path} is a person-detector engine ({info.spec.name}), not a segmentation model: give it as detector.name, not --model")
         self.info = info
@@ -202,15 +227,7 @@ class TensorRTSegmenter(Segmenter):
         """Release in reverse creation order once the stream is idle: execution context, buffers,
         engine, runtime (TensorRT requires the context to go before its engine, the engine before
         its runtime; left to the garbage collector, the order is the instance dict's)."""
-        stream = getattr(self, "stream", None)
-        if stream is not None and getattr(self, "_context", None) is not None:
-            try:
-                stream.synchronize()
-            except Exception as exc:  # noqa: BLE001 - a dead context must not stop the release
-                log.warning("%s: stream synchronize at close failed: %s", self.path, exc)
-        for name in ("_preprocessor", "_context", "_pinned_out", "_pinned_in", "_dev", "stream", "_engine", "_runtime"):
-            if hasattr(self, name):
-                setattr(self, name, None)
+        release_in_order(self, ("_preprocessor", "_context", "_pinned_out", "_pinned_in", "_dev", "stream", "_engine", "_runtime"))
 
     def __del__(self) -> None:
         try:
