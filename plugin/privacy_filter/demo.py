@@ -157,7 +157,8 @@ def run_demo(out_dir: Path, progress: bool = True) -> dict[str, Path]:
     files = {"input": clip}
     for preset in ("cctv", "video-call"):
         out = out_dir / f"{preset}.mp4"
-        plan = plan_from_stream_config(stream_config(str(clip), str(out), preset=preset))
+        # the demo's own folder: a rerun replaces its earlier outputs without a warning
+        plan = plan_from_stream_config(stream_config(str(clip), str(out), preset=preset, overrides={"output": {"overwrite": True}}))
         # video-call segments the whole frame with the model already loaded; cctv builds its own
         # cover engine (NanoDet person detector, pulled on first use, plus the motion layer)
         rep = run_process(str(clip), str(out), plan, segmenter=segmenter if preset == "video-call" else None, progress=progress)
