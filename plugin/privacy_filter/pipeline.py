@@ -119,36 +119,27 @@ class _Reader(threading.Thread):
         self.stop = threading.Event()
         self.stale_dropped = 0
         self.lost_at_stop = 0
-        self._put_ok = False
         self.cpu_s = 0.0
         self._lock = threading.Lock()
 
     def put(self, item: Any) -> None:
-        self._put(item)
-        if self.stop.is_set() and isinstance(item, YuvFrame) and not self._put_ok:
+        if not self._put(item) and isinstance(item, YuvFrame):
             self.lost_at_stop += 1  # decoded, counted in, never queued: a stop came first
 
-    def _put(self, item: Any) -> None:
-        self._put_ok = False
-        if not self.live or isinstance(item, AudioPacket):
-            while not self.stop.is_set():
-                try:
-                    self.q.put(item, timeout=0.2)
-                    self._put_ok = True
-                    return
-                except queue.Full:
-                    continue
-            return
+    def _put(self, item: Any) -> bool:
+        """Queue ``item``; False when a stop came first.  A live source's frame evicts the oldest
+        queued frame rather than wait (audio and other items always wait for a slot)."""
+        evict = self.live and not isinstance(item, AudioPacket)
         while not self.stop.is_set():
-            if self._drop_oldest_frame():
+            if evict and self._drop_oldest_frame():
                 self.stale_dropped += 1  # added to frames_dropped at the end (one writer per counter)
             try:
                 # blocks only when the queue holds no frame to evict (all audio): the consumer frees a slot
                 self.q.put(item, timeout=0.2)
-                self._put_ok = True
-                return
+                return True
             except queue.Full:
                 continue
+        return False
 
     def _drop_oldest_frame(self) -> bool:
         """Evict the oldest queued frame when the queue is full; audio and other items keep their order."""

@@ -254,7 +254,6 @@ class Decoder:
         # and warned about at its end, since FFmpeg's demuxer just reports end-of-file
         self.frames_missing = 0
         self._declared_end_s: float | None = None
-        self._rate: float | None = None
 
     @property
     def bad(self) -> dict[str, int]:
@@ -324,7 +323,6 @@ class Decoder:
             frames = int(round(duration * float(rate)))  # estimate for the progress bar only
         if rate:
             self._frame_step = max(1, int(round(1 / (float(rate) * float(tb)))))
-            self._rate = float(rate)
         if not self.live:
             self._declared_end_s = declared_end(vs, container)
         width, height = cc.width, cc.height
@@ -389,13 +387,12 @@ class Decoder:
 
     def _check_complete(self) -> None:
         """Count and warn when a file ended well before the end its header declares."""
-        if self._declared_end_s is None or self._last_pts is None or not self._rate:
+        video = self.info.video if self.info is not None else None
+        if self._declared_end_s is None or self._last_pts is None or video is None or not video.rate or not video.time_base:
             return
-        tb = self.info.video.time_base if self.info is not None else None
-        if not tb:
-            return
-        reached = float(self._last_pts * tb) + 1 / self._rate  # the end of the last frame shown
-        missing = missing_frames(reached, self._declared_end_s, self._rate)
+        rate = float(video.rate)
+        reached = float(self._last_pts * video.time_base) + 1 / rate  # the end of the last frame shown
+        missing = missing_frames(reached, self._declared_end_s, rate)
         if missing:
             self.frames_missing = missing
             log.warning(
