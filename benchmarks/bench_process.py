@@ -161,6 +161,22 @@ def contenders(args: argparse.Namespace, clip: Path, work: Path) -> dict[str, li
             "--report",
             str(work / f"ours-{preset}.json"),
         ]
+    for config in args.configs:
+        name = Path(config).stem
+        cmds[f"ours:{name}"] = [
+            sys.executable,
+            "-m",
+            "privacy_filter.cli",
+            "process",
+            str(clip),
+            str(work / f"ours-{name}.mp4"),
+            "--config",
+            str(config),
+            "--no-progress",
+            "-y",
+            "--report",
+            str(work / f"ours-{name}.json"),
+        ]
     return cmds
 
 
@@ -171,6 +187,7 @@ def main() -> None:
     ap.add_argument("--work", default=str(REPO / ".bench"))
     ap.add_argument("--fps", type=int, default=None, help="stamp the clip at this frame rate (default: the source's, 10)")
     ap.add_argument("--presets", nargs="+", default=["cctv", "video-call"])
+    ap.add_argument("--configs", nargs="*", default=[], help="also run `process --config FILE` for each, as ours:<file stem> (e.g. configs/cctv-fast.yaml)")
     ap.add_argument("--deface-venv", default=str(REPO / ".bench" / "deface-venv"))
     ap.add_argument("--only", nargs="*", default=None, help="run only these contenders (ffmpeg is always run)")
     ap.add_argument("--json", default=None, help="also write the JSON here")

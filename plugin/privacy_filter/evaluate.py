@@ -13,6 +13,7 @@ a mask whose size differs from its image is resized with nearest-neighbour.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import statistics
 import sys
@@ -297,20 +298,29 @@ def evaluate_video(
     spent = 0.0
     bar = _video_bar(progress, info.video.frames, video)
     try:
-        for item in decoder:
-            if isinstance(item, AudioPacket):
-                continue
+        per_call = stage.frames_per_call(plan.stream_id)
+        group: list[Any] = []
+        frames = (item for item in decoder if not isinstance(item, AudioPacket))
+        for item in itertools.chain(frames, [None]):
+            if item is not None:
+                group.append(item)
+                if len(group) < per_call:
+                    continue
+            if not group:
+                break
             t0 = time.perf_counter()
-            (res,) = stage.process([item])
+            results = stage.process(group)
             spent += time.perf_counter() - t0
-            covered_whole += res.status == "covered"
-            mask = res.mask if res.mask is not None else np.zeros((item.height, item.width), np.uint8)
-            acc.add(item.index, mask)
-            if acc.worst_frame != worst_seen and acc.worst_frame == item.index and res.frame is not None:
-                worst_seen = item.index
-                worst_bgr = _draw_exposed(res.frame, acc.worst_exposed)
+            for frame, res in zip(group, results):
+                covered_whole += res.status == "covered"
+                mask = res.mask if res.mask is not None else np.zeros((frame.height, frame.width), np.uint8)
+                acc.add(frame.index, mask)
+                if acc.worst_frame != worst_seen and acc.worst_frame == frame.index and res.frame is not None:
+                    worst_seen = frame.index
+                    worst_bgr = _draw_exposed(res.frame, acc.worst_exposed)
             if bar is not None:
-                bar.update(1)
+                bar.update(len(group))
+            group = []
     finally:
         if bar is not None:
             bar.close()

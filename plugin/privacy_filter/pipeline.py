@@ -28,7 +28,7 @@ from privacy_filter.io import Sink, Source, open_sink, open_source
 from privacy_filter.io.av_sink import EncodeSettings
 from privacy_filter.media import AudioPacket, SourceInfo
 from privacy_filter.metrics import Board, Counters
-from privacy_filter.stage import FilterStage, StageStream
+from privacy_filter.stage import EngineFailure, FilterStage, StageStream
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +340,26 @@ def run_process(
     failure: BaseException | None = None
     interrupted = False
     stop = _StopRequest()
+    # File streams with the detector on every Nth frame: N frames per engine call, so the frames
+    # between runs get boxes moved between two runs (PersonFinder.frames_per_call); audio packets
+    # read meanwhile wait with them, so the writer still gets everything in order.
+    per_call = stage.frames_per_call(sid)
+    group: list[Any] = []
+
+    def flush() -> None:
+        frames = [g for g in group if isinstance(g, YuvFrame)]
+        probs = stage.segment(frames) if frames else []
+        k = 0
+        while group:  # popped as handed on: a stop in between counts only what was not
+            g = group.pop(0)
+            if isinstance(g, YuvFrame):
+                out_q.put((g, probs if isinstance(probs, EngineFailure) else probs[k : k + 1]))
+                k += 1
+            else:
+                out_q.put(g)
+        if bar is not None and frames:
+            bar.update(len(frames))
+
     try:
         stop.install()
         n = 0
@@ -358,19 +378,26 @@ def run_process(
             if writer.error is not None:
                 break
             if isinstance(item, AudioPacket):
-                out_q.put(item)
                 report.audio_packets += 1
+                if group:
+                    group.append(item)
+                else:
+                    out_q.put(item)
                 continue
-            out_q.put((item, stage.segment([item])))
+            group.append(item)
             n += 1
-            if bar is not None:
-                bar.update(1)
+            if n % per_call == 0:
+                flush()
             if max_frames is not None and n >= max_frames:
                 break
+        flush()  # the end (or a failed source): the frames already read are filtered, not lost
     except KeyboardInterrupt:
         log.warning("interrupted; finishing the output so that it stays playable")
         interrupted = True
     finally:
+        # frames read but not yet filtered when a stop came are lost to the output: counted
+        counters.inc(sid, "frames_dropped", sum(isinstance(g, YuvFrame) for g in group))
+        group.clear()
         stop.uninstall()
         stage_cpu = time.thread_time() - stage_cpu0
         reader.stop.set()

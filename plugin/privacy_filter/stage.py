@@ -87,6 +87,10 @@ class StatefulEngine(Protocol):
         """Frames the stream's state reaches back over."""
         ...
 
+    def frames_per_call(self, stream_id: str) -> int:
+        """Consecutive frames of the stream the engine would like in one call (1: any)."""
+        ...
+
 
 class DeviceLost(RuntimeError):
     """A sticky CUDA error: the context is unusable until the process exits.
@@ -203,6 +207,11 @@ class FilterStage:
         segmented before a mask is again what a run without the loss would have drawn."""
         engine = self.segmenter.state_window(stream_id) if isinstance(self.segmenter, StatefulEngine) else 0
         return max(engine, self._mask_window(stream_id))
+
+    def frames_per_call(self, stream_id: str) -> int:
+        """How many consecutive frames of a file stream a caller should batch per ``segment`` call:
+        the CCTV cover moves boxes between detector runs when a call ends on one."""
+        return max(1, self.segmenter.frames_per_call(stream_id)) if isinstance(self.segmenter, StatefulEngine) else 1
 
     def _mask_window(self, stream_id: str) -> int:
         m = self.streams[stream_id].mask

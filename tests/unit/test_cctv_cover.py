@@ -122,11 +122,13 @@ def test_cover_map_is_motion_or_boxes_or_privacy_minus_exclude_for_motion_only()
 
 
 def test_detector_every_n_frames_reuses_boxes() -> None:
+    """Frames passed one at a time (live): runs on the first frame, then on the last of every N
+    (frames 0, 2, 5), the boxes held in between."""
     det = FixedDetector(np.array([[10, 10, 50, 90, 0.9]], np.float32))
     s = CoverSettings(detector=DetectorConfig(name="test", every=3))
     finder = PersonFinder({"cam": s}, detector=det)
     maps = [finder.infer_yuv([scene(t, person=False)])[0] for t in range(6)]
-    assert det.calls == 2 and all(isinstance(m, np.ndarray) and m[50, 30] == 1.0 for m in maps)
+    assert det.calls == 3 and all(isinstance(m, np.ndarray) and m[50, 30] == 1.0 for m in maps)
 
 
 def test_detector_rate_ties_the_cadence_to_time() -> None:
@@ -137,7 +139,75 @@ def test_detector_rate_ties_the_cadence_to_time() -> None:
     det = FixedDetector(np.array([[10, 10, 50, 90, 0.9]], np.float32))
     finder = PersonFinder({"cam": CoverSettings(detector=d, fps=25.0)}, detector=det)
     maps = [finder.infer_yuv([scene(t, person=False)])[0] for t in range(6)]
-    assert det.calls == 3 and all(isinstance(m, np.ndarray) and m[50, 30] == 1.0 for m in maps)
+    assert det.calls == 4 and all(isinstance(m, np.ndarray) and m[50, 30] == 1.0 for m in maps)  # frames 0, 1, 3, 5
+
+
+class WalkingDetector:
+    """Finds one 20x40 person at x = 20 + 8 t on frame t (the frame's index), and records which frames it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def detect_yuv(self, frames: Sequence[YuvFrame]) -> list[np.ndarray]:
+        self.seen += [f.index for f in frames]
+        return [np.array([[20 + 8 * f.index, 100, 40 + 8 * f.index, 140, 0.9]], np.float32) for f in frames]
+
+
+def test_frames_between_runs_get_boxes_moved_between_the_runs_when_the_call_ends_on_a_run() -> None:
+    """A file stream, detector on every 4th frame, frames passed 4 at a time (``frames_per_call``):
+    each frame between runs is covered where the person is then, not where the last run saw them."""
+    s = CoverSettings(detector=DetectorConfig(name="test", every=4, pad_frac=0.0, head_extra=0.0))
+    det = WalkingDetector()
+    finder = PersonFinder({"cam": s}, detector=det)
+    assert finder.frames_per_call("cam") == 4
+    maps: list = []
+    for start in (0, 4, 8):
+        maps += finder.infer_yuv([YuvFrame.blank(W, H, index=t, stream_id="cam") for t in range(start, start + 4)])
+    assert det.seen == [0, 3, 7, 11]
+    for t in range(12):
+        m = maps[t]
+        assert isinstance(m, np.ndarray)
+        x0, x1 = 20 + 8 * t, 40 + 8 * t  # the person on frame t
+        assert (m[100:140, x0:x1] == 1.0).all(), t
+        # moved, not held: the box never reaches back to where the previous run saw the person
+        # (grown by BETWEEN_GROW of the 32 px move, ~3 px, on each side)
+        if t not in det.seen and t > 3:
+            assert not m[120, : x0 - 5].any(), t
+
+
+def test_a_live_stream_is_not_batched_and_holds_boxes() -> None:
+    s = CoverSettings(detector=DetectorConfig(name="test", every=4), live=True)
+    assert PersonFinder({"cam": s}, detector=WalkingDetector()).frames_per_call("cam") == 1
+    assert PersonFinder({"cam": CoverSettings(detector=DetectorConfig(name="test", every=4))}, detector=WalkingDetector()).frames_per_call("cam") == 4
+    assert PersonFinder({"cam": CoverSettings()}).frames_per_call("cam") == 1  # no detector: nothing to wait for
+
+
+def test_match_people_pairs_by_centre_distance_so_small_fast_people_match() -> None:
+    from privacy_filter.engines.finder import match_people
+
+    before = np.array([[0, 0, 10, 30, 0.9], [100, 0, 110, 30, 0.9], [200, 0, 260, 180, 0.9]], np.float32)
+    # person 0 moved 15 px (more than their width: no overlap), person 1 left, a near person (200)
+    # is not paired with a far one of a third of their height
+    after = np.array([[15, 0, 25, 30, 0.9], [205, 0, 215, 30, 0.9]], np.float32)
+    assert match_people(before, after) == [(0, 0)]
+
+
+def test_between_runs_moves_matched_boxes_and_keeps_unmatched_ones() -> None:
+    from privacy_filter.engines.finder import BETWEEN_GROW, between_runs
+
+    before = np.array([[0, 0, 10, 30, 0.9], [300, 0, 310, 30, 0.9]], np.float32)
+    after = np.array([[20, 0, 30, 30, 0.9], [500, 0, 510, 30, 0.9]], np.float32)
+    out = between_runs(before, after, 0.5)
+    g = BETWEEN_GROW * 20
+    np.testing.assert_allclose(out[0, :4], [10 - g, 0, 20 + g, 30], atol=1e-5)  # halfway, grown by a share of the move
+    assert {tuple(b[:4]) for b in out[1:]} == {(300, 0, 310, 30), (500, 0, 510, 30)}  # one end only: kept as found
+    assert between_runs(np.zeros((0, 5), np.float32), np.zeros((0, 5), np.float32), 0.5).shape == (0, 5)
+
+
+def test_hold_missed_does_not_hold_a_person_who_walked_off_their_box() -> None:
+    old = hold_missed([], np.array([[0, 0, 10, 30, 0.9]], np.float32), 2)
+    moved = np.array([[14, 0, 24, 30, 0.9]], np.float32)  # no overlap with the old box: the same person, moved
+    assert [tuple(b[:4]) for b, _ in hold_missed(old, moved, 2)] == [(14, 0, 24, 30)]
 
 
 def test_stage_covers_learning_frames_whole_and_counts_the_reason() -> None:

@@ -124,6 +124,15 @@ def test_shipped_example_service_config_is_valid(repo_root: Path) -> None:
     assert cfg.streams[0].effect.kind == "fill" and cfg.streams[0].output.audio == "drop"
 
 
+def test_shipped_cctv_fast_config_is_the_preset_with_a_lower_detector_rate(repo_root: Path) -> None:
+    fast = stream_config("in.mp4", "out.mp4", config_path=str(repo_root / "configs/cctv-fast.yaml"))
+    cctv = stream_config("in.mp4", "out.mp4", preset="cctv")
+    assert (fast.detector.rate, cctv.detector.rate) == (5.0, 12.5)
+    assert fast.model_dump(exclude={"detector"}) == cctv.model_dump(exclude={"detector"})
+    assert fast.detector.model_dump(exclude={"rate"}) == cctv.detector.model_dump(exclude={"rate"})
+    assert [fast.detector.every_at(fps) for fps in (7.0, 10.0, 25.0)] == [1, 2, 5]
+
+
 @pytest.mark.parametrize(
     "body, expected",
     [
