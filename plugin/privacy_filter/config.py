@@ -131,7 +131,12 @@ class DetectorConfig(_Strict):
     name: str = Field("none", min_length=1, description="nanodet, none (no detector), a path to a detector .onnx, or a TensorRT engine from `privacy-filter engine build nanodet`")
     long_side: int | None = Field(None, ge=128, le=4096, description="detector input long side in pixels; unset: the source's long side clamped to 512..640")
     score: float = Field(0.2, gt=0.0, lt=1.0, description="person score threshold; 0.2 is privacy-first (0.3 is the balanced point)")
-    every: int = Field(1, ge=1, le=30, description="run the detector on every Nth frame at most; in between, files get boxes moved from one run to the next and live sources the last run's boxes (docs/cctv.md)")
+    every: int = Field(
+        1,
+        ge=1,
+        le=30,
+        description="run the detector on every Nth frame at most; in between, files get boxes moved from one run to the next and live sources the last run's boxes (docs/cctv.md)",
+    )
     rate: float | None = Field(
         None,
         gt=0.0,
