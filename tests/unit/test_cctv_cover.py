@@ -182,6 +182,18 @@ def test_a_live_stream_is_not_batched_and_holds_boxes() -> None:
     assert PersonFinder({"cam": CoverSettings()}).frames_per_call("cam") == 1  # no detector: nothing to wait for
 
 
+def test_the_stage_asks_the_engine_how_many_frames_to_batch() -> None:
+    spec = {"cam": StageStream(effect=EffectConfig(kind="fill"))}
+    finder = PersonFinder({"cam": CoverSettings(detector=DetectorConfig(name="test", every=3))}, detector=WalkingDetector())
+    assert FilterStage(finder, spec).frames_per_call("cam") == 3
+
+    class Plain:  # a segmenter without per-stream state: any batch will do
+        def infer_yuv(self, frames: Sequence[YuvFrame]) -> list[np.ndarray]:
+            return [np.zeros((f.height, f.width), np.float32) for f in frames]
+
+    assert FilterStage(Plain(), spec).frames_per_call("cam") == 1
+
+
 def test_match_people_pairs_by_centre_distance_so_small_fast_people_match() -> None:
     from privacy_filter.engines.finder import match_people
 
