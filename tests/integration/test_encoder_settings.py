@@ -74,3 +74,43 @@ def test_dockerfile_exposes_the_driver_video_libraries(repo_root: Path) -> None:
     text = (repo_root / "Dockerfile").read_text()
     caps = [line for line in text.splitlines() if "NVIDIA_DRIVER_CAPABILITIES" in line and not line.lstrip().startswith("#")]
     assert caps and all("video" in line for line in caps), caps
+
+
+def test_low_memory_merges_x264s_sync_lookahead_into_the_given_parameters() -> None:
+    from privacy_filter.io.av_sink import encoder_options
+
+    assert encoder_options(EncodeSettings()) == {}
+    assert encoder_options(EncodeSettings(low_memory=True)) == {"x264-params": "sync-lookahead=0"}
+    given = EncodeSettings(low_memory=True, options={"x264-params": "aq-mode=2", "profile": "high"})
+    assert encoder_options(given) == {"x264-params": "aq-mode=2:sync-lookahead=0", "profile": "high"}
+    own = EncodeSettings(low_memory=True, options={"x264-params": "sync-lookahead=4"})
+    assert encoder_options(own) == {"x264-params": "sync-lookahead=4"}  # the user's own value wins
+    assert encoder_options(EncodeSettings(codec="h264_nvenc", low_memory=True)) == {}
+    assert stream_config("in.mp4", "out.mp4", preset="cctv").output.low_memory is True
+    assert stream_config("in.mp4", "out.mp4", preset="video-call").output.low_memory is False
+
+
+def test_low_memory_encodes_the_same_bitstream(shared_data: Path, tmp_path: Path) -> None:
+    """x264 with its lookahead in the encoding thread writes the very same packets (frame threading,
+    as for every file output): low_memory changes memory and pace, never the video."""
+    import av
+
+    from privacy_filter.io import open_source
+
+    clip = shared_data / "cctv" / "tud_campus" / "video.mp4"
+    packets = []
+    for low in (False, True):
+        out = tmp_path / f"low-{low}.mp4"
+        src = open_source(str(clip), stream_id="t", audio=False, live=False)
+        info = src.open()
+        enc = Encoder(str(out), info.video, EncodeSettings(low_memory=low, audio="drop"))
+        n = 0
+        for frame in src:
+            enc.write(frame)
+            n += 1
+        enc.close()
+        src.close()
+        with av.open(str(out)) as c:
+            packets.append([bytes(p) for p in c.demux(video=0) if p.size])
+        assert n == 71 and len(packets[-1]) == 71
+    assert packets[0] == packets[1]
