@@ -98,10 +98,11 @@ def encoder_options(s: EncodeSettings) -> dict[str, str]:
 
     Why sync-lookahead=0: with frame threading x264 keeps threads + B-frames extra pictures queued
     for a lookahead thread (12 MB each at 1080p).  Running the lookahead in the encoding thread
-    gives the identical bitstream (checked: tests/integration/test_encoder_settings.py) with ~30 MB
-    less at 1080p; it costs fps only where x264 is the bottleneck (measured 2026-12-05, 1080p,
-    3 interleaved runs: ffmpeg 52.7 -> 46.3 fps, video-call 34.1 -> 29.9; cctv 12.4 -> 13.0, its
-    detector being the bottleneck), hence a per-stream choice that the cctv preset makes.
+    gives the identical bitstream (checked: tests/integration/test_encoder_settings.py) with less
+    memory; it costs fps where x264 is the bottleneck (measured 2026-12-05, 1080p, interleaved runs:
+    plain ffmpeg 319 -> 290 MB but 52.7 -> 46.3 fps, video-call 34.1 -> 29.9 fps; cctv 478 -> 464 MB
+    at 13.0 -> 12.8 fps, its detector being the bottleneck), hence a per-stream choice that the
+    cctv preset makes.
     """
     opts = {k: str(v) for k, v in s.options.items()}
     if s.low_memory and s.codec == "libx264":
