@@ -29,7 +29,6 @@ from privacy_filter.errors import ModelError
 from privacy_filter.gpu.tensorrt.loader import TensorRTUnavailable
 from privacy_filter.gpu.tensorrt.runtime import deserialize, engine_io, engine_source_onnx, open_engine, release_in_order
 from privacy_filter.models.registry import ResolvedDetector
-from privacy_filter.models.specs import DetectorSpec
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +40,7 @@ class TensorRTDetector(DetectorEngine):
         self.path = Path(engine_path)
         trt, cp, info = open_engine(self.path)
         self._cp = cp
-        if not isinstance(info.spec, DetectorSpec):
-            raise ModelError(f"{self.path} is a segmentation engine ({info.spec.name}), not a person detector: give it as --model, not detector.name")
-        super().__init__(info.spec, **options)
+        super().__init__(info.detector_spec(self.path), **options)
         self.info = info
         self._runtime, self._engine = deserialize(trt, self.path)
         io = {t.name: t for t in engine_io(trt, self._engine)}
@@ -149,6 +146,4 @@ def detector_for_engine(path: str | os.PathLike[str], device: str = "cuda", *, t
         if device == "cuda":
             raise
         info, onnx = engine_source_onnx(path, str(exc), warn=device == "auto")
-        if not isinstance(info.spec, DetectorSpec):
-            raise ModelError(f"{path} is a segmentation engine ({info.spec.name}), not a person detector: give it as --model, not detector.name") from None
-        return OrtDetector(ResolvedDetector(info.spec, onnx), device="cpu", threads=threads, **options)
+        return OrtDetector(ResolvedDetector(info.detector_spec(path), onnx), device="cpu", threads=threads, **options)

@@ -164,10 +164,8 @@ class TensorRTSegmenter(Segmenter):
         trt, cp, info = open_engine(self.path)
         _, cpx = import_cupy()
         self._trt, self._cp = trt, cp
-        if not isinstance(info.spec, ModelSpec):
-            raise ModelError(f"{self.path} is a person-detector engine ({info.spec.name}), not a segmentation model: give it as detector.name, not --model")
         self.info = info
-        self.spec = spec or info.spec
+        self.spec = spec or info.segmentation_spec(self.path)
         self._runtime, self._engine = deserialize(trt, self.path)
         self.io = engine_io(trt, self._engine)
         by_name = {t.name: t for t in self.io}
@@ -346,9 +344,7 @@ def _onnx_fallback(path: Path, why: str, warn: bool) -> Segmenter:
     from privacy_filter.models.registry import ResolvedModel
 
     info, onnx = engine_source_onnx(path, why, warn)
-    if not isinstance(info.spec, ModelSpec):
-        raise ModelError(f"{path} is a person-detector engine ({info.spec.name}), not a segmentation model: give it as detector.name, not --model")
-    return OrtSegmenter(ResolvedModel(info.spec, onnx), device="cpu")
+    return OrtSegmenter(ResolvedModel(info.segmentation_spec(path), onnx), device="cpu")
 
 
 def engine_source_onnx(path: Path, why: str, warn: bool) -> tuple[EngineInfo, Path]:

@@ -53,6 +53,18 @@ class EngineInfo:
         """``segmentation`` or ``detector``: what the engine is for, so each path refuses the other's."""
         return "detector" if isinstance(self.spec, DetectorSpec) else "segmentation"
 
+    def segmentation_spec(self, engine: Path) -> ModelSpec:
+        """The spec of a segmentation engine; a detector engine given as a model is refused by name."""
+        if isinstance(self.spec, ModelSpec):
+            return self.spec
+        raise ModelError(f"{engine} is a person-detector engine ({self.spec.name}), not a segmentation model: give it as detector.name, not --model")
+
+    def detector_spec(self, engine: Path) -> DetectorSpec:
+        """The spec of a detector engine; a segmentation engine given as a detector is refused by name."""
+        if isinstance(self.spec, DetectorSpec):
+            return self.spec
+        raise ModelError(f"{engine} is a segmentation engine ({self.spec.name}), not a person detector: give it as --model, not detector.name")
+
     def to_json(self) -> str:
         return json.dumps(
             {
