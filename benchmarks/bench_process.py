@@ -124,26 +124,10 @@ def contenders(args: argparse.Namespace, clip: Path, work: Path) -> dict[str, li
     ffmpeg = shutil.which("ffmpeg")
     if not ffmpeg:
         sys.exit("ffmpeg CLI not found: install it with `apt-get install -y ffmpeg` (the baseline of this benchmark)")
+    transcode = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip), "-an", "-c:v", "libx264", "-preset", PRESET, "-pix_fmt", "yuv420p"]
     cmds = {
-        "ffmpeg": [
-            ffmpeg,
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-i",
-            str(clip),
-            "-an",
-            "-c:v",
-            "libx264",
-            "-preset",
-            PRESET,
-            "-pix_fmt",
-            "yuv420p",
-            str(work / "ffmpeg.mp4"),
-        ],
-        "ffmpeg:low-memory": [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip), "-an", "-c:v", "libx264", "-preset", PRESET]
-        + ["-x264-params", "sync-lookahead=0", "-pix_fmt", "yuv420p", str(work / "ffmpeg-low-memory.mp4")],
+        "ffmpeg": [*transcode, str(work / "ffmpeg.mp4")],
+        "ffmpeg:low-memory": [*transcode, "-x264-params", "sync-lookahead=0", str(work / "ffmpeg-low-memory.mp4")],
         "naive": [sys.executable, str(REPO / "benchmarks" / "naive_pixelate.py"), str(clip), str(work / "naive.mp4"), "--model", nanodet_model(), "--preset", PRESET],
     }
     deface = Path(args.deface_venv) / "bin" / "deface"

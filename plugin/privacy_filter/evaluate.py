@@ -13,7 +13,6 @@ a mask whose size differs from its image is resized with nearest-neighbour.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import statistics
 import sys
@@ -298,16 +297,8 @@ def evaluate_video(
     spent = 0.0
     bar = _video_bar(progress, info.video.frames, video)
     try:
-        per_call = stage.frames_per_call(plan.stream_id)
-        group: list[Any] = []
         frames = (item for item in decoder if not isinstance(item, AudioPacket))
-        for item in itertools.chain(frames, [None]):
-            if item is not None:
-                group.append(item)
-                if len(group) < per_call:
-                    continue
-            if not group:
-                break
+        for group in in_groups(frames, stage.frames_per_call(plan.stream_id)):
             t0 = time.perf_counter()
             results = stage.process(group)
             spent += time.perf_counter() - t0
@@ -320,7 +311,6 @@ def evaluate_video(
                     worst_bgr = _draw_exposed(res.frame, acc.worst_exposed)
             if bar is not None:
                 bar.update(len(group))
-            group = []
     finally:
         if bar is not None:
             bar.close()
@@ -350,6 +340,18 @@ def evaluate_video(
         worst_picture=written,
         settings=_describe_settings(cfg),
     )
+
+
+def in_groups(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    """``items`` in lists of ``n`` (the last may be shorter): a stream's frames as the engine wants them per call."""
+    group: list[Any] = []
+    for item in items:
+        group.append(item)
+        if len(group) == n:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def _describe_settings(cfg: Any) -> str:

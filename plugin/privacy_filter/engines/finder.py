@@ -18,6 +18,7 @@ frames of one stream must arrive in order, which the stage guarantees.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -322,10 +323,10 @@ class PersonFinder:
     def infer_yuv(self, frames: Sequence[YuvFrame]) -> list[np.ndarray | CoverWhole]:
         states = [self._state(f) for f in frames]
         numbers: list[int] = []  # each frame's index in its stream
-        seen: dict[int, int] = {}
+        seen: Counter[int] = Counter()
         for st in states:
-            numbers.append(st.frames + seen.get(id(st), 0))
-            seen[id(st)] = seen.get(id(st), 0) + 1
+            numbers.append(st.frames + seen[id(st)])
+            seen[id(st)] += 1
         due = [i for i, st in enumerate(states) if st.settings.detector.enabled and st.due(numbers[i])]
         found: dict[int, np.ndarray] = {}
         if due:
