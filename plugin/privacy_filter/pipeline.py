@@ -324,6 +324,7 @@ def run_process(
         raise
     if masks:
         masks.start()
+    trim_heap()
 
     # Short queues: each item holds a decoded frame (3 MB at 1080p) and the stage's pace is even
     # enough (measured 1080p cctv: peak RSS -14 MB from 8 to 3, CPU and fps within noise).
@@ -483,24 +484,51 @@ class _StopRequest:
         self.requested = True  # the loop logs it and closes the output
 
 
-def bound_heap() -> bool:
-    """Two glibc malloc arenas instead of up to 8 per core: less memory held in per-thread heaps.
+#: ``low_memory``: heap blocks this large or larger are mapped on their own and returned at free
+#: (glibc's M_MMAP_THRESHOLD); a 1080p I420 picture is 3.1 MB, its Y plane alone 2.07 MB.
+FRAME_MMAP_THRESHOLD = 2_500_000
+
+
+def bound_heap(low_memory: bool = False) -> bool:
+    """Two glibc malloc arenas instead of up to 8 per core: less memory held in per-thread heaps;
+    with ``low_memory`` (the stream's ``output.low_memory``), whole pictures mapped on their own.
 
     Why: a process run allocates and frees frame-sized buffers (maps, masks, effect pictures) on
     a dozen threads (decode, stage, encode, effect helper, x264's and FFmpeg's), and each thread
     that mallocs gets its own arena whose freed blocks stay resident.  Measured on a 100-frame
-    1080p ``--preset cctv`` run: peak RSS 530 → 503 MB, same CPU.  A fixed 256 KB mmap threshold
-    on top saved ~25-45 MB more but cost ~1.3 s of system time per 100 frames (each frame-sized
-    buffer mapped and zeroed anew), so it is not set.  Process-wide, so only the CLI calls it;
+    1080p ``--preset cctv`` run: peak RSS 530 → 503 MB, same CPU.
+
+    ``low_memory``: every decoded picture is copied once (the effect draws into it, and frame
+    threading shares the decoder's), and those 3.1 MB blocks, freed on another thread, fragment the
+    heap.  Above ``FRAME_MMAP_THRESHOLD`` they are mapped and unmapped instead.  Measured on the
+    1080p cctv benchmark clip with one x264 thread, interleaved runs (2026-12-05): peak RSS 426 →
+    393-400 MB, for ~0.5-1.0 s more system time per 150 frames (each picture's pages zeroed
+    anew).  A 256 KB threshold had saved about as much but cost ~1.3 s per 100 frames (every
+    plane and map mapped), and 4 MB saves nothing.  Process-wide, so only the CLI calls it;
     False where this is not glibc.
     """
     import ctypes
 
     try:
-        m_arena_max = -8
-        return bool(ctypes.CDLL("libc.so.6").mallopt(m_arena_max, 2))
+        libc = ctypes.CDLL("libc.so.6")
+        m_arena_max, m_mmap_threshold = -8, -3
+        if low_memory and not libc.mallopt(m_mmap_threshold, FRAME_MMAP_THRESHOLD):
+            return False
+        return bool(libc.mallopt(m_arena_max, 2))
     except (OSError, AttributeError):
         return False
+
+
+def trim_heap() -> None:
+    """Return the heap's free pages to the system (glibc ``malloc_trim``), e.g. after setup, whose
+    model load and first pass free tens of MB that the frame loop would otherwise never see back
+    as free pages.  Best effort; nothing where this is not glibc."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def build_cover_engine(plan: ProcessPlan, source: str, info: SourceInfo, live: bool, device: str, detector: Any = None) -> Any:

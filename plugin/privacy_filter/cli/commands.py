@@ -112,8 +112,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     # Parallelism here comes from the decode/stage/encode threads (and FFmpeg's own); OpenCV's
     # worker pool on top only adds hand-offs and spinning (measured: -17 % CPU, -15 % wall at 1080p).
     cv2.setNumThreads(1)
-    bound_heap()
     plan = build_plan(args)
+    bound_heap(low_memory=plan.encode.low_memory)
     # Everything imported so far (NumPy, PyAV, pydantic, ...) lives until exit: keep it out of
     # the cyclic GC, whose passes over it (and the final one at exit) cost ~0.2 s per run
     # (measured 1.21 → 1.01 s for a 3-frame clip; a sizeable part of a short file's run).

