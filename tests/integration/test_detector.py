@@ -174,3 +174,43 @@ def test_tiles_find_the_people_of_an_upscaled_frame(nanodet_onnx: Path, penn) ->
     base = _recall(dict(zip(names, plain.detect_yuv([i420_frame(b) for b in big]), strict=True)), {n: gt[n] * 2 for n in names})
     print(f"\n2x upscaled pennfudan at long side 320: recall {recall:.3f} with tiles, {base:.3f} without")
     assert recall >= 0.9 and recall >= base
+
+
+def test_normalisation_plane_by_plane_equals_the_numpy_formula(penn) -> None:
+    """The OpenCV normalisation writes exactly ``(bgr - mean) / std`` as CHW into the top-left of the
+    input, and leaves the pad as it was (zero: the mean colour after normalisation)."""
+    from privacy_filter.engines.detector import _normalise_into
+
+    images, _ = penn
+    bgr = cv2.resize(images["FudanPed00001"], (416, 300))
+    mean, inv_std = NANODET.normalisation_arrays()
+    out = np.zeros((3, 320, 416), np.float32)
+    _normalise_into(bgr, out, mean, inv_std)
+    expected = ((bgr.astype(np.float32) - mean) * inv_std).transpose(2, 0, 1)
+    np.testing.assert_array_equal(out[:, :300, :], expected)
+    assert not out[:, 300:, :].any()
+
+
+def test_reused_input_batch_is_zeroed_and_per_thread(detector: OrtDetector, penn) -> None:
+    """The input batch is reused per thread; a frame with a shorter picture in the same padded
+    shape must not see the previous frame's rows in its pad: its boxes equal a fresh engine's."""
+    import threading
+
+    images, _ = penn
+    a = detector._batch_buffer((1, 3, 64, 64))
+    a.fill(1.0)
+    b = detector._batch_buffer((1, 3, 64, 64))
+    assert b is a and not b.any()
+    other: list[np.ndarray] = []
+    t = threading.Thread(target=lambda: other.append(detector._batch_buffer((1, 3, 64, 64))))
+    t.start()
+    t.join()
+    assert other[0] is not a
+    img = images["FudanPed00002"]
+    tall = i420_frame(cv2.resize(img, (1920, 1100)))  # 640x366 in a 640x384 input
+    wide = i420_frame(cv2.resize(img, (1920, 1080)))  # 640x360 in the same input shape
+    detector.detect_yuv([tall])
+    after = detector.detect_yuv([wide])[0]
+    fresh = create_detector(f"nanodet:{detector.onnx_path}", "cpu", threads=1).detect_yuv([wide])[0]
+    assert len(after)
+    np.testing.assert_array_equal(after, fresh)
