@@ -502,8 +502,8 @@ def bound_heap(low_memory: bool = False) -> bool:
     threading shares the decoder's), and those 3.1 MB blocks, freed on another thread, fragment the
     heap.  Above ``FRAME_MMAP_THRESHOLD`` they are mapped and unmapped instead.  Measured on the
     1080p cctv benchmark clip with one x264 thread, interleaved runs (2026-12-05): peak RSS 426 →
-    393-400 MB, for ~0.5-1.0 s more system time per 150 frames (each picture's pages zeroed
-    anew).  A 256 KB threshold had saved about as much but cost ~1.3 s per 100 frames (every
+    393-400 MB; system time ~0.7 s per 150 frames (0.5-0.7 before) once the detector's input
+    batch was reused and the trim threshold set as below.  A 256 KB threshold had saved about as much but cost ~1.3 s per 100 frames (every
     plane and map mapped), and 4 MB saves nothing.  Process-wide, so only the CLI calls it;
     False where this is not glibc.
     """
