@@ -326,10 +326,13 @@ def run_process(
         masks.start()
     trim_heap()
 
-    # Short queues: each item holds a decoded frame (3 MB at 1080p) and the stage's pace is even
-    # enough (measured 1080p cctv: peak RSS -14 MB from 8 to 3, CPU and fps within noise).
-    in_q: queue.Queue[Any] = queue.Queue(maxsize=3 if not decoder.live else 4)
-    out_q: queue.Queue[Any] = queue.Queue(maxsize=3)
+    # Short queues: each item holds a decoded frame (3 MB at 1080p), and a file waits for us anyway.
+    # Measured 1080p cctv: peak RSS -14 MB from 8 to 3; from 3 to 1, -6 MB on the 10 fps bench clip
+    # and -13 MB at 25 fps, where the detector runs on every 2nd frame and the encoder sets the pace
+    # so every queue is full (3 interleaved runs each, 2026-12-05), fps within noise.  Live sources
+    # keep slack for network jitter.
+    in_q: queue.Queue[Any] = queue.Queue(maxsize=1 if not decoder.live else 4)
+    out_q: queue.Queue[Any] = queue.Queue(maxsize=1 if not decoder.live else 3)
     reader = _Reader(decoder, in_q, decoder.live, counters, sid)
     writer = _Writer(encoder, out_q, stage, masks)
     bar = _progress(progress, info, source)
