@@ -16,16 +16,17 @@ default CRF, no audio):
 
 Runs are interleaved (every contender once, then again ...) and medians reported.  For each run:
 wall seconds (process start to exit), CPU ms per frame (user + sys of the process tree), peak
-RSS (``wait4``), and for ours the CPU seconds of each thread and the frame loop's own seconds
-(``process --report``): the fps without the setup (imports, model load, the motion layer's first
-pass), shown beside but never instead of the wall-clock ratios.
+RSS (GNU time's ``%M`` when installed, see ``timed``), and for ours the CPU seconds of each
+thread and the frame loop's own seconds (``process --report``): the fps without the setup
+(imports, model load, the motion layer's first pass), shown beside but never instead of the
+wall-clock ratios.
 
 The shared data has no 1080p clip with people, so one is made (and cached in ``--work``):
 frames of one-by-one-person-detection.mp4 from 10 s on, upscaled to 1920x1080 with swscale and
 encoded with libx264 (medium, crf 23), keeping the source timestamps (10 fps; ``--fps 25``
 stamps the same frames at 25 fps, as most cameras record).
 
-Needs the ffmpeg CLI.  ``--deface-venv DIR`` (default ``.bench/deface-venv``) must hold
+Needs the ffmpeg CLI, and GNU time (``apt-get install time``) for exact peak RSS.  ``--deface-venv DIR`` (default ``.bench/deface-venv``) must hold
 ``bin/deface`` (``python -m venv DIR && DIR/bin/pip install deface``); without it deface is
 skipped and says so.
 
@@ -41,6 +42,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -101,18 +103,34 @@ def count_frames(path: Path) -> int:
         return sum(1 for _ in c.demux(s) if _.size)
 
 
+GNU_TIME = Path("/usr/bin/time")
+
+
 def timed(cmd: list[str]) -> dict[str, float]:
-    """Wall seconds, CPU seconds (user + sys) and peak RSS (MB) of one run of ``cmd``."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _, status, ru = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    dt = time.perf_counter() - t
-    if proc.returncode:
-        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
-    return {"wall_s": dt, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss / 1024}
+    """Wall seconds, CPU seconds (user + sys) and peak RSS (MB) of one run of ``cmd``.
+
+    The peak RSS is taken by GNU time (``%M``) when it is installed, not from this script's
+    ``wait4``: Linux carries a process's high-water mark across ``exec``, so a child's
+    ``ru_maxrss`` starts at this script's own peak, which after making the clip was ~405 MB and
+    showed ffmpeg at 405 instead of ~320.  GNU time's child is forked from a small process.
+    """
+    rss_file = tempfile.NamedTemporaryFile("r", suffix=".rss", delete=False)
+    rss_file.close()
+    argv = [str(GNU_TIME), "-f", "%M", "-o", rss_file.name, *cmd] if GNU_TIME.exists() else cmd
+    try:
+        t = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        _, status, ru = os.wait4(proc.pid, 0)  # CPU: the child's and its waited-for descendants'
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        dt = time.perf_counter() - t
+        if proc.returncode:
+            sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
+        kb = int(Path(rss_file.name).read_text().split()[-1]) if GNU_TIME.exists() else ru.ru_maxrss
+    finally:
+        os.unlink(rss_file.name)
+    return {"wall_s": dt, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mb": kb / 1024}
 
 
 def nanodet_model() -> str:
