@@ -506,9 +506,9 @@ def bound_heap(low_memory: bool = False) -> bool:
     heap.  Above ``FRAME_MMAP_THRESHOLD`` they are mapped and unmapped instead.  Measured on the
     1080p cctv benchmark clip with one x264 thread, interleaved runs (2026-12-05): peak RSS 426 →
     393-400 MB; system time ~0.7 s per 150 frames (0.5-0.7 before) once the detector's input
-    batch was reused and the trim threshold set as below.  A 256 KB threshold had saved about as much but cost ~1.3 s per 100 frames (every
-    plane and map mapped), and 4 MB saves nothing.  Process-wide, so only the CLI calls it;
-    False where this is not glibc.
+    batch was reused and the trim threshold set as below.  A 256 KB threshold had saved about as
+    much but cost ~1.3 s per 100 frames (every plane and map mapped), and 4 MB saves nothing.
+    Process-wide, so only the CLI calls it; False where this is not glibc.
     """
     import ctypes
 
@@ -519,9 +519,10 @@ def bound_heap(low_memory: bool = False) -> bool:
         # mmap threshold, its own rule): without that, the heap's top is returned and faulted in
         # again around every sub-threshold block (measured: 0.5 -> 5 ms for the detector's
         # normalisation, whose three 0.9 MB planes sit there).
-        if low_memory and not (libc.mallopt(m_mmap_threshold, FRAME_MMAP_THRESHOLD) and libc.mallopt(m_trim_threshold, 2 * FRAME_MMAP_THRESHOLD)):
-            return False
-        return bool(libc.mallopt(m_arena_max, 2))
+        ok = bool(libc.mallopt(m_arena_max, 2))
+        if low_memory:
+            ok = bool(libc.mallopt(m_mmap_threshold, FRAME_MMAP_THRESHOLD) and libc.mallopt(m_trim_threshold, 2 * FRAME_MMAP_THRESHOLD)) and ok
+        return ok
     except (OSError, AttributeError):
         return False
 

@@ -118,8 +118,9 @@ def encoder_threads(s: EncodeSettings) -> int:
     peak RSS -38 MB (median 464 -> 426) at the same wall time, because the detector, not x264, sets
     the pace there.  The video is not the same bitstream as a threaded encode but the same
     settings: 1,720,972 vs 1,720,785 bytes and 50.388 vs 50.388 dB PSNR (ffmpeg, 150 frames).
-    Where x264 is the bottleneck (a plain transcode, the video-call preset) it would cost up to
-    ~15 % fps, hence a per-stream choice that the cctv preset makes.
+    Where x264 is the bottleneck (a plain transcode, the video-call preset) it costs up to ~30 %
+    fps (benchmarks/bench_process.py: ffmpeg 52.4 -> 37.1 fps), hence a per-stream choice that the
+    cctv preset makes.
     """
     if s.threads:
         return s.threads
