@@ -26,9 +26,9 @@ frames of one-by-one-person-detection.mp4 from 10 s on, upscaled to 1920x1080 wi
 encoded with libx264 (medium, crf 23), keeping the source timestamps (10 fps; ``--fps 25``
 stamps the same frames at 25 fps, as most cameras record).
 
-Needs the ffmpeg CLI, and GNU time (``apt-get install time``) for exact peak RSS.  ``--deface-venv DIR`` (default ``.bench/deface-venv``) must hold
-``bin/deface`` (``python -m venv DIR && DIR/bin/pip install deface``); without it deface is
-skipped and says so.
+Needs the ffmpeg CLI, and GNU time (``apt-get install time``) for exact peak RSS.
+``--deface-venv DIR`` (default ``.bench/deface-venv``) must hold ``bin/deface`` (``python -m
+venv DIR && DIR/bin/pip install deface``); without it deface is skipped and says so.
 
     python benchmarks/bench_process.py [--repeats 3] [--frames 300] [--work .bench]
 """
@@ -114,10 +114,10 @@ def timed(cmd: list[str]) -> dict[str, float]:
     ``ru_maxrss`` starts at this script's own peak, which after making the clip was ~405 MB and
     showed ffmpeg at 405 instead of ~320.  GNU time's child is forked from a small process.
     """
-    rss_file = tempfile.NamedTemporaryFile("r", suffix=".rss", delete=False)
-    rss_file.close()
-    argv = [str(GNU_TIME), "-f", "%M", "-o", rss_file.name, *cmd] if GNU_TIME.exists() else cmd
-    try:
+    with tempfile.TemporaryDirectory() as tmp:
+        rss_file = Path(tmp) / "rss"
+        gnu_time = GNU_TIME.exists()
+        argv = [str(GNU_TIME), "-f", "%M", "-o", str(rss_file), *cmd] if gnu_time else cmd
         t = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assert proc.stderr is not None
@@ -127,9 +127,7 @@ def timed(cmd: list[str]) -> dict[str, float]:
         dt = time.perf_counter() - t
         if proc.returncode:
             sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
-        kb = int(Path(rss_file.name).read_text().split()[-1]) if GNU_TIME.exists() else ru.ru_maxrss
-    finally:
-        os.unlink(rss_file.name)
+        kb = int(rss_file.read_text().split()[-1]) if gnu_time else ru.ru_maxrss
     return {"wall_s": dt, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mb": kb / 1024}
 
 

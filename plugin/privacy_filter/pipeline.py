@@ -324,7 +324,6 @@ def run_process(
         raise
     if masks:
         masks.start()
-    trim_heap()
 
     # Short queues: each item holds a decoded frame (3 MB at 1080p), and a file waits for us anyway.
     # Measured 1080p cctv: peak RSS -14 MB from 8 to 3; from 3 to 1, -6 MB on the 10 fps bench clip
@@ -525,18 +524,6 @@ def bound_heap(low_memory: bool = False) -> bool:
         return ok
     except (OSError, AttributeError):
         return False
-
-
-def trim_heap() -> None:
-    """Return the heap's free pages to the system (glibc ``malloc_trim``), e.g. after setup, whose
-    model load and first pass free tens of MB that the frame loop would otherwise never see back
-    as free pages.  Best effort; nothing where this is not glibc."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def build_cover_engine(plan: ProcessPlan, source: str, info: SourceInfo, live: bool, device: str, detector: Any = None) -> Any:
