@@ -682,3 +682,51 @@ def test_an_image_sequence_is_a_source_and_a_missing_one_is_named(tmp_path: Path
     assert [Fraction(f.pts) * f.time_base for f in frames] == [Fraction(i, 25) for i in range(12)]
     with pytest.raises(SourceError, match=r"no file of the image sequence .*nope%03d\.png"):
         Decoder(str(tmp_path / "nope%03d.png")).open()
+
+
+# --------------------------------------------------------------------------- the first pass's samples
+
+
+def _index_clip(path: Path, frames: int, keyint: int) -> Path:
+    """Flat grey pictures whose level encodes their index (16 + 2 i), keyframes every ``keyint``."""
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.options = {"g": str(keyint), "keyint_min": str(keyint), "sc_threshold": "0", "crf": "10"}
+        for i in range(frames):
+            planes = np.full((72, 64), 128, np.uint8)  # I420: Y rows, then U and V
+            planes[:48] = 16 + 2 * i
+            f = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+            f.pts = i
+            for pkt in s.encode(f):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    return path
+
+
+@pytest.mark.parametrize("keyint", [10, 3, 1000])
+def test_first_pass_takes_one_frame_from_each_slot_of_the_file(tmp_path: Path, keyint: int) -> None:
+    """One sample per equal slot of the duration, in order, whatever the keyframe spacing (dense
+    keyframes: seeks; one keyframe: decoding on instead of seeking back each time)."""
+    from privacy_filter.io.av_source import sample_lumas
+
+    frames, n = 100, 10
+    clip = _index_clip(tmp_path / f"c{keyint}.mp4", frames, keyint)
+    got = [round((float(y.mean()) - 16) / 2) for y in sample_lumas(str(clip), n)]
+    slot = frames // n
+    assert len(got) == n and all(k * slot <= i < (k + 1) * slot for k, i in enumerate(got)), got
+
+
+def test_first_pass_spreads_over_a_stream_that_starts_late_and_seeks_inexactly(tmp_path: Path) -> None:
+    """MPEG-TS: the stream starts after 0 and a seek lands on the keyframe *after* its target.
+    Slots are counted from the stream's start; the samples stay distinct, in order and spread
+    over the file (each seek lands at most a keyframe interval late)."""
+    from privacy_filter.io.av_source import sample_lumas
+
+    clip = _index_clip(tmp_path / "c.ts", 100, 10)
+    with av.open(str(clip)) as c:
+        assert c.streams.video[0].start_time > 0  # the case under test
+    got = [round((float(y.mean()) - 16) / 2) for y in sample_lumas(str(clip), 10)]
+    assert len(got) >= 7 and got == sorted(got) and len(set(got)) == len(got), got
+    assert got[0] <= 30 and got[-1] >= 80, got
