@@ -74,19 +74,18 @@ def create_detector(
     from).  See ``engines.detector.DetectorEngine`` for ``long_side`` ('auto' = clamp(source long
     side, 512, 640)), ``tiles`` and the threshold.
     """
-    from privacy_filter.engines.detector import MAX_BATCH, OrtDetector
+    from privacy_filter.engines.detector import DetectorOptions, OrtDetector
     from privacy_filter.gpu.tensorrt.sidecar import is_engine_path
 
+    options: DetectorOptions = {"long_side": long_side, "score_threshold": score_threshold, "tiles": tiles, "tile_size": tile_size}
+    if max_batch:  # unset: the engine's own (TensorRT: up to its profile; ONNX Runtime's CPU provider: 1)
+        options["max_batch"] = max_batch
     if isinstance(model, str) and is_engine_path(model):
         from privacy_filter.gpu.tensorrt.detector import detector_for_engine
 
-        return detector_for_engine(
-            model, device, long_side=long_side, score_threshold=score_threshold, tiles=tiles, tile_size=tile_size, max_batch=max_batch or MAX_BATCH, threads=threads
-        )
+        return detector_for_engine(model, device, threads=threads, **options)
     resolved = model if isinstance(model, ResolvedDetector) else resolve_detector(model)
-    return OrtDetector(
-        resolved, device=device, long_side=long_side, score_threshold=score_threshold, tiles=tiles, tile_size=tile_size, max_batch=max_batch or MAX_BATCH, threads=threads
-    )
+    return OrtDetector(resolved, device=device, threads=threads, **options)
 
 
 def create_stream_effect(effect: EffectConfig, mask: MaskConfig, device: str = "cpu", runtime: Any = None) -> StreamEffect:

@@ -105,6 +105,26 @@ def test_batch_of_two_equals_two_single_runs(nanodet_onnx: Path, shared_data: Pa
             np.testing.assert_allclose(t[k : k + 1], s, atol=1e-5)
 
 
+def test_cpu_detector_runs_one_picture_at_a_time_with_the_same_boxes(nanodet_onnx: Path, shared_data: Path) -> None:
+    """ONNX Runtime's CPU provider gets one picture per run by default (a batch's activations
+    stay in its arena; engines.detector.CPU_MAX_BATCH); frames given together still get exactly
+    the boxes of a batched run, and an explicit max_batch is honoured."""
+    frames = [i420_frame(f) for f in video_frames(shared_data / "cctv" / "pets09_s2l1" / "video.mp4", [10, 150, 290])]
+    one = create_detector(f"nanodet:{nanodet_onnx}", "cpu", threads=1)
+    many = create_detector(f"nanodet:{nanodet_onnx}", "cpu", threads=1, max_batch=4)
+    assert isinstance(one, OrtDetector) and isinstance(many, OrtDetector)
+    assert (one.max_batch, many.max_batch) == (1, 4)
+    sizes: dict[str, list[int]] = {"one": [], "many": []}
+    for name, det in (("one", one), ("many", many)):
+        run = det.run
+        det.run = lambda batch, run=run, name=name: sizes[name].append(len(batch)) or run(batch)  # type: ignore[method-assign]
+    got_one, got_many = one.detect_yuv(frames), many.detect_yuv(frames)
+    assert sizes == {"one": [1, 1, 1], "many": [3]}
+    assert sum(len(b) for b in got_one) >= 3, "PETS frames full of people: nobody found?"
+    for a, b in zip(got_one, got_many, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
 def test_models_list_and_resolve(model_cache: Path, nanodet_onnx: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("PRIVACY_FILTER_CACHE_DIR", str(model_cache))
     assert main(["models", "list"]) == 0
