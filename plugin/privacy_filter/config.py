@@ -143,6 +143,13 @@ class DetectorConfig(_Strict):
         le=240.0,
         description="detector runs per second of video: on sources faster than this the detector runs on every Nth frame, N = max(every, floor(fps / rate)); unset: every Nth frame, N = every",
     )
+    file_every: int = Field(
+        1,
+        ge=1,
+        le=30,
+        description="file sources, whose boxes between runs are moved from one run to the next: the detector on every Nth frame at least, as long as that leaves min_rate runs per second (docs/cctv.md)",
+    )
+    min_rate: float = Field(3.5, gt=0.0, le=240.0, description="file_every never leaves fewer detector runs per second than this")
     hold_missed: int = Field(2, ge=0, le=30, description="keep a box that the next detector runs do not find again for this many runs")
     pad_frac: float = Field(0.01, ge=0.0, le=0.25, description="grow each box on every side by this fraction of the frame height")
     head_extra: float = Field(0.10, ge=0.0, le=1.0, description="grow each box upwards by this fraction of its own height (detector boxes often end low at the head)")
@@ -151,11 +158,18 @@ class DetectorConfig(_Strict):
     def enabled(self) -> bool:
         return self.name.lower() != "none"
 
-    def every_at(self, fps: float) -> int:
-        """Frames between detector runs for a source of ``fps``: ``max(every, floor(fps / rate))``."""
-        if self.rate is None or fps <= 0:
-            return self.every
-        return max(self.every, int(fps / self.rate + 1e-9))
+    def every_at(self, fps: float, moved: bool = False) -> int:
+        """Frames between detector runs for a source of ``fps``: ``max(every, floor(fps / rate))``.
+
+        ``moved``: the frames between runs get boxes moved from one run to the next (files whose
+        frames are filtered in groups, ``PersonFinder.frames_per_call``), which keeps people
+        covered over longer gaps than boxes held still: then at least every ``file_every``th
+        frame, unless that leaves fewer than ``min_rate`` runs per second.
+        """
+        n = self.every if self.rate is None or fps <= 0 else max(self.every, int(fps / self.rate + 1e-9))
+        if moved and fps > 0 and self.file_every > n:
+            n = max(n, min(self.file_every, int(fps / self.min_rate + 1e-9)))
+        return n
 
 
 class MotionConfig(_Strict):

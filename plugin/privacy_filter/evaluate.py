@@ -358,7 +358,7 @@ def _describe_settings(cfg: Any) -> str:
     if not cfg.uses_cover_engine():
         return f"model {cfg.model} (full frame)"
     d, m = cfg.detector, cfg.motion
-    every = f"every {d.every}" + (f", rate {d.rate}/s" if d.rate is not None else "")
+    every = f"every {d.every}" + (f", rate {d.rate}/s" if d.rate is not None else "") + (f", files every {d.file_every} down to {d.min_rate}/s" if d.file_every > 1 else "")
     det = f"detector {d.name} score {d.score} {every}" if d.enabled else "no detector"
     return f"{det}, cover {cfg.cover}, motion {'on' if m.enabled else 'off'}, {len(cfg.zones)} zones"
 

@@ -536,7 +536,8 @@ def build_cover_engine(plan: ProcessPlan, source: str, info: SourceInfo, live: b
     from privacy_filter.engines.finder import CoverSettings
 
     rate = info.video.rate
-    settings = CoverSettings.from_config(plan.cover, live=live, fps=float(rate) if rate else 25.0)
+    # grouped: process and eval-video pass a file's frames in groups of frames_per_call
+    settings = CoverSettings.from_config(plan.cover, live=live, fps=float(rate) if rate else 25.0, grouped=not live)
     engine = create_cover_engine({plan.stream_id: settings}, model=plan.model, device=device, detector=detector, threads=plan.detector_threads)
     m = settings.motion
     if m.enabled and m.first_pass and not live and os.path.isfile(source):

@@ -4,6 +4,7 @@ and the stage's handling of frames covered whole on purpose.  Synthetic frames o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -140,6 +141,28 @@ def test_detector_rate_ties_the_cadence_to_time() -> None:
     finder = PersonFinder({"cam": CoverSettings(detector=d, fps=25.0)}, detector=det)
     maps = [finder.infer_yuv([scene(t, person=False)])[0] for t in range(6)]
     assert det.calls == 4 and all(isinstance(m, np.ndarray) and m[50, 30] == 1.0 for m in maps)  # frames 0, 1, 3, 5
+
+
+def test_file_every_applies_only_where_boxes_are_moved_and_keeps_a_minimum_rate() -> None:
+    """The preset's file cadence: every 2nd frame at least for files filtered in groups (boxes
+    moved between runs), never below 3.5 runs per second; live sources and ungrouped callers (the
+    service) hold boxes, so they keep the time rule alone."""
+    d = DetectorConfig(name="test", rate=12.5, file_every=2, min_rate=3.5)
+    fps = (5.0, 6.9, 7.0, 10.0, 25.0, 50.0)
+    assert [d.every_at(f, moved=True) for f in fps] == [1, 1, 2, 2, 2, 4]
+    assert [d.every_at(f) for f in fps] == [1, 1, 1, 1, 2, 4]
+    assert DetectorConfig(name="test", file_every=3, min_rate=2.0).every_at(30.0, moved=True) == 3  # no rate: file_every, bounded by min_rate
+    assert DetectorConfig(name="test", file_every=3, min_rate=10.0).every_at(25.0, moved=True) == 2
+    grouped = CoverSettings.from_config(SimpleNamespace(detector=d), live=False, fps=10.0, grouped=True)
+    live = CoverSettings.from_config(SimpleNamespace(detector=d), live=True, fps=10.0, grouped=True)
+    service = CoverSettings.from_config(SimpleNamespace(detector=d), live=False, fps=10.0)
+    assert (grouped.detector_every, live.detector_every, service.detector_every) == (2, 1, 1)
+    det = WalkingDetector()
+    finder = PersonFinder({"cam": grouped}, detector=det)
+    assert finder.frames_per_call("cam") == 2
+    for start in range(0, 6, 2):
+        finder.infer_yuv([YuvFrame.blank(W, H, index=t, stream_id="cam") for t in range(start, start + 2)])
+    assert det.seen == [0, 1, 3, 5]
 
 
 class WalkingDetector:

@@ -60,9 +60,12 @@ class CoverSettings:
     live: bool = False
     fps: float = 25.0
     max_grid_height: int = 1080  # grid height when motion is off (stills: the image's own, up to this)
+    # The caller passes the stream's frames in groups of ``frames_per_call`` (process and
+    # eval-video do for files; the service does not), so boxes between runs are moved, not held.
+    grouped: bool = False
 
     @classmethod
-    def from_config(cls, cfg: object, *, live: bool, fps: float = 25.0) -> CoverSettings:
+    def from_config(cls, cfg: object, *, live: bool, fps: float = 25.0, grouped: bool = False) -> CoverSettings:
         """From a ``StreamConfig`` (detector, motion, zones, cover)."""
         return cls(
             detector=getattr(cfg, "detector", DetectorConfig()),
@@ -71,7 +74,13 @@ class CoverSettings:
             cover=str(getattr(cfg, "cover", "box")),
             live=live,
             fps=fps,
+            grouped=grouped and not live,
         )
+
+    @property
+    def detector_every(self) -> int:
+        """Frames between detector runs on this stream (``DetectorConfig.every_at``)."""
+        return self.detector.every_at(self.fps, moved=self.grouped)
 
 
 # ------------------------------------------------------------------------------------------ boxes
@@ -258,7 +267,7 @@ class _Stream:
     def due(self, n: int) -> bool:
         """The detector runs on the stream's first frame and then on every Nth frame's last,
         n = N-1, 2N-1, ...: so a call of N frames from frame 0 on ends on a run (``frames_per_call``)."""
-        every = self.settings.detector.every_at(self.settings.fps)
+        every = self.settings.detector_every
         return n == 0 or (n + 1) % every == 0
 
     def boxes(self) -> np.ndarray:
@@ -296,7 +305,7 @@ class PersonFinder:
         s = self._streams[stream_id].settings
         window = 0
         if s.detector.enabled:
-            window = max(window, (s.detector.hold_missed + 1) * s.detector.every_at(s.fps))
+            window = max(window, (s.detector.hold_missed + 1) * s.detector_every)
         if s.motion.enabled:
             window = max(window, s.motion.hold_frames + 1)
         return window
@@ -318,7 +327,7 @@ class PersonFinder:
         held box, not from an interpolated one.  Live sources get 1 (no added latency; boxes held).
         """
         s = self._streams[stream_id].settings
-        return s.detector.every_at(s.fps) if s.detector.enabled and not s.live else 1
+        return s.detector_every if s.detector.enabled and not s.live else 1
 
     def infer_yuv(self, frames: Sequence[YuvFrame]) -> list[np.ndarray | CoverWhole]:
         states = [self._state(f) for f in frames]
