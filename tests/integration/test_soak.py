@@ -1,6 +1,7 @@
 """Issue 12's soak bar, CI-sized: ``privacy-filter run`` with a live UDP stream (cctv, real people)
-and a paced generated stream (video-call) for 75 s. No process's RSS grows by 10 % or more after
-the warm-up, nothing restarts, both streams keep producing, and SIGTERM ends it with exit 0.
+and a paced generated stream (video-call) for 90 s. No process's RSS grows by 10 % or more after
+the 40 s warm-up (a loaded CI machine once reached the stage's steady ~225 MB only after 25 s:
+205 -> 226 MB, where runs here are at 224 MB by then and grow ~1 %), nothing restarts, both streams keep producing, and SIGTERM ends it with exit 0.
 
 The 10-minute run is ``benchmarks/soak.py``; both use tests/support/soak.py.
 """
@@ -27,7 +28,7 @@ def test_two_streams_one_live_udp_hold_their_memory(shared_data: Path, tmp_path:
     if shutil.which("ffmpeg") is None:
         pytest.skip("the ffmpeg CLI sends the live UDP stream; install ffmpeg")
     clip = shared_data / "videos" / "one-by-one-person-detection.mp4"
-    r = run_soak(tmp_path, clip, seconds=75, warmup_s=25, every_s=1.0)
+    r = run_soak(tmp_path, clip, seconds=90, warmup_s=40, every_s=1.0)
     assert r["ran_to_the_end"] and r["exit_code"] == 0, r["stderr_tail"]
     roles = set(r["processes"])
     assert {"supervisor", "stage", "decode:udp", "encode:udp", "decode:gen", "encode:gen"} <= roles, roles
@@ -37,7 +38,7 @@ def test_two_streams_one_live_udp_hold_their_memory(shared_data: Path, tmp_path:
         assert p["growth_pct"] < 10, (role, p)
     udp, gen = r["streams"]["udp"], r["streams"]["gen"]
     assert udp["worker_restarts"] == gen["worker_restarts"] == 0
-    assert udp["frames_out"] >= 300, udp  # 10 fps for 75 s, less start-up and counted drops
+    assert udp["frames_out"] >= 300, udp  # 10 fps for 90 s, less start-up and counted drops
     assert gen["frames_out"] >= 1000, gen  # 25 fps, paced in real time
     # a clean stop: each stream ends its output and says so (SIGTERM ends live streams as finished)
     assert "stream udp: finished:" in r["stdout"] and "stream gen: finished:" in r["stdout"], r["stdout"]
