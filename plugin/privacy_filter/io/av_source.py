@@ -615,15 +615,15 @@ def sample_lumas(url: str, n: int, reduce: Callable[[np.ndarray], np.ndarray] | 
         last = float("-inf")  # time of the last sample taken
         for k in range(n):
             lo, hi = start + k * slot, start + (k + 1) * slot
-            landed = sequential
-            if not sequential:
+            just_sought = not sequential
+            if just_sought:
                 # the last keyframe before the slot's end (not one at its end: the next slot's)
                 container.seek(max(0, int(hi / tb) - 1), stream=stream, backward=True, any_frame=False)
                 frames = container.decode(stream)
             for frame in frames:
                 t = float(frame.pts * tb) if frame.pts is not None else None
-                if not landed:
-                    landed = True
+                if just_sought:
+                    just_sought = False
                     if t is not None and t <= last:
                         # The seek went back past a sample already taken: keyframes are sparser
                         # than the slots (a one-keyframe file would be decoded from its start for
