@@ -176,7 +176,12 @@ class MotionConfig(_Strict):
     """Cover whatever moves against a learned background (docs/cctv.md, "Motion")."""
 
     enabled: bool = Field(False, description="run the motion layer")
-    height: int = Field(240, ge=60, le=1080, description="processing height in pixels (never above the source's); also the cover map's height")
+    height: int | None = Field(
+        None,
+        ge=60,
+        le=1080,
+        description="processing height in pixels (never above the source's), also the cover map's; null: half the source's height, within 240..540",
+    )
     threshold: float = Field(18.0, gt=0.0, le=255.0, description="foreground if |luma - background| > threshold")
     open_px: int = Field(3, ge=0, le=15, description="opening kernel in processing pixels: drops noise specks")
     dilate_frac: float = Field(0.02, ge=0.0, le=0.25, description="grow the foreground by this fraction of the height")

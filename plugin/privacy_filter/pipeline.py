@@ -541,11 +541,10 @@ def build_cover_engine(plan: ProcessPlan, source: str, info: SourceInfo, live: b
     engine = create_cover_engine({plan.stream_id: settings}, model=plan.model, device=device, detector=detector, threads=plan.detector_threads)
     m = settings.motion
     if m.enabled and m.first_pass and not live and os.path.isfile(source):
-        from privacy_filter.engines.motion import grid_size, reduce_luma
+        from privacy_filter.engines.motion import to_grid
         from privacy_filter.io.av_source import sample_lumas
 
-        grid = grid_size(info.video.width, info.video.height, m.height)
-        lumas = sample_lumas(source, m.first_pass_samples, reduce=lambda y: reduce_luma(y, grid).copy())
+        lumas = sample_lumas(source, m.first_pass_samples, reduce=to_grid(m.height))
         if lumas:
             engine.prime(plan.stream_id, lumas)
         else:

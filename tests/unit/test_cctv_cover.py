@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from privacy_filter.config import DetectorConfig, EffectConfig, MaskConfig, MotionConfig, ZoneConfig
 from privacy_filter.engines.finder import CoverSettings, PersonFinder, hold_missed, pad_boxes
-from privacy_filter.engines.motion import MotionLayer, grid_size
+from privacy_filter.engines.motion import MotionLayer, grid_size, median_background
 from privacy_filter.engines.zones import zone_masks
 from privacy_filter.frames import CoverWhole, YuvFrame
 from privacy_filter.stage import FilterStage, StageStream
@@ -35,6 +36,25 @@ def motion(**kw: float) -> MotionConfig:
 def test_grid_size_keeps_aspect_and_never_upscales() -> None:
     assert grid_size(1920, 1080, 240) == (427, 240)
     assert grid_size(320, 180, 240) == (320, 180)
+
+
+@pytest.mark.parametrize(
+    ("size", "grid"),
+    [((1920, 1080), (960, 540)), ((1280, 720), (640, 360)), ((640, 480), (320, 240)), ((480, 360), (320, 240)), ((3840, 2160), (960, 540)), ((320, 180), (320, 180))],
+)
+def test_unset_grid_height_is_half_the_source_within_240_and_540(size: tuple[int, int], grid: tuple[int, int]) -> None:
+    assert grid_size(*size, None) == grid
+    assert MotionConfig().height is None  # the default, and the cctv preset's
+
+
+@pytest.mark.parametrize("count", [25, 24, 1])
+def test_median_background_in_row_bands_equals_the_stacked_median(count: int) -> None:
+    """25 samples of a 960x540 grid take 21 bands of 1 MB; odd, even and single counts."""
+    rng = np.random.default_rng(count)
+    lumas = [rng.integers(0, 256, (540, 960), np.uint8) for _ in range(count)]
+    got = median_background(lumas)
+    assert got.dtype == np.uint8 and got.shape == (540, 960)
+    assert np.array_equal(got, np.median(np.stack(lumas), axis=0).astype(np.uint8))
 
 
 def test_live_source_covers_whole_while_learning_then_finds_the_mover() -> None:
@@ -120,6 +140,24 @@ def test_cover_map_is_motion_or_boxes_or_privacy_minus_exclude_for_motion_only()
     f.y[20:40, 20:40] = 250
     (m2,) = finder.infer_yuv([f])
     assert isinstance(m2, np.ndarray) and m2[30, 30] == 0.0
+
+
+def test_a_file_keeps_its_first_pass_background_across_a_size_change() -> None:
+    """Only the first pass's median is kept; a new frame size gets it resized, not a learning
+    period (a file has no live start to learn at) and no ghost of the old size."""
+    s = CoverSettings(detector=DetectorConfig(name="none"), motion=motion(hold_frames=0))
+    finder = PersonFinder({"cam": s})
+    finder.prime("cam", [scene(t, person=t % 2 == 0).y for t in range(0, 50, 2)])  # a person in half the samples: a median, not a mean
+    (m,) = finder.infer_yuv([scene(0)])
+    assert isinstance(m, np.ndarray) and m[120, 30] == 1.0 and m[20, 300] == 0.0
+    big = YuvFrame.blank(2 * W, 2 * H, index=1, stream_id="cam")
+    big.y[...] = 100  # the same empty scene at twice the size ...
+    big.y[300:380, 400:440] = 220  # ... with one person
+    (m2,) = finder.infer_yuv([big])
+    assert isinstance(m2, np.ndarray), m2  # not CoverWhole("learning")
+    gh, gw = m2.shape
+    assert m2[gh * 340 // 480, gw * 420 // 640] == 1.0
+    assert m2[gh // 12, gw * 600 // 640] == 0.0 and m2[gh // 2, gw // 10] == 0.0
 
 
 def test_detector_every_n_frames_reuses_boxes() -> None:

@@ -63,6 +63,15 @@ def test_quantize_rounds_half_up_at_every_level_boundary() -> None:
     assert np.array_equal(quantize(m, sanitized=True), R.quantize_ref(m))
 
 
+@pytest.mark.parametrize("shape", [(540, 960), (2160, 3840), (1, 1), (3, 200_000)])
+def test_quantize_in_row_bands_equals_the_whole_map_at_once(shape: tuple[int, int]) -> None:
+    """quantize works over bands of rows (a 1 MB float64 copy at a time): every band, the last
+    partial one and a single row wider than a band must give the reference's values."""
+    m = np.random.default_rng(7).random(shape, dtype=np.float32)
+    m.flat[:: max(1, m.size // 97)] = np.float32(0.5 / 255)  # a boundary value in many bands
+    assert np.array_equal(quantize(m, sanitized=True), R.quantize_ref(m))
+
+
 @pytest.mark.parametrize(("t", "t8"), [(0.0, 0), (0.2, 51), (0.5, 128), (0.7, 179), (1.0, 255)])
 def test_threshold8(t: float, t8: int) -> None:
     assert threshold8(t) == t8 == R.threshold8_ref(t)

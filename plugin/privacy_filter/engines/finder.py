@@ -7,9 +7,10 @@ and any exception here makes the stage cover the frame whole (fail closed).  A f
 layer cannot judge yet (learning, global change) comes back as ``CoverWhole(reason)``, which the
 stage covers, counts and logs once.
 
-Maps are float32 0/1 on a reduced grid (the motion height, 240 px by default; the frame's own
-size when motion is off, e.g. stills): boxes are rounded outwards to whole grid cells, so a grid
-cell never covers less than the box, and the effect's bilinear upsampling stays cheap.
+Maps are float32 0/1 on a reduced grid (the motion height: by default half the source's, within
+240..540 px; the frame's own size when motion is off, e.g. stills): boxes are rounded outwards to
+whole grid cells, so a grid cell never covers less than the box, and the effect's bilinear
+upsampling stays cheap.
 
 Per-stream state (motion model, held boxes, detector cadence) is keyed by ``frame.stream_id``;
 frames of one stream must arrive in order, which the stage guarantees.
@@ -27,7 +28,7 @@ import numpy as np
 
 from privacy_filter.config import DetectorConfig, MotionConfig, ZoneConfig
 from privacy_filter.engines.detector import Detector
-from privacy_filter.engines.motion import MotionLayer, grid_size
+from privacy_filter.engines.motion import MotionLayer, grid_size, median_background
 from privacy_filter.engines.zones import ZoneMasks, zone_masks
 from privacy_filter.frames import CoverWhole, YuvFrame, chroma_size
 
@@ -262,7 +263,7 @@ class _Stream:
     held: list[tuple[np.ndarray, int]] = field(default_factory=list)
     frames: int = 0
     last_run: int = -1  # the stream's frame index of the last detector run
-    primer: list[np.ndarray] | None = None
+    primer: np.ndarray | None = None  # the first pass's median background, kept for a size change
 
     def due(self, n: int) -> bool:
         """The detector runs on the stream's first frame and then on every Nth frame's last,
@@ -313,9 +314,11 @@ class PersonFinder:
     def prime(self, stream_id: str, lumas: Sequence[np.ndarray]) -> None:
         """File sources: the motion background from Y planes sampled across the file (no learning period)."""
         st = self._streams[stream_id]
-        st.primer = [np.asarray(y) for y in lumas]
+        # only the median is kept: 25 samples held for the stream's life were 13 MB at a 540 px grid
+        # (52 MB for the service's full-size planes), and a size change only needs it resized
+        st.primer = median_background([np.asarray(y) for y in lumas])
         if st.motion is not None:
-            st.motion.prime(st.primer)
+            st.motion.prime_background(st.primer)
 
     # -------------------------------------------------------------------------------------
     def frames_per_call(self, stream_id: str) -> int:
@@ -402,8 +405,8 @@ class PersonFinder:
             st.last_run = -1
             if s.motion.enabled:
                 st.motion = MotionLayer(frame.width, frame.height, s.fps, s.motion, live=s.live)
-                if st.primer and not s.live and s.motion.first_pass:
-                    st.motion.prime(st.primer)
+                if st.primer is not None and not s.live and s.motion.first_pass:
+                    st.motion.prime_background(st.primer)
         return st
 
     def _cover_map(self, frame: YuvFrame, st: _Stream, boxes: np.ndarray) -> np.ndarray | CoverWhole:

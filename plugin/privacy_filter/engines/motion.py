@@ -5,7 +5,7 @@ motion misses people who stand still (they are learned into the background), whi
 detector covers.  Their union is what commercial CCTV privacy products ship.
 
 Choice (measured on the dev clips, docs/cctv.md): a running median of the luma at a reduced
-height (240 px) beat a running average, MOG2 and KNN in the fused result at lower cost;
+height (240 px there) beat a running average, MOG2 and KNN in the fused result at lower cost;
 |Y − background| > 18, a 3 px opening against noise, dilation by 2 % of the height, and the last
 2 frames' foreground kept (it lags a walking person).
 
@@ -19,7 +19,7 @@ it (``prime``), so its first seconds are not covered whole.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -27,10 +27,28 @@ import numpy as np
 from privacy_filter.config import MotionConfig
 
 MEDIAN_LEN = 15  # frames in the running-median buffer, spread over history_s
+AUTO_HEIGHT = (240, 540)  # an unset grid height: half the source's, within these bounds
+MEDIAN_BAND_BYTES = 1 << 20  # the median is taken over row bands of about this many bytes
 
 
-def grid_size(width: int, height: int, grid_height: int) -> tuple[int, int]:
-    """(w, h) of the reduced grid: ``grid_height`` (never above the source's), aspect kept."""
+def auto_height(source_height: int) -> int:
+    """The grid height when none is configured: half the source's, at least 240, at most 540.
+
+    Why half: on a wide 1080p view of people 50-130 px tall, a 240 px grid (4.5 source pixels a
+    cell) shrinks a person to a few cells that the 3-cell opening erases, and its coarse cells
+    cover a small head only partly; at 540 the same view went from 57 to 66 of 66 people never
+    exposed (docs/cctv.md).  At least 240: the dev clips (360 and 480 px) were tuned there.
+    At most 540: beyond it the grid costs time and memory and a 4K view's people are twice as
+    many pixels tall as the same view's at 1080p.
+    """
+    lo, hi = AUTO_HEIGHT
+    return min(hi, max(lo, source_height // 2))
+
+
+def grid_size(width: int, height: int, grid_height: int | None) -> tuple[int, int]:
+    """(w, h) of the reduced grid: ``grid_height`` (None: ``auto_height``; never above the source's), aspect kept."""
+    if grid_height is None:
+        grid_height = auto_height(height)
     h = max(1, min(grid_height, height))
     return max(1, int(round(width * h / height))), h
 
@@ -40,6 +58,16 @@ def reduce_luma(y: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (y.shape[1], y.shape[0]) == size:
         return np.ascontiguousarray(y)
     return cv2.resize(y, size, interpolation=cv2.INTER_AREA)
+
+
+def to_grid(grid_height: int | None) -> Callable[[np.ndarray], np.ndarray]:
+    """A first pass's ``reduce``: each sampled Y plane to its own copy on the motion grid, so the
+    samples held until the median is taken are grid-sized, not frame-sized (1080p: 0.5 vs 2 MB each)."""
+
+    def reduce(y: np.ndarray) -> np.ndarray:
+        return reduce_luma(y, grid_size(y.shape[1], y.shape[0], grid_height)).copy()
+
+    return reduce
 
 
 def clean_foreground(fg: np.ndarray, open_px: int, dilate_px: int) -> np.ndarray:
@@ -54,8 +82,17 @@ def clean_foreground(fg: np.ndarray, open_px: int, dilate_px: int) -> np.ndarray
 
 
 def median_background(lumas: Sequence[np.ndarray]) -> np.ndarray:
-    """Per-pixel median: an empty-scene estimate when people move across the samples."""
-    return np.median(np.stack(lumas), axis=0).astype(np.uint8)
+    """Per-pixel median: an empty-scene estimate when people move across the samples.
+
+    Taken over bands of rows: stacking 25 whole 960x540 samples and sorting a copy cost ~30 MB
+    at once, which the heap then keeps for the rest of the run (peak RSS +18 MB at 1080p).
+    """
+    first = lumas[0]
+    out = np.empty(first.shape, np.uint8)
+    rows = max(1, MEDIAN_BAND_BYTES // max(1, first[:1].nbytes * len(lumas)))
+    for r in range(0, first.shape[0], rows):
+        out[r : r + rows] = np.median(np.stack([y[r : r + rows] for y in lumas]), axis=0)
+    return out
 
 
 class RunningMedian:
@@ -119,7 +156,11 @@ class MotionLayer:
         process happened to see) makes a restarted stage draw exactly the cover an uninterrupted
         one draws, once its short hold window has refilled.  A global change still relearns.
         """
-        self.model.seed(median_background([reduce_luma(y, self.size) for y in lumas]), frozen=True)
+        self.prime_background(median_background([reduce_luma(y, self.size) for y in lumas]))
+
+    def prime_background(self, background: np.ndarray) -> None:
+        """``prime`` from a median already taken (at any size: it is area-resized to the grid)."""
+        self.model.seed(reduce_luma(background, self.size), frozen=True)
         self.whole_until = 0
         self.primed = True
 

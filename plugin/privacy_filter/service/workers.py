@@ -382,6 +382,7 @@ def _load_cover_engine(cfgs: dict[str, Any], model: str, device: str) -> Any:
     try:
         from privacy_filter.backends import create_cover_engine
         from privacy_filter.engines.finder import CoverSettings
+        from privacy_filter.engines.motion import to_grid
         from privacy_filter.io.av_source import frame_rate, sample_lumas
 
         files = {sid: _file_source(c) for sid, c in cfgs.items()}
@@ -394,7 +395,7 @@ def _load_cover_engine(cfgs: dict[str, Any], model: str, device: str) -> Any:
     for sid, url in files.items():
         m = settings[sid].motion
         if url is not None and m.enabled and m.first_pass:
-            lumas = sample_lumas(url, m.first_pass_samples)
+            lumas = sample_lumas(url, m.first_pass_samples, reduce=to_grid(m.height))
             if lumas:
                 engine.prime(sid, lumas)
             else:
