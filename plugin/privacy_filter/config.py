@@ -180,7 +180,7 @@ class MotionConfig(_Strict):
         None,
         ge=60,
         le=1080,
-        description="processing height in pixels (never above the source's), also the cover map's; null: half the source's height, within 240..540",
+        description="processing height in pixels (never above the source's), also the cover map's; null: 540 for sources of 720 rows or more, else 240",
     )
     threshold: float = Field(18.0, gt=0.0, le=255.0, description="foreground if |luma - background| > threshold")
     open_px: int = Field(3, ge=0, le=15, description="opening kernel in processing pixels: drops noise specks")

@@ -4,7 +4,8 @@ The shared data has no 1080p CCTV clip with ground truth, so one is made: PETS (
 tiled into 1920x1080, each copy scaled by ``scale`` and started ``STAGGER`` frames after the one
 before (so the copies differ), black bars filling the rest.  Its ground truth is PETS's, moved
 and scaled with each copy.  At ``scale=1.3334`` (3x2 copies of 640x480) people are 49-128 px
-tall in the 1080p frame, as on a wide elevated view; at 1.0 (4x3 copies) 37-96 px.
+tall in the 1080p frame, as on a wide elevated view; at 1.0 (4x3 copies) 37-96 px.  ``height=720``
+scales the composed frames (area filter) and the boxes to 1280x720: the same view from a 720p camera.
 
 Used by the CCTV coverage test and ``benchmarks/cctv_wide_view.py``.
 """
@@ -31,7 +32,7 @@ def i420_planes(frame: np.ndarray, w: int, h: int) -> tuple[np.ndarray, np.ndarr
     return yuv[:h], rest[:q].reshape(h // 2, w // 2), rest[q:].reshape(h // 2, w // 2)
 
 
-def make_wide_view(pets: Path, video: Path, scale: float, frames: int | None = None) -> Path:
+def make_wide_view(pets: Path, video: Path, scale: float, frames: int | None = None, height: int = H) -> Path:
     """Write ``video`` (H.264, crf 18) and ``video.csv`` (``frame,person_id,x,y,w,h,visibility``);
     ``frames``: only the first this many (default: all 300).  Kept when both already exist."""
     gt = video.with_suffix(".csv")
@@ -45,9 +46,10 @@ def make_wide_view(pets: Path, video: Path, scale: float, frames: int | None = N
     cols, rows = W // tw, H // th
     y0 = (H - rows * th) // 4 * 2  # even: chroma rows line up
     copies = [(k, *divmod(k, cols)) for k in range(cols * rows)]
+    zoom = height / H
     with av.open(str(video), "w") as out:
         s = out.add_stream("libx264", rate=7)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.width, s.height, s.pix_fmt = int(round(W * zoom)) // 2 * 2, height, "yuv420p"
         s.options = {"crf": "18", "preset": "veryfast", "bf": "0"}
         for t in range(count):
             y = np.full((H, W), 16, np.uint8)
@@ -60,6 +62,8 @@ def make_wide_view(pets: Path, video: Path, scale: float, frames: int | None = N
                 u[top // 2 : (top + th) // 2, left // 2 : (left + tw) // 2] = pu
                 v[top // 2 : (top + th) // 2, left // 2 : (left + tw) // 2] = pv
             frame = av.VideoFrame.from_ndarray(np.concatenate([y, u.reshape(-1, W), v.reshape(-1, W)]), format="yuv420p")
+            if height != H:
+                frame = frame.reformat(width=s.width, height=height, interpolation="AREA")
             for p in s.encode(frame):
                 out.mux(p)
         for p in s.encode():
@@ -75,5 +79,6 @@ def make_wide_view(pets: Path, video: Path, scale: float, frames: int | None = N
             for k, r, c in copies:
                 for row in by_frame.get((t + STAGGER * k) % n, []):
                     x, yy, bw, bh = (float(row[f]) * tw / sw if f in "xw" else float(row[f]) * th / sh for f in ("x", "y", "w", "h"))
-                    wr.writerow([t, 1000 * k + int(row["person_id"]), round(x + c * tw, 1), round(yy + y0 + r * th, 1), round(bw, 1), round(bh, 1), -1])
+                    box = (x + c * tw, yy + y0 + r * th, bw, bh)
+                    wr.writerow([t, 1000 * k + int(row["person_id"]), *(round(b * zoom, 1) for b in box), -1])
     return video

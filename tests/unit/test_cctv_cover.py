@@ -40,9 +40,18 @@ def test_grid_size_keeps_aspect_and_never_upscales() -> None:
 
 @pytest.mark.parametrize(
     ("size", "grid"),
-    [((1920, 1080), (960, 540)), ((1280, 720), (640, 360)), ((640, 480), (320, 240)), ((480, 360), (320, 240)), ((3840, 2160), (960, 540)), ((320, 180), (320, 180))],
+    [
+        ((1920, 1080), (960, 540)),
+        ((1280, 720), (960, 540)),
+        ((3840, 2160), (960, 540)),
+        ((1280, 719), (427, 240)),
+        ((1024, 576), (427, 240)),
+        ((640, 480), (320, 240)),
+        ((480, 360), (320, 240)),
+        ((320, 180), (320, 180)),
+    ],
 )
-def test_unset_grid_height_is_half_the_source_within_240_and_540(size: tuple[int, int], grid: tuple[int, int]) -> None:
+def test_unset_grid_height_is_540_rows_from_720p_up_else_240(size: tuple[int, int], grid: tuple[int, int]) -> None:
     assert grid_size(*size, None) == grid
     assert MotionConfig().height is None  # the default, and the cctv preset's
 

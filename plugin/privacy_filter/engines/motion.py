@@ -27,22 +27,23 @@ import numpy as np
 from privacy_filter.config import MotionConfig
 
 MEDIAN_LEN = 15  # frames in the running-median buffer, spread over history_s
-AUTO_HEIGHT = (240, 540)  # an unset grid height: half the source's, within these bounds
+SD_GRID, HD_GRID, HD_FROM = 240, 540, 720  # an unset grid height: 540 rows from 720-row sources up, else 240
 MEDIAN_BAND_BYTES = 1 << 20  # the median is taken over row bands of about this many bytes
 
 
 def auto_height(source_height: int) -> int:
-    """The grid height when none is configured: half the source's, at least 240, at most 540.
+    """The grid height when none is configured: 540 rows for HD sources (720 rows or more), 240
+    for smaller ones.
 
-    Why half: on a wide 1080p view of people 50-130 px tall, a 240 px grid (4.5 source pixels a
-    cell) shrinks a person to a few cells that the 3-cell opening erases, and its coarse cells
-    cover a small head only partly; at 540 the same view went from 57 to 66 of 66 people never
-    exposed (docs/cctv.md).  At least 240: the dev clips (360 and 480 px) were tuned there.
-    At most 540: beyond it the grid costs time and memory and a 4K view's people are twice as
-    many pixels tall as the same view's at 1080p.
+    Why rows, not a share of the source: what the layer needs is enough cells per person.  On a
+    wide view of people 5-12 % of the frame height, a 240-row grid makes a person 11-28 cells
+    tall, which the 3-cell opening thins away and whose coarse cells cover a small head only
+    partly.  On such a view 9 of 66 people were exposed at least once at 240 rows and none at
+    540, at 1080p and at 720p alike (at 720p, 360 rows still left 10 exposed).  Why 240 below
+    720: the SD dev clips (360 and 480 rows) were tuned there and meet every bar; a full 480-row
+    grid put TUD's false cover over 0.10 (docs/cctv.md, "Motion grid").
     """
-    lo, hi = AUTO_HEIGHT
-    return min(hi, max(lo, source_height // 2))
+    return HD_GRID if source_height >= HD_FROM else SD_GRID
 
 
 def grid_size(width: int, height: int, grid_height: int | None) -> tuple[int, int]:
