@@ -4,13 +4,13 @@ The shared data has no 1080p CCTV clip with ground truth, so one is made (and ca
 by ``tests/support/wide_view.py``: PETS 2009 S2L1 (480x360, 7 fps, 300 frames) tiled into
 1920x1080, each copy scaled by ``--scale`` and time-staggered, its ground truth moved with it.
 At ``--scale 1.3334`` (3x2 copies of 640x480) people are 49-128 px tall in a 1080p frame, as on
-a wide elevated view; at 1.0 (4x3 copies) 37-96 px.
+a wide elevated view; at 1.0 (4x3 copies) 37-96 px.  ``--height 720``: the same view from a 720p camera.
 
 Each ``--long-sides`` entry runs ``eval-video`` (``evaluate_video``) with the cctv preset and the
 detector at that input long side (``auto`` = the preset's rule: 640 at 1080p); prints JSON and a
 table with the stage's ms per frame of the whole evaluation.
 
-    python benchmarks/cctv_wide_view.py [--scale 1.3334] [--long-sides auto 768 960] [--work .bench]
+    python benchmarks/cctv_wide_view.py [--scale 1.3334] [--height 1080] [--long-sides auto 768 960] [--work .bench]
 """
 
 from __future__ import annotations
@@ -38,13 +38,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.3334, help="size of each PETS copy (1.3334: 640x480, 3x2 copies)")
     ap.add_argument("--long-sides", nargs="+", default=["auto", "768", "960"], help="detector input long sides ('auto': the preset's rule)")
+    ap.add_argument("--height", type=int, default=1080, help="output height (1080, or e.g. 720: the composed frames scaled down)")
     ap.add_argument("--work", default=str(REPO / ".bench"))
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if not PETS.is_dir():
         sys.exit(f"PETS 2009 clip not found: {PETS} (set PRIVACY_FILTER_SHARED)")
-    video = make_wide_view(PETS, work / f"pets-wide-{args.scale:g}.mp4", args.scale)
+    name = f"pets-wide-{args.scale:g}" + ("" if args.height == 1080 else f"-{args.height}p")
+    video = make_wide_view(PETS, work / f"{name}.mp4", args.scale, height=args.height)
     rows = []
     for ls in args.long_sides:
         long_side: int | str = "auto" if ls == "auto" else int(ls)

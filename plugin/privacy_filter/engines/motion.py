@@ -39,7 +39,7 @@ def auto_height(source_height: int) -> int:
     wide view of people 5-12 % of the frame height, a 240-row grid makes a person 11-28 cells
     tall, which the 3-cell opening thins away and whose coarse cells cover a small head only
     partly.  On such a view 9 of 66 people were exposed at least once at 240 rows and none at
-    540, at 1080p and at 720p alike (at 720p, 360 rows still left 10 exposed).  Why 240 below
+    540, at 1080p and at 720p alike (at 720p, 360 rows still left 8 exposed).  Why 240 below
     720: the SD dev clips (360 and 480 rows) were tuned there and meet every bar; a full 480-row
     grid put TUD's false cover over 0.10 (docs/cctv.md, "Motion grid").
     """
