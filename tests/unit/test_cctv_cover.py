@@ -11,7 +11,7 @@ import pytest
 
 from privacy_filter.config import DetectorConfig, EffectConfig, MaskConfig, MotionConfig, ZoneConfig
 from privacy_filter.engines.finder import CoverSettings, PersonFinder, hold_missed, pad_boxes
-from privacy_filter.engines.motion import MotionLayer, grid_size, median_background
+from privacy_filter.engines.motion import MotionLayer, RunningMedian, grid_size, median_background
 from privacy_filter.engines.zones import zone_masks
 from privacy_filter.frames import CoverWhole, YuvFrame
 from privacy_filter.stage import FilterStage, StageStream
@@ -64,6 +64,27 @@ def test_median_background_in_row_bands_equals_the_stacked_median(count: int) ->
     got = median_background(lumas)
     assert got.dtype == np.uint8 and got.shape == (540, 960)
     assert np.array_equal(got, np.median(np.stack(lumas), axis=0).astype(np.uint8))
+
+
+def test_running_median_is_worked_out_in_bands_and_swapped_in_whole() -> None:
+    """A live background's new median is spread over the frames until the next sample (a band of
+    ceil(h / every) rows each), then replaces the old one at once: never half old, half new."""
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (40, 30), np.uint8) for _ in range(12)]
+    rm = RunningMedian(history=4 * 15)  # a sample every 4th frame
+    assert rm.every == 4
+    seen = []
+    for f in frames:
+        rm.foreground(f, 18.0)
+        assert rm.background is not None
+        seen.append(rm.background.copy())
+    # seen[k] is the background after frame k + 1; samples at frames 4 and 8 (k = 3, 7), each
+    # worked out over 4 calls (bands of 10 rows) and swapped in at the 4th
+    two = np.median(np.stack([frames[0], frames[3]]), axis=0).astype(np.uint8)
+    three = np.median(np.stack([frames[0], frames[3], frames[7]]), axis=0).astype(np.uint8)
+    assert all(np.array_equal(seen[k], frames[0]) for k in range(6))
+    assert all(np.array_equal(seen[k], two) for k in range(6, 10))
+    assert np.array_equal(seen[10], three) and np.array_equal(seen[11], three)
 
 
 def test_live_source_covers_whole_while_learning_then_finds_the_mover() -> None:

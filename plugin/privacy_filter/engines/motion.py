@@ -97,7 +97,14 @@ def median_background(lumas: Sequence[np.ndarray]) -> np.ndarray:
 
 
 class RunningMedian:
-    """Background = median of ``MEDIAN_LEN`` frames sampled evenly over ``history`` frames."""
+    """Background = median of ``MEDIAN_LEN`` frames sampled evenly over ``history`` frames.
+
+    Each new sample's median is worked out over the ``every`` frames until the next sample, a
+    band of rows per frame, and swapped in whole when done: taken at once it cost 120 ms on one
+    frame of a 1080p live stream's 960x540 grid (27 ms at 240 rows) every ``every`` frames (1.3 s
+    at 25 fps), a stall for a live stage; in bands it is ~4 ms a frame.  The background thus
+    trails the newest sample by up to ``every`` frames, against a ``history`` of 15 times that.
+    """
 
     def __init__(self, history: int) -> None:
         self.every = max(1, history // MEDIAN_LEN)
@@ -105,6 +112,9 @@ class RunningMedian:
         self.background: np.ndarray | None = None
         self.n = 0
         self.frozen = False
+        self._samples: list[np.ndarray] | None = None  # the buffer whose median is being worked out
+        self._next: np.ndarray | None = None  # that median, filled a band of rows at a time
+        self._row = 0
 
     def seed(self, background: np.ndarray, *, frozen: bool = False) -> None:
         """Start from ``background``; ``frozen``: keep it (a file's first-pass median) instead of learning."""
@@ -113,6 +123,7 @@ class RunningMedian:
         self.background = background
         self.n = 0
         self.frozen = frozen
+        self._samples = self._next = None
 
     def foreground(self, luma: np.ndarray, threshold: float) -> np.ndarray:
         """This frame's foreground (uint8 0/255) against the current background; then learn from it."""
@@ -122,9 +133,22 @@ class RunningMedian:
         fg = cv2.threshold(cv2.absdiff(luma, self.background), threshold, 255, cv2.THRESH_BINARY)[1]
         self.n += 1
         if not self.frozen and self.n % self.every == 0:
+            self._advance(None)  # the last sample's median, if not done yet (not with bands of ceil(h / every))
             self.buf.append(luma.copy())
-            self.background = median_background(list(self.buf))
+            self._samples, self._next, self._row = list(self.buf), np.empty_like(luma), 0
+        self._advance(-(-luma.shape[0] // self.every))
         return fg
+
+    def _advance(self, rows: int | None) -> None:
+        """Work out ``rows`` more rows (None: the rest) of the pending median; swap it in when complete."""
+        if self._samples is None or self._next is None:
+            return
+        r0 = self._row
+        r1 = self._next.shape[0] if rows is None else min(self._next.shape[0], r0 + rows)
+        self._next[r0:r1] = median_background([s[r0:r1] for s in self._samples])
+        self._row = r1
+        if r1 == self._next.shape[0]:
+            self.background, self._samples, self._next = self._next, None, None
 
 
 class MotionLayer:
