@@ -190,6 +190,18 @@ def test_a_file_keeps_its_first_pass_background_across_a_size_change() -> None:
     assert m2[gh // 12, gw * 600 // 640] == 0.0 and m2[gh // 2, gw // 10] == 0.0
 
 
+def test_first_pass_samples_of_two_sizes_are_brought_to_one() -> None:
+    """A file whose size changes part way: the first pass samples both sizes, and the median is
+    still taken (each sample resized to the first's), not a crash at start."""
+    s = CoverSettings(detector=DetectorConfig(name="none"), motion=motion(hold_frames=0))
+    finder = PersonFinder({"cam": s})
+    big = YuvFrame.blank(2 * W, 2 * H, index=0, stream_id="cam")
+    big.y[...] = 100
+    finder.prime("cam", [scene(0, person=False).y] * 3 + [big.y] * 3)
+    (m,) = finder.infer_yuv([scene(0)])
+    assert isinstance(m, np.ndarray) and m[120, 30] == 1.0 and m[20, 300] == 0.0
+
+
 def test_detector_every_n_frames_reuses_boxes() -> None:
     """Frames passed one at a time (live): runs on the first frame, then on the last of every N
     (frames 0, 2, 5), the boxes held in between."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from privacy_filter.config import DetectorConfig, MotionConfig, ZoneConfig
 from privacy_filter.engines.detector import Detector
-from privacy_filter.engines.motion import MotionLayer, grid_size, median_background
+from privacy_filter.engines.motion import MotionLayer, grid_size, median_background, reduce_luma
 from privacy_filter.engines.zones import ZoneMasks, zone_masks
 from privacy_filter.frames import CoverWhole, YuvFrame, chroma_size
 
@@ -314,9 +314,14 @@ class PersonFinder:
     def prime(self, stream_id: str, lumas: Sequence[np.ndarray]) -> None:
         """File sources: the motion background from Y planes sampled across the file (no learning period)."""
         st = self._streams[stream_id]
-        # only the median is kept: 25 samples held for the stream's life were 13 MB at a 540 px grid
-        # (52 MB for the service's full-size planes), and a size change only needs it resized
-        st.primer = median_background([np.asarray(y) for y in lumas])
+        if not lumas:
+            return
+        # only the median is kept: 25 samples held for the stream's life were 13 MB at a 540-row grid
+        # (52 MB for the service's full-size planes), and a size change only needs it resized.  A file
+        # whose size changes part way gives samples of two sizes: all are brought to the first's.
+        first = np.asarray(lumas[0])
+        size = (first.shape[1], first.shape[0])
+        st.primer = median_background([reduce_luma(np.asarray(y), size) for y in lumas])
         if st.motion is not None:
             st.motion.prime_background(st.primer)
 

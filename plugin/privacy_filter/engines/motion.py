@@ -86,7 +86,7 @@ def median_background(lumas: Sequence[np.ndarray]) -> np.ndarray:
     """Per-pixel median: an empty-scene estimate when people move across the samples.
 
     Taken over bands of rows: stacking 25 whole 960x540 samples and sorting a copy cost ~30 MB
-    at once, which the heap then keeps for the rest of the run (peak RSS +18 MB at 1080p).
+    at once, which the heap then keeps for the rest of the run (RSS after setup +18 MB at 1080p).
     """
     first = lumas[0]
     out = np.empty(first.shape, np.uint8)
@@ -133,7 +133,7 @@ class RunningMedian:
         fg = cv2.threshold(cv2.absdiff(luma, self.background), threshold, 255, cv2.THRESH_BINARY)[1]
         self.n += 1
         if not self.frozen and self.n % self.every == 0:
-            self._advance(None)  # the last sample's median, if not done yet (not with bands of ceil(h / every))
+            self._advance(None)  # finish the last sample's median first (bands of ceil(h / every) rows already have)
             self.buf.append(luma.copy())
             self._samples, self._next, self._row = list(self.buf), np.empty_like(luma), 0
         self._advance(-(-luma.shape[0] // self.every))
