@@ -28,7 +28,7 @@ import numpy as np
 
 from privacy_filter.config import DetectorConfig, MotionConfig, ZoneConfig
 from privacy_filter.engines.detector import Detector
-from privacy_filter.engines.motion import MotionLayer, grid_size, median_background, reduce_luma
+from privacy_filter.engines.motion import MotionLayer, first_pass_background, grid_size
 from privacy_filter.engines.zones import ZoneMasks, zone_masks
 from privacy_filter.frames import CoverWhole, YuvFrame, chroma_size
 
@@ -317,11 +317,8 @@ class PersonFinder:
         if not lumas:
             return
         # only the median is kept: 25 samples held for the stream's life were 13 MB at a 540-row grid
-        # (52 MB for the service's full-size planes), and a size change only needs it resized.  A file
-        # whose size changes part way gives samples of two sizes: all are brought to the first's.
-        first = np.asarray(lumas[0])
-        size = (first.shape[1], first.shape[0])
-        st.primer = median_background([reduce_luma(np.asarray(y), size) for y in lumas])
+        # (52 MB for the service's full-size planes), and a size change only needs it resized
+        st.primer = first_pass_background(lumas)
         if st.motion is not None:
             st.motion.prime_background(st.primer)
 

@@ -96,6 +96,14 @@ def median_background(lumas: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
+def first_pass_background(lumas: Sequence[np.ndarray], size: tuple[int, int] | None = None) -> np.ndarray:
+    """The median of a first pass's Y planes, each area-resized to ``size`` (w, h; None: the first
+    plane's), so samples of two sizes (a file whose size changes part way) still give one."""
+    first = np.asarray(lumas[0])
+    size = size or (first.shape[1], first.shape[0])
+    return median_background([reduce_luma(np.asarray(y), size) for y in lumas])
+
+
 class RunningMedian:
     """Background = median of ``MEDIAN_LEN`` frames sampled evenly over ``history`` frames.
 
@@ -132,19 +140,18 @@ class RunningMedian:
             self.buf.append(self.background)
         fg = cv2.threshold(cv2.absdiff(luma, self.background), threshold, 255, cv2.THRESH_BINARY)[1]
         self.n += 1
-        if not self.frozen and self.n % self.every == 0:
-            self._advance(None)  # finish the last sample's median first (bands of ceil(h / every) rows already have)
+        if not self.frozen and self.n % self.every == 0:  # the last sample's bands are all done by now
             self.buf.append(luma.copy())
             self._samples, self._next, self._row = list(self.buf), np.empty_like(luma), 0
         self._advance(-(-luma.shape[0] // self.every))
         return fg
 
-    def _advance(self, rows: int | None) -> None:
-        """Work out ``rows`` more rows (None: the rest) of the pending median; swap it in when complete."""
+    def _advance(self, rows: int) -> None:
+        """Work out ``rows`` more rows of the pending median; swap it in when complete."""
         if self._samples is None or self._next is None:
             return
         r0 = self._row
-        r1 = self._next.shape[0] if rows is None else min(self._next.shape[0], r0 + rows)
+        r1 = min(self._next.shape[0], r0 + rows)
         self._next[r0:r1] = median_background([s[r0:r1] for s in self._samples])
         self._row = r1
         if r1 == self._next.shape[0]:
@@ -181,7 +188,7 @@ class MotionLayer:
         process happened to see) makes a restarted stage draw exactly the cover an uninterrupted
         one draws, once its short hold window has refilled.  A global change still relearns.
         """
-        self.prime_background(median_background([reduce_luma(y, self.size) for y in lumas]))
+        self.prime_background(first_pass_background(lumas, self.size))
 
     def prime_background(self, background: np.ndarray) -> None:
         """``prime`` from a median already taken (at any size: it is area-resized to the grid)."""

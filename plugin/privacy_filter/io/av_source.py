@@ -592,9 +592,10 @@ def sample_lumas(url: str, n: int, reduce: Callable[[np.ndarray], np.ndarray] | 
     0.6 s) that was every frame of the file for 25 samples.  Times count from the stream's start,
     which MPEG-TS and camera exports put well after 0.
 
-    ``reduce`` (e.g. the motion layer's area resize to its grid, ``engines.motion.to_grid``) is applied to each plane as
-    it is decoded, so the samples never sit in memory at full size (25 x 2 MB at 1080p, and glibc
-    keeps such freed blocks in the heap: the process's peak RSS, measured +52 MB).
+    ``reduce`` (e.g. the motion layer's area resize to its grid, ``engines.motion.to_grid``) is
+    applied to each plane as it is decoded, so the samples never sit in memory at full size
+    (25 x 2 MB at 1080p, and glibc keeps such freed blocks in the heap: the process's peak RSS,
+    measured +52 MB).
     Returns [] when the file cannot be sought (the layer then learns as a live source does).
     """
     try:
