@@ -4,7 +4,8 @@ The shared data has no 1080p CCTV clip with ground truth, so one is made (and ca
 by ``tests/support/wide_view.py``: PETS 2009 S2L1 (480x360, 7 fps, 300 frames) tiled into
 1920x1080, each copy scaled by ``--scale`` and time-staggered, its ground truth moved with it.
 At ``--scale 1.3334`` (3x2 copies of 640x480) people are 49-128 px tall in a 1080p frame, as on
-a wide elevated view; at 1.0 (4x3 copies) 37-96 px.  ``--height 720``: the same view from a 720p camera.
+a wide elevated view; at 1.0 (4x3 copies) 37-96 px.  ``--height 720`` (or 480): the same view
+from a 720p (480p) camera.
 
 Each ``--long-sides`` entry runs ``eval-video`` (``evaluate_video``) with the cctv preset and the
 detector at that input long side (``auto`` = the preset's rule: 640 at 1080p); prints JSON and a

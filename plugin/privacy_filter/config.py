@@ -180,9 +180,9 @@ class MotionConfig(_Strict):
         None,
         ge=60,
         le=1080,
-        description="processing height in pixels (never above the source's), also the cover map's; null: 540 for sources of 720 rows or more, else 240",
+        description="processing height in pixels (never above the source's), also the cover map's; null: the source's own height, at most 540",
     )
-    threshold: float = Field(18.0, gt=0.0, le=255.0, description="foreground if |luma - background| > threshold")
+    threshold: float = Field(22.0, gt=0.0, le=255.0, description="foreground if |luma - background| > threshold")
     open_px: int = Field(3, ge=0, le=15, description="opening kernel in processing pixels: drops noise specks")
     dilate_frac: float = Field(0.02, ge=0.0, le=0.25, description="grow the foreground by this fraction of the height")
     hold_frames: int = Field(2, ge=0, le=30, description="also cover the foreground of this many previous frames")

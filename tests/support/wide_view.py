@@ -5,7 +5,8 @@ tiled into 1920x1080, each copy scaled by ``scale`` and started ``STAGGER`` fram
 before (so the copies differ), black bars filling the rest.  Its ground truth is PETS's, moved
 and scaled with each copy.  At ``scale=1.3334`` (3x2 copies of 640x480) people are 49-128 px
 tall in the 1080p frame, as on a wide elevated view; at 1.0 (4x3 copies) 37-96 px.  ``height=720``
-scales the composed frames (area filter) and the boxes to 1280x720: the same view from a 720p camera.
+scales the composed frames (area filter) and the boxes to 1280x720: the same view from a 720p
+camera (``height=480``: 854x480).
 
 Used by the CCTV coverage test and ``benchmarks/cctv_wide_view.py``.
 """

@@ -44,14 +44,15 @@ def test_grid_size_keeps_aspect_and_never_upscales() -> None:
         ((1920, 1080), (960, 540)),
         ((1280, 720), (960, 540)),
         ((3840, 2160), (960, 540)),
-        ((1280, 719), (427, 240)),
-        ((1024, 576), (427, 240)),
-        ((640, 480), (320, 240)),
-        ((480, 360), (320, 240)),
+        ((1024, 576), (960, 540)),
+        ((720, 576), (675, 540)),
+        ((720, 540), (720, 540)),
+        ((640, 480), (640, 480)),
+        ((480, 360), (480, 360)),
         ((320, 180), (320, 180)),
     ],
 )
-def test_unset_grid_height_is_540_rows_from_720p_up_else_240(size: tuple[int, int], grid: tuple[int, int]) -> None:
+def test_unset_grid_height_is_the_source_height_up_to_540_rows(size: tuple[int, int], grid: tuple[int, int]) -> None:
     assert grid_size(*size, None) == grid
     assert MotionConfig().height is None  # the default, and the cctv preset's
 

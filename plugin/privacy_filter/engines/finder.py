@@ -7,8 +7,8 @@ and any exception here makes the stage cover the frame whole (fail closed).  A f
 layer cannot judge yet (learning, global change) comes back as ``CoverWhole(reason)``, which the
 stage covers, counts and logs once.
 
-Maps are float32 0/1 on a reduced grid (the motion height: by default 540 rows from 720p up, else
-240; the frame's own size when motion is off, e.g. stills): boxes are rounded outwards to whole
+Maps are float32 0/1 on a reduced grid (the motion height: by default the source's rows, at most
+540; the frame's own size when motion is off, e.g. stills): boxes are rounded outwards to whole
 grid cells, so a grid cell never covers less than the box, and the effect's bilinear upsampling
 stays cheap.
 
