@@ -42,7 +42,7 @@ def auto_height(source_height: int) -> int:
     rows (1080p, 720p) or at the full 480 rows of a 480p source (at 360 rows, 6 and 8 exposed
     still).  540 is where it stops: at 1080p 600 and 720 rows found nobody more, for 8-10 ms more
     per frame.  A grid this fine passes more shadow and edge detail than an averaged one, which
-    the threshold of 22 (was 18) holds back (docs/cctv.md, "Motion grid").
+    the threshold of 22 (was 18) holds back (docs/cctv.md, "Wide views of small people").
     """
     return min(source_height, GRID_ROWS)
 
