@@ -153,6 +153,12 @@ class DetectorConfig(_Strict):
     hold_missed: int = Field(2, ge=0, le=30, description="keep a box that the next detector runs do not find again for this many runs")
     pad_frac: float = Field(0.01, ge=0.0, le=0.25, description="grow each box on every side by this fraction of the frame height")
     head_extra: float = Field(0.10, ge=0.0, le=1.0, description="grow each box upwards by this fraction of its own height (detector boxes often end low at the head)")
+    fill_score: float = Field(
+        0.3,
+        ge=0.0,
+        lt=1.0,
+        description="cover: segment: a box whose crop mask is (nearly) empty is filled whole when its score is at least this; a weaker box that the segmenter also finds empty is left (docs/cctv.md); 0: fill every such box",
+    )
 
     @property
     def enabled(self) -> bool:

@@ -371,3 +371,26 @@ def test_segment_pastes_a_small_silhouette_and_fills_the_box_only_when_the_crop_
         grid = np.zeros((50, 50), np.float32)
         assert paste_crop(grid, prob, rect, box, 0.5, 0.5) is pasted, share
         assert grid.mean() == (share if pasted else 0.0), share  # pasted exactly, or left for fill_boxes
+
+
+@pytest.mark.parametrize(("fill_score", "filled"), [(0.3, {0.9, 0.3}), (0.0, {0.9, 0.3, 0.25}), (0.95, set())])
+def test_segment_fills_an_empty_crop_only_for_a_box_scored_at_least_fill_score(fill_score: float, filled: set[float]) -> None:
+    """``cover: segment`` where the segmenter finds nobody in any crop: a box is filled whole only
+    when its score reaches ``detector.fill_score``; a weaker one stays uncovered (both models doubt it)."""
+    from privacy_filter.engines.finder import fills_empty_crop
+
+    scores = (0.9, 0.3, 0.25)
+    boxes = np.array([[10 + 100 * i, 20, 60 + 100 * i, 180, s] for i, s in enumerate(scores)], np.float32)
+
+    class NobodySegmenter:  # every crop comes back empty: the fallback decides alone
+        def infer_yuv(self, frames: Sequence[YuvFrame]) -> list[np.ndarray]:
+            return [np.zeros((f.height, f.width), np.float32) for f in frames]
+
+    s = CoverSettings(detector=DetectorConfig(name="test", fill_score=fill_score, pad_frac=0.0, head_extra=0.0), cover="segment")
+    finder = PersonFinder({"still": s}, detector=FixedDetector(boxes), segmenter=NobodySegmenter())
+    (m,) = finder.infer_rgb([np.full((200, 320, 3), 90, np.uint8)])
+    for i, score in enumerate(scores):
+        inside = m[20:180, 10 + 100 * i : 60 + 100 * i]
+        assert inside.min() == inside.max() == (1.0 if score in filled else 0.0), (score, fill_score)
+    assert m[:, 62:108].max() == 0.0  # nothing outside the boxes
+    assert fills_empty_crop(np.array([0, 0, 5, 5], np.float32), 0.99)  # a box without a score: always filled
