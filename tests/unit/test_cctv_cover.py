@@ -11,7 +11,7 @@ import pytest
 
 from privacy_filter.config import DetectorConfig, EffectConfig, MaskConfig, MotionConfig, ZoneConfig
 from privacy_filter.engines.finder import CoverSettings, PersonFinder, hold_missed, pad_boxes
-from privacy_filter.engines.motion import MotionLayer, RunningMedian, grid_size, median_background
+from privacy_filter.engines.motion import MotionLayer, RunningMedian, first_pass_background, grid_size, median_background
 from privacy_filter.engines.zones import zone_masks
 from privacy_filter.frames import CoverWhole, YuvFrame
 from privacy_filter.stage import FilterStage, StageStream
@@ -100,14 +100,14 @@ def test_live_source_covers_whole_while_learning_then_finds_the_mover() -> None:
 
 def test_file_with_first_pass_needs_no_learning_period() -> None:
     layer = MotionLayer(W, H, FPS, motion(), live=False)
-    layer.prime([scene(0, person=False).y] * 5)
+    layer.prime(first_pass_background([scene(0, person=False).y] * 5))
     mask, reason = layer.step(scene(0).y)
     assert reason is None and mask[120, 30] == 255 and mask[20, 300] == 0
 
 
 def test_global_change_covers_whole_then_relearns() -> None:
     layer = MotionLayer(W, H, FPS, motion(relearn_s=0.5, hold_frames=0), live=False)
-    layer.prime([scene(0, person=False).y] * 5)
+    layer.prime(first_pass_background([scene(0, person=False).y] * 5))
     for t in range(3):
         assert layer.step(scene(t).y)[1] is None
     # lights switched on: every pixel changes by far more than the threshold

@@ -335,7 +335,7 @@ class PersonFinder:
         # (52 MB for the service's full-size planes), and a size change only needs it resized
         st.primer = first_pass_background(lumas)
         if st.motion is not None:
-            st.motion.prime_background(st.primer)
+            st.motion.prime(st.primer)
 
     # -------------------------------------------------------------------------------------
     def frames_per_call(self, stream_id: str) -> int:
@@ -423,7 +423,7 @@ class PersonFinder:
             if s.motion.enabled:
                 st.motion = MotionLayer(frame.width, frame.height, s.fps, s.motion, live=s.live)
                 if st.primer is not None and not s.live and s.motion.first_pass:
-                    st.motion.prime_background(st.primer)
+                    st.motion.prime(st.primer)
         return st
 
     def _cover_map(self, frame: YuvFrame, st: _Stream, boxes: np.ndarray) -> np.ndarray | CoverWhole:

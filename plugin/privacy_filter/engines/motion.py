@@ -6,14 +6,15 @@ detector covers.  Their union is what commercial CCTV privacy products ship.
 
 Choice (measured on the dev clips, docs/cctv.md): a running median of the luma at a reduced
 height (240 px there) beat a running average, MOG2 and KNN in the fused result at lower cost;
-|Y − background| > 18, a 3 px opening against noise, dilation by 2 % of the height, and the last
-2 frames' foreground kept (it lags a walking person).
+|Y − background| > 18 (22 since the grid takes the source's rows, ``auto_height``), a 3 px
+opening against noise, dilation by 2 % of the height, and the last 2 frames' foreground kept
+(it lags a walking person).
 
 Fail closed: a live source has no background yet, so the whole frame is covered for
 ``learn_s`` (reason ``learning``); when most of the frame changes at once (camera moved, lights
 switched), the model restarts and the whole frame is covered for ``relearn_s`` (reason
 ``global_change``).  A file can instead be primed with a background from frames sampled across
-it (``prime``), so its first seconds are not covered whole.
+it (``first_pass_background``, ``MotionLayer.prime``), so its first seconds are not covered whole.
 """
 
 from __future__ import annotations
@@ -181,18 +182,15 @@ class MotionLayer:
     def _frames(self, seconds: float) -> int:
         return int(round(seconds * self.fps))
 
-    def prime(self, lumas: Sequence[np.ndarray]) -> None:
-        """Start from the median of frames sampled across a file: no learning period needed.
+    def prime(self, background: np.ndarray) -> None:
+        """Start from a file's first-pass median (``first_pass_background``; at any size: it is
+        area-resized to the grid), so no learning period is needed.
 
         The file's median is kept, not updated frame by frame: it already is the best background
         the file has, and a background that depends only on the file (not on which frames this
         process happened to see) makes a restarted stage draw exactly the cover an uninterrupted
         one draws, once its short hold window has refilled.  A global change still relearns.
         """
-        self.prime_background(first_pass_background(lumas, self.size))
-
-    def prime_background(self, background: np.ndarray) -> None:
-        """``prime`` from a median already taken (at any size: it is area-resized to the grid)."""
         self.model.seed(reduce_luma(background, self.size), frozen=True)
         self.whole_until = 0
         self.primed = True
