@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,8 @@ from privacy_filter.effects import StreamEffect
 from privacy_filter.engines.base import Segmenter
 from privacy_filter.engines.tiling import AutoTiles, TileGrid, parse_tiles
 from privacy_filter.errors import ConfigError, UserError
-from privacy_filter.models.registry import ResolvedDetector, ResolvedModel, resolve_detector, resolve_model
+from privacy_filter.models.registry import ResolvedDetector, ResolvedModel, derived_dir, resolve_detector, resolve_model
+from privacy_filter.models.specs import DETECTOR_SPECS
 
 if TYPE_CHECKING:
     from privacy_filter.engines.detector import Detector, LongSide, Tiles
@@ -63,6 +65,7 @@ def create_detector(
     tile_size: int | None = None,
     max_batch: int | None = None,
     threads: int | None = None,
+    precision: str = "auto",
 ) -> Detector:
     """A ready person detector for ``model``: ``nanodet`` (pulled and converted on first use, with
     a progress bar), ``nanodet:/path.onnx``, a bare NanoDet ``.onnx``, or a resolved detector.
@@ -72,7 +75,10 @@ def create_detector(
     A TensorRT engine path (``nanodet.engine``, from ``privacy-filter engine build nanodet``) runs
     on TensorRT (``gpu.tensorrt.detector``; ``auto``/``cpu`` fall back to the ONNX it was built
     from).  See ``engines.detector.DetectorEngine`` for ``long_side`` ('auto' = clamp(source long
-    side, 512, 640)), ``tiles`` and the threshold.
+    side, 512, 640)), ``tiles`` and the threshold.  ``precision``: ``auto`` runs the built-in
+    ``nanodet`` on the CPU as its INT8 copy (``models.quantize``) and anything else in float;
+    ``int8`` quantizes whatever ONNX it is given (a ModelError when the calibration table does not
+    fit it); ``fp32`` never.  TensorRT engines keep the precision they were built with.
     """
     from privacy_filter.engines.detector import DetectorOptions, OrtDetector
     from privacy_filter.gpu.tensorrt.sidecar import is_engine_path
@@ -85,6 +91,17 @@ def create_detector(
 
         return detector_for_engine(model, device, threads=threads, **options)
     resolved = model if isinstance(model, ResolvedDetector) else resolve_detector(model)
+    if precision not in ("auto", "int8", "fp32"):
+        raise ConfigError(f"detector precision: {precision!r}; allowed: auto, int8, fp32")
+    if precision == "int8" or (precision == "auto" and device == "cpu" and resolved.spec.name in DETECTOR_SPECS):
+        from privacy_filter.models.quantize import int8_detector
+
+        # beside the float model (the pulled one: the cache's derived/), else the cache's
+        beside = resolved.onnx_path.parent
+        where = beside / "derived" if os.access(beside, os.W_OK) else derived_dir()
+        int8 = int8_detector(resolved.onnx_path, where, resolved.spec.input_name, required=precision == "int8")
+        if int8 is not None:
+            resolved = ResolvedDetector(resolved.spec, int8)
     return OrtDetector(resolved, device=device, threads=threads, **options)
 
 
@@ -287,7 +304,7 @@ def create_cover_engine(
     settings = list(streams.values())
     if detector is None and any(s.detector.enabled for s in settings):
         chosen = next(s.detector for s in settings if s.detector.enabled)
-        detector = create_detector(chosen.name, device=device, long_side=chosen.long_side or "auto", score_threshold=chosen.score, threads=threads)
+        detector = create_detector(chosen.name, device=device, long_side=chosen.long_side or "auto", score_threshold=chosen.score, threads=threads, precision=chosen.precision)
     segmenter = None
     if any(s.cover == "segment" for s in settings):
         segmenter = create_segmenter(model, device=device, threads=threads)
