@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from privacy_filter.errors import ModelError
+from privacy_filter.models.pull import say
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def _quantize(fp32: Path, dst: Path, input_name: str) -> Path:
                 return {input_name: np.zeros((1, channels, 64, 64), np.float32)}
 
         overrides = {name: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for name, (lo, hi) in table["tensors"].items()}
-        log.warning("detector: making its INT8 copy for the CPU once (%s)", dst.name)
+        say(f"making the detector's INT8 copy for the CPU, once ({dst}; docs/cctv.md, 'INT8 detector')", progress=True)
         try:
             quantize_static(
                 str(pre),
