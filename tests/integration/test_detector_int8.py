@@ -163,3 +163,16 @@ def test_a_copy_that_disagrees_with_the_float_model_is_refused(nanodet_onnx: Pat
     assert not list((tmp_path / "derived").glob("*.onnx"))
     # precision: auto runs the float model instead (the log says why)
     assert int8_detector(nanodet_onnx, tmp_path / "derived", NANODET.input_name, required=False) is None
+
+
+def test_models_pull_makes_the_int8_copy_too(model_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """So a first ``process`` does not pause for it, and a cache mounted read-only later has it."""
+    from privacy_filter.cli import main
+    from privacy_filter.models.quantize import int8_path
+
+    monkeypatch.setenv("PRIVACY_FILTER_CACHE_DIR", str(model_cache))
+    assert main(["models", "pull", "nanodet"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    expected = int8_path(model_cache / "nanodet.onnx", model_cache / "derived")
+    assert out == [f"nanodet: {model_cache / 'nanodet.onnx'}", f"nanodet (INT8 copy for the CPU): {expected}"]
+    assert expected.is_file()

@@ -319,8 +319,15 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
 
     if args.name == "nanodet":
         from privacy_filter.models.detector_pull import pull_detector
+        from privacy_filter.models.quantize import int8_detector
+        from privacy_filter.models.specs import NANODET
 
-        print(f"nanodet: {pull_detector('nanodet', source=args.source, force=bool(args.force), progress=True)}")
+        path = pull_detector("nanodet", source=args.source, force=bool(args.force), progress=True)
+        print(f"nanodet: {path}")
+        # the CPU's INT8 copy now rather than at the first run (read-only caches, offline images)
+        int8 = int8_detector(path, path.parent / "derived", NANODET.input_name, required=False)
+        if int8 is not None:
+            print(f"nanodet (INT8 copy for the CPU): {int8}")
         return 0
     paths = pull_default_models(source=args.source, force=bool(args.force), progress=True)
     for name, path in paths.items():
