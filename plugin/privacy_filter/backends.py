@@ -90,9 +90,9 @@ def create_detector(
         from privacy_filter.gpu.tensorrt.detector import detector_for_engine
 
         return detector_for_engine(model, device, threads=threads, **options)
-    resolved = model if isinstance(model, ResolvedDetector) else resolve_detector(model)
     if precision not in ("auto", "int8", "fp32"):
         raise ConfigError(f"detector precision: {precision!r}; allowed: auto, int8, fp32")
+    resolved = model if isinstance(model, ResolvedDetector) else resolve_detector(model)
     if precision == "int8" or (precision == "auto" and device == "cpu" and resolved.spec.name in DETECTOR_SPECS):
         from privacy_filter.models.quantize import int8_detector
 

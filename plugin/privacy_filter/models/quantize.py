@@ -2,17 +2,17 @@
 
 Why: on a CPU the detector is the CCTV preset's largest cost (about 70 ms CPU per 1080p run at
 640x384, against x264's ~30 ms per frame).  NanoDet-g is plain 3x3 convolutions, which ONNX
-Runtime runs as u8s8 integer GEMMs: one run then takes about 0.63x the CPU time (measured on
-this project's AVX2 machine, one thread, interleaved: 75 -> 47 ms), with the same coverage on
-every CCTV clip we have (docs/cctv.md, "INT8 detector").
+Runtime runs as u8s8 integer GEMMs: one run then takes about 0.64x the CPU time (measured on
+this project's AVX2 machine, one thread, interleaved: 75 -> 48 ms), with the same coverage on
+the CCTV dev clips and all but one proxy view (docs/cctv.md, "INT8 detector").
 
 How: ONNX Runtime's own static quantizer (QDQ format, per-channel int8 weights, uint8
 activations) with two choices that the measurements forced:
 
 * ``reduce_range``: 7-bit weights.  AVX2 without VNNI multiplies u8 x s8 pairs into int16 and
   saturates; full-range weights moved the box logits by up to 5.6 and lost a person on PETS.
-* the three 1x1 output convolutions stay float (``FLOAT_NODES``): quantizing the logits
-  themselves moved false cover on TUD over the 0.10 bar; they are ~1 % of the work.
+* the three 1x1 output convolutions stay float (the table's ``float_nodes``): quantizing the
+  logits themselves moved false cover on TUD over the 0.10 bar; they are ~1 % of the work.
 
 Activation ranges are not calibrated here: a fresh machine has no footage to calibrate on.
 They were measured once (``scripts/calibrate_detector.py``, MinMax over frames of the shared
@@ -20,8 +20,9 @@ sample videos, none of them the CCTV evaluation clips) and are kept in ``nanodet
 beside this module, keyed by the tensor names our TF.js converter gives the graph.  The
 quantizer gets them as ``TensorQuantOverrides`` (its documented way to fix a tensor's range);
 its own calibration then sees one neutral picture and decides nothing.  A model whose tensors
-the table does not cover (another converter version, a user's own ONNX) is refused with a
-message, never quantized with guessed ranges.
+the table does not cover (another converter version, a user's own ONNX) is never quantized with
+guessed ranges: ``precision: int8`` refuses it with a message, ``auto`` runs it in float.  Each
+new copy is also checked once against the float model (``relative_error``).
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def int8_detector(fp32: Path, dst_dir: Path, input_name: str, *, required: bool)
 
 
 def _quantize(fp32: Path, dst: Path, input_name: str) -> Path:
+    """Make ``dst`` from ``fp32`` in a work folder beside it, renamed into place only when checked."""
     dst_dir = dst.parent
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
