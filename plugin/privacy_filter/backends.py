@@ -76,7 +76,7 @@ def create_detector(
     on TensorRT (``gpu.tensorrt.detector``; ``auto``/``cpu`` fall back to the ONNX it was built
     from).  See ``engines.detector.DetectorEngine`` for ``long_side`` ('auto' = clamp(source long
     side, 512, 640)), ``tiles`` and the threshold.  ``precision``: ``auto`` runs the built-in
-    ``nanodet`` on the CPU as its INT8 copy (``models.quantize``) and anything else in float;
+    ``nanodet`` on ONNX Runtime's CPU provider (``cpu``, or ``auto`` without a GPU one) as its INT8 copy (``models.quantize``) and anything else in float;
     ``int8`` quantizes whatever ONNX it is given (a ModelError when the calibration table does not
     fit it); ``fp32`` never.  TensorRT engines keep the precision they were built with.
     """
@@ -93,7 +93,7 @@ def create_detector(
     if precision not in ("auto", "int8", "fp32"):
         raise ConfigError(f"detector precision: {precision!r}; allowed: auto, int8, fp32")
     resolved = model if isinstance(model, ResolvedDetector) else resolve_detector(model)
-    if precision == "int8" or (precision == "auto" and device == "cpu" and resolved.spec.name in DETECTOR_SPECS):
+    if precision == "int8" or (precision == "auto" and _runs_on_cpu(device) and resolved.spec.name in DETECTOR_SPECS):
         from privacy_filter.models.quantize import int8_detector
 
         # beside the float model (the pulled one: the cache's derived/), else the cache's
@@ -103,6 +103,15 @@ def create_detector(
         if int8 is not None:
             resolved = ResolvedDetector(resolved.spec, int8)
     return OrtDetector(resolved, device=device, threads=threads, **options)
+
+
+def _runs_on_cpu(device: str) -> bool:
+    """``device`` ends on ONNX Runtime's CPU provider: 'cpu', or 'auto' without a GPU provider."""
+    if device == "cpu":
+        return True
+    from privacy_filter.engines.onnxruntime import providers_for
+
+    return device == "auto" and providers_for("auto")[0] == "CPUExecutionProvider"
 
 
 def create_stream_effect(effect: EffectConfig, mask: MaskConfig, device: str = "cpu", runtime: Any = None) -> StreamEffect:

@@ -57,6 +57,9 @@ def test_auto_precision_runs_the_builtin_detector_as_int8_and_others_in_float(pa
     assert int8.onnx_path.name.endswith(".int8.onnx") and int8.onnx_path.parent == nanodet_onnx.parent / "derived"
     auto = create_detector(f"nanodet:{nanodet_onnx}", "cpu", threads=1)  # precision: auto, the config default
     assert isinstance(auto, OrtDetector) and auto.onnx_path == int8.onnx_path
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # device auto ends on the CPU here
+        either = create_detector(f"nanodet:{nanodet_onnx}", "auto", threads=1)
+        assert isinstance(either, OrtDetector) and either.onnx_path == int8.onnx_path
     # an independent conversion of the same network: other tensor names, so the table does not fit
     reference = shared_data / "models" / "nanodet_g_reference.onnx"
     assert not table_fits(reference)
