@@ -96,7 +96,9 @@ def table_fits(fp32: Path) -> bool:
 
 def _digest(fp32: Path) -> str:
     h = hashlib.sha256()
-    h.update(fp32.read_bytes())
+    with open(fp32, "rb") as fh:  # in chunks: the float model is 15 MB, read at every start
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
     h.update(RANGES_FILE.read_bytes())
     h.update(QUANTIZER_VERSION.encode())
     return h.hexdigest()[:16]
