@@ -179,3 +179,6 @@ def test_models_pull_makes_the_int8_copy_too(model_cache: Path, monkeypatch: pyt
     expected = int8_path(model_cache / "nanodet.onnx", model_cache / "derived")
     assert out == [f"nanodet: {model_cache / 'nanodet.onnx'}", f"nanodet (INT8 copy for the CPU): {expected}"]
     assert expected.is_file()
+    assert main(["models", "list"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("nanodet"))
+    assert line.rstrip().endswith("cached, with its INT8 copy for the CPU"), line

@@ -308,6 +308,12 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         except Exception as exc:  # an unreadable manifest is reported, never fatal here
             problem = f"cache unreadable ({exc})"
         status = "cached" if problem is None else f"{problem}; pulled on first use"
+        if problem is None:
+            from privacy_filter.models.quantize import int8_path
+
+            float_model = directory / detector_pull.detector_model(name).onnx_file
+            made = int8_path(float_model, directory / "derived").is_file()
+            status += ", with its INT8 copy for the CPU" if made else "; INT8 copy for the CPU made on first use"
         print(f"{name:<28} {size:<22} {'boxes':<10} {status}")
     print(f"cache: {directory}")
     print("custom: --model spec.yaml | pgie_config.txt | pgie_config.yml ('+soft' after a name exposes pre-ArgMax logits)")
