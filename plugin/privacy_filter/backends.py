@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from privacy_filter.effects import StreamEffect
 from privacy_filter.engines.base import Segmenter
 from privacy_filter.engines.tiling import AutoTiles, TileGrid, parse_tiles
 from privacy_filter.errors import ConfigError, UserError
-from privacy_filter.models.registry import ResolvedDetector, ResolvedModel, derived_dir, resolve_detector, resolve_model
+from privacy_filter.models.registry import ResolvedDetector, ResolvedModel, resolve_detector, resolve_model
 from privacy_filter.models.specs import DETECTOR_SPECS
 
 if TYPE_CHECKING:
@@ -96,10 +95,7 @@ def create_detector(
     if precision == "int8" or (precision == "auto" and _runs_on_cpu(device) and resolved.spec.name in DETECTOR_SPECS):
         from privacy_filter.models.quantize import int8_detector
 
-        # beside the float model (the pulled one: the cache's derived/), else the cache's
-        beside = resolved.onnx_path.parent
-        where = beside / "derived" if os.access(beside, os.W_OK) else derived_dir()
-        int8 = int8_detector(resolved.onnx_path, where, resolved.spec.input_name, required=precision == "int8")
+        int8 = int8_detector(resolved.onnx_path, None, resolved.spec.input_name, required=precision == "int8")
         if int8 is not None:
             resolved = ResolvedDetector(resolved.spec, int8)
     return OrtDetector(resolved, device=device, threads=threads, **options)

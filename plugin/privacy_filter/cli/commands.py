@@ -309,10 +309,10 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             problem = f"cache unreadable ({exc})"
         status = "cached" if problem is None else f"{problem}; pulled on first use"
         if problem is None:
-            from privacy_filter.models.quantize import int8_path
+            from privacy_filter.models.quantize import copy_dir, int8_path
 
             float_model = directory / detector_pull.detector_model(name).onnx_file
-            made = int8_path(float_model, directory / "derived").is_file()
+            made = int8_path(float_model, copy_dir(float_model)).is_file()
             status += ", with its INT8 copy for the CPU" if made else "; INT8 copy for the CPU made on first use"
         print(f"{name:<28} {size:<22} {'boxes':<10} {status}")
     print(f"cache: {directory}")
@@ -331,7 +331,7 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
         path = pull_detector("nanodet", source=args.source, force=bool(args.force), progress=True)
         print(f"nanodet: {path}")
         # the CPU's INT8 copy now rather than at the first run (read-only caches, offline images)
-        int8 = int8_detector(path, path.parent / "derived", NANODET.input_name, required=False)
+        int8 = int8_detector(path, None, NANODET.input_name, required=False)
         if int8 is not None:
             print(f"nanodet (INT8 copy for the CPU): {int8}")
         return 0

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from privacy_filter.errors import ModelError
-from privacy_filter.models.pull import say
+from privacy_filter.models.pull import say, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +96,16 @@ def table_fits(fp32: Path) -> bool:
 
 
 def _digest(fp32: Path) -> str:
-    h = hashlib.sha256()
-    with open(fp32, "rb") as fh:  # in chunks: the float model is 15 MB, read at every start
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    h.update(RANGES_FILE.read_bytes())
-    h.update(QUANTIZER_VERSION.encode())
-    return h.hexdigest()[:16]
+    parts = (sha256_file(fp32), sha256_file(RANGES_FILE), QUANTIZER_VERSION)
+    return hashlib.sha256(":".join(parts).encode()).hexdigest()[:16]
+
+
+def copy_dir(fp32: Path) -> Path:
+    """Where INT8 copies of ``fp32`` go: ``derived/`` beside it (for the pulled model, the cache's),
+    else, when that folder cannot be written, the cache's ``derived/``."""
+    from privacy_filter.models.registry import derived_dir
+
+    return fp32.parent / "derived" if os.access(fp32.parent, os.W_OK) else derived_dir()
 
 
 def int8_path(fp32: Path, dst_dir: Path) -> Path:
@@ -109,14 +113,15 @@ def int8_path(fp32: Path, dst_dir: Path) -> Path:
     return dst_dir / f"{fp32.stem}.{_digest(fp32)}.int8.onnx"
 
 
-def int8_detector(fp32: Path, dst_dir: Path, input_name: str, *, required: bool) -> Path | None:
+def int8_detector(fp32: Path, dst_dir: Path | None, input_name: str, *, required: bool) -> Path | None:
     """The INT8 copy of the detector ``fp32``: made on first use (~2 s), then found by content.
 
     ``required=False`` (``detector.precision: auto``): None, with a log line, when the table does
     not fit the model or the copy cannot be written or fails its check; the float model, which
     works, then runs.  ``required=True`` (``int8``): a ModelError naming the problem instead.
+    ``dst_dir``: None for ``copy_dir(fp32)``.
     """
-    dst = int8_path(fp32, dst_dir)
+    dst = int8_path(fp32, copy_dir(fp32) if dst_dir is None else dst_dir)
     if dst.is_file():
         return dst
     if not required and not table_fits(fp32):
@@ -193,8 +198,6 @@ def _quantize(fp32: Path, dst: Path, input_name: str) -> Path:
                 nodes_to_exclude=table["float_nodes"],
                 extra_options={"TensorQuantOverrides": overrides},
             )
-        except ModelError:
-            raise
         except Exception as exc:  # the quantizer raises plain Exceptions of many kinds
             raise ModelError(f"{fp32}: INT8 quantization failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); set detector.precision: fp32") from None
         error = relative_error(fp32, out, input_name)
@@ -213,11 +216,11 @@ def _quantize(fp32: Path, dst: Path, input_name: str) -> Path:
 SELF_CHECK_MAX = 0.3
 
 
-def check_picture(channels: int = 3) -> np.ndarray:
-    """A fixed smooth pseudo-random input (1, C, 384, 640), in the detector's normalised range."""
+def check_picture() -> np.ndarray:
+    """A fixed smooth pseudo-random input (1, 3, 384, 640), in the detector's normalised range."""
     import cv2
 
-    coarse = np.random.default_rng(0).normal(0.0, 1.0, (channels, 48, 80)).astype(np.float32)
+    coarse = np.random.default_rng(0).normal(0.0, 1.0, (3, 48, 80)).astype(np.float32)
     return np.stack([cv2.resize(c, (640, 384), interpolation=cv2.INTER_CUBIC) for c in coarse])[None]
 
 
