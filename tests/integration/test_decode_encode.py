@@ -95,13 +95,14 @@ def test_gif_variable_frame_timing_survives(shared_data: Path, tmp_path: Path) -
     assert t_out == t_in
 
 
-def test_decoded_planes_are_writable_views_that_do_not_corrupt_later_frames(shared_data: Path) -> None:
+@pytest.mark.parametrize("reuse_pictures", [False, True], ids=["fresh-copies", "picture-pool"])
+def test_decoded_planes_are_writable_views_that_do_not_corrupt_later_frames(shared_data: Path, reuse_pictures: bool) -> None:
     """H.264 keeps decoded pictures as references: drawing on one must not leak into the next."""
     src = shared_data / "videos" / "one-by-one-person-detection.mp4"
 
     def first_frames(draw: bool) -> list[np.ndarray]:
         out = []
-        with Decoder(str(src)) as dec:
+        with Decoder(str(src), reuse_pictures=reuse_pictures) as dec:
             for item in dec:
                 out.append(item.y.copy())
                 nf = native_frame(item)
@@ -116,6 +117,56 @@ def test_decoded_planes_are_writable_views_that_do_not_corrupt_later_frames(shar
     clean, drawn = first_frames(False), first_frames(True)
     for a, b in zip(clean, drawn):
         np.testing.assert_array_equal(a, b)
+
+
+def test_picture_pool_gives_the_decoded_pixels_and_never_a_picture_still_in_use(shared_data: Path) -> None:
+    """``reuse_pictures`` (output.low_memory) copies into pooled pictures: every frame must carry
+    the decoder's pixels and timing, a picture must not be reused while any frame or plane view
+    of it lives (held frames keep their pixels), and released pictures must be reused."""
+    src = shared_data / "videos" / "one-by-one-person-detection.mp4"
+    with Decoder(str(src), audio=False) as plain:
+        expected = [(f.pts, f.y.copy(), f.u.copy(), f.v.copy()) for f, _ in zip(plain, range(40))]
+    with Decoder(str(src), audio=False, reuse_pictures=True) as dec:
+        held: list[YuvFrame] = []
+        views: list[np.ndarray] = []
+        for i, f in enumerate(dec):
+            pts, y, u, v = expected[i]
+            assert f.pts == pts
+            np.testing.assert_array_equal(f.y, y)
+            np.testing.assert_array_equal(f.u, u)
+            np.testing.assert_array_equal(f.v, v)
+            f.y[::7] = 255  # the effect draws in place: it must reach no other frame
+            if i < 10:
+                held.append(f)  # a whole frame kept (a queue, a group waiting for the detector)
+            elif i < 20:
+                views.append(f.u[4:40, 8:64])  # only a slice of one plane kept
+            if i == 39:
+                break
+            del f
+        pool = len(dec._pictures)  # type: ignore[arg-type]
+    # the held frames and views still show what was decoded into them (plus their own drawing)
+    for i, f in enumerate(held):
+        mark = expected[i][1].copy()
+        mark[::7] = 255
+        np.testing.assert_array_equal(f.y, mark)
+        np.testing.assert_array_equal(f.u, expected[i][2])
+    for k, view in enumerate(views):
+        np.testing.assert_array_equal(view, expected[10 + k][2][4:40, 8:64])
+    # 20 pictures pinned: the pool grew to its limit (12), never beyond; the frames after that
+    # were copied afresh, as without the pool
+    assert pool == 12
+
+
+def test_picture_pool_reuses_pictures_released_between_frames(shared_data: Path) -> None:
+    src = shared_data / "videos" / "one-by-one-person-detection.mp4"
+    with Decoder(str(src), audio=False, reuse_pictures=True) as dec:
+        buffers = set()
+        for f, _ in zip(dec, range(30)):
+            nf = native_frame(f)
+            assert nf is not None
+            buffers.add(nf.planes[0].buffer_ptr)
+            del f, nf
+    assert len(buffers) <= 2  # one picture in use, at most one more while the next is copied
 
 
 def test_copied_frames_are_encoded_without_the_native_buffer(av_clip: Path, tmp_path: Path) -> None:
@@ -687,12 +738,15 @@ def test_an_image_sequence_is_a_source_and_a_missing_one_is_named(tmp_path: Path
 # --------------------------------------------------------------------------- the first pass's samples
 
 
-def _index_clip(path: Path, frames: int, keyint: int) -> Path:
-    """Flat grey pictures whose level encodes their index (16 + 2 i), keyframes every ``keyint``."""
+def _index_clip(path: Path, frames: int, keyint: int, b_frames: bool = False) -> Path:
+    """Flat grey pictures whose level encodes their index (16 + 2 i), keyframes every ``keyint``;
+    ``b_frames``: the fixed pattern I B B B P B B B P ..., the B-frames unreferenced."""
     with av.open(str(path), "w") as out:
         s = out.add_stream("libx264", rate=10)
         s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
         s.options = {"g": str(keyint), "keyint_min": str(keyint), "sc_threshold": "0", "crf": "10"}
+        if b_frames:
+            s.options = {**s.options, "x264-params": "b-adapt=0:bframes=3:b-pyramid=none"}
         for i in range(frames):
             planes = np.full((72, 64), 128, np.uint8)  # I420: Y rows, then U and V
             planes[:48] = 16 + 2 * i
@@ -716,6 +770,26 @@ def test_first_pass_takes_one_frame_from_each_slot_of_the_file(tmp_path: Path, k
     got = [round((float(y.mean()) - 16) / 2) for y in sample_lumas(str(clip), n)]
     slot = frames // n
     assert len(got) == n and all(k * slot <= i < (k + 1) * slot for k, i in enumerate(got)), got
+
+
+@pytest.mark.parametrize("n", [10, 30])
+def test_first_pass_skips_unreferenced_frames_only_where_a_slot_holds_a_referenced_one(tmp_path: Path, n: int) -> None:
+    """Slots of 4 frames or more: B-frames no other frame refers to are not decoded (the first
+    pass costs less), so every sample is an I or P picture (index % 4 == 0 here), still one in
+    each slot.  Shorter slots (30 samples of 100 frames) decode every frame, as before."""
+    from privacy_filter.io.av_source import sample_lumas
+
+    frames = 100
+    clip = _index_clip(tmp_path / "b.mp4", frames, 1000, b_frames=True)
+    with av.open(str(clip)) as c:
+        assert [int(f.pict_type) for f in c.decode(video=0)][:9] == [1, 3, 3, 3, 2, 3, 3, 3, 2]  # I B B B P ...: the case under test
+    got = [round((float(y.mean()) - 16) / 2) for y in sample_lumas(str(clip), n)]
+    slot = frames / n
+    assert len(got) == n and all(k * slot <= i < (k + 1) * slot for k, i in enumerate(got)), got
+    if n == 10:
+        assert all(i % 4 == 0 for i in got) and got != [10 * k for k in range(n)], got
+    else:
+        assert any(i % 4 for i in got), got  # B-frames were decoded and sampled
 
 
 def test_first_pass_spreads_over_a_stream_that_starts_late_and_seeks_inexactly(tmp_path: Path) -> None:

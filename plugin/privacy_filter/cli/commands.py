@@ -9,30 +9,25 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import cv2
-
-from privacy_filter.backends import create_segmenter
-from privacy_filter.config import load_service
-from privacy_filter.demo import DEFAULT_OUT, run_demo
-from privacy_filter.engines.refine import Refine
 from privacy_filter.errors import ModelError, SourceError, UserError
-from privacy_filter.evaluate import DEFAULT_REFINE, collect_images, evaluate, format_table, mask_png, pair_masks, person_probability, progress_bar, read_image
-from privacy_filter.gpu.tensorrt.build import BuildOptions, build_engine
-from privacy_filter.gpu.tensorrt.loader import gpu_name, import_tensorrt, trt_major
-from privacy_filter.gpu.tensorrt.runtime import TensorDesc, deserialize, engine_io
-from privacy_filter.gpu.tensorrt.sidecar import ENGINE_SUFFIXES, EngineInfo, check_engine_compatible, read_sidecar, sidecar_path
-from privacy_filter.models import onnx_tools
-from privacy_filter.models.registry import EMBEDDED, resolve_model
-from privacy_filter.models.specs import BUILTIN_SPECS
 from privacy_filter.pipeline import Interrupted, ProcessPlan, ProcessReport, bound_heap, plan_from_stream_config, run_process
-from privacy_filter.service.state import generate_keys
-from privacy_filter.service.supervisor import preflight_devices, preflight_outputs, run_service
+
+if TYPE_CHECKING:
+    from privacy_filter.engines.refine import Refine
+    from privacy_filter.gpu.tensorrt.runtime import TensorDesc
+    from privacy_filter.gpu.tensorrt.sidecar import EngineInfo
+
+# Each command imports what only it needs: `process` is the one run per file and per benchmark
+# repeat, and the service, evaluation, TensorRT and demo modules cost it ~50 ms of start-up.
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``privacy-filter run CONFIG``."""
+    from privacy_filter.config import load_service
+    from privacy_filter.service.supervisor import preflight_devices, preflight_outputs, run_service
+
     cfg = load_service(args.config)
     preflight_outputs(cfg)
     preflight_devices(cfg)
@@ -41,6 +36,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """``privacy-filter keys DIR``: CURVE key pairs for a tcp service."""
+    from privacy_filter.service.state import generate_keys
+
     for path in generate_keys(args.dir):
         print(path)
     print(f"set `zmq: {{transport: tcp, keys: {args.dir}}}` in the service config; keep the *.key_secret files private")
@@ -82,6 +79,8 @@ def cover_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def still_engine(args: argparse.Namespace) -> Any:
     """``segment``/``eval``: the full-frame model, or with ``--detector`` the cover engine without motion."""
     if (getattr(args, "detector", None) or "none") == "none":
+        from privacy_filter.backends import create_segmenter
+
         return create_segmenter(args.model, device=args.device, tiles=getattr(args, "tiles", None))
     from privacy_filter.backends import create_cover_engine
     from privacy_filter.config import DetectorConfig
@@ -148,10 +147,16 @@ def _summary(args: argparse.Namespace, report: ProcessReport) -> str:
 
 
 def _refine_arg(args: argparse.Namespace) -> Refine:
+    from privacy_filter.evaluate import DEFAULT_REFINE
+
     return getattr(args, "refine", None) or DEFAULT_REFINE
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    import cv2
+
+    from privacy_filter.evaluate import collect_images, mask_png, person_probability, progress_bar, read_image
+
     images = collect_images(args.inputs)
     if not images:
         raise SourceError(f"no images found in {', '.join(map(str, args.inputs))}")
@@ -181,6 +186,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from privacy_filter.evaluate import collect_images, evaluate, format_table, pair_masks
+
     images_dir = Path(args.images)
     if not images_dir.is_dir():
         raise SourceError(f"no such images folder: {images_dir}")
@@ -201,6 +208,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from privacy_filter.demo import DEFAULT_OUT, run_demo
+
     out_dir = Path(getattr(args, "out", None) or DEFAULT_OUT)
     files = run_demo(out_dir)
     print("privacy-filter demo: a 4 s clip of one photo of a person (scikit-image's astronaut) pasted at two sizes,\ncrossing a drawn room, filtered with both presets")
@@ -213,6 +222,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """``privacy-filter engine build MODEL --out ENGINE [--precision] [--max-batch] [--calib-cache]``."""
+    from privacy_filter.gpu.tensorrt.build import BuildOptions, build_engine
+    from privacy_filter.gpu.tensorrt.sidecar import ENGINE_SUFFIXES, sidecar_path
     from privacy_filter.models.registry import resolve_model
 
     out = Path(args.out)
@@ -263,6 +274,10 @@ def describe_engine(info: EngineInfo | None, io: list[TensorDesc] | None, profil
 
 def cmd_engine_inspect(args: argparse.Namespace) -> int:
     """``privacy-filter engine inspect ENGINE``: the sidecar, then the engine's own I/O (needs TensorRT)."""
+    from privacy_filter.gpu.tensorrt.loader import gpu_name, import_tensorrt, trt_major
+    from privacy_filter.gpu.tensorrt.runtime import deserialize, engine_io
+    from privacy_filter.gpu.tensorrt.sidecar import check_engine_compatible, read_sidecar, sidecar_path
+
     path = Path(args.engine)
     if not path.is_file():
         raise ModelError(f"TensorRT engine not found: {path}")
@@ -284,6 +299,8 @@ def cmd_engine_inspect(args: argparse.Namespace) -> int:
 
 def cmd_models_list(args: argparse.Namespace) -> int:
     from privacy_filter.models.pull import cache_dir, cached_problem
+    from privacy_filter.models.registry import EMBEDDED
+    from privacy_filter.models.specs import BUILTIN_SPECS
 
     directory = cache_dir()
     print(f"{'name':<28} {'input':<22} {'output':<10} status")
@@ -342,6 +359,9 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_models_inspect(args: argparse.Namespace) -> int:
+    from privacy_filter.models import onnx_tools
+    from privacy_filter.models.registry import resolve_model
+
     resolved = resolve_model(args.model)
     io = onnx_tools.read_io(resolved.onnx_path)
     print(f"file  : {resolved.onnx_path}")
