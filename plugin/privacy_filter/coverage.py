@@ -69,10 +69,27 @@ class CoverageResult:
     worst_exposed: list[Box] = field(default_factory=list)
 
 
+BOX_COLUMNS = ("frame", "person_id", "x", "y", "w", "h")
+
+
 def read_boxes_csv(path: str | Path) -> list[Person]:
-    """``frame,person_id,x,y,w,h[,visibility]`` rows (the head CSV has the same columns)."""
+    """``frame,person_id,x,y,w,h[,visibility]`` rows (the head CSV has the same columns).
+
+    A missing column or a value that is not a number is a ``ValueError`` naming the line, so a
+    wrong file is reported rather than scored as a clip without people.
+    """
     with open(path, newline="", encoding="utf-8") as f:
-        return [Person(int(r["frame"]), int(r["person_id"]), (float(r["x"]), float(r["y"]), float(r["w"]), float(r["h"]))) for r in csv.DictReader(f)]
+        rows = csv.DictReader(f)
+        missing = [c for c in BOX_COLUMNS if c not in (rows.fieldnames or [])]
+        if missing:
+            raise ValueError(f"no column {', '.join(missing)} in its header (expected {','.join(BOX_COLUMNS)}[,visibility])")
+        people = []
+        for r in rows:
+            try:
+                people.append(Person(int(r["frame"]), int(r["person_id"]), (float(r["x"]), float(r["y"]), float(r["w"]), float(r["h"]))))
+            except (TypeError, ValueError):
+                raise ValueError(f"line {rows.line_num}: {','.join(str(r[c]) for c in BOX_COLUMNS)} is not frame,person_id,x,y,w,h as numbers") from None
+        return people
 
 
 def default_head_box(body: Box) -> Box:

@@ -278,8 +278,16 @@ def evaluate_video(
     from privacy_filter.pipeline import build_cover_engine, plan_from_stream_config
     from privacy_filter.stage import FilterStage
 
-    people = read_boxes_csv(boxes_csv)
-    heads = read_boxes_csv(heads_csv) if heads_csv else []
+    def read(path: str | Path, what: str) -> list[Any]:
+        try:
+            return read_boxes_csv(path)
+        except OSError as exc:
+            raise SourceError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise SourceError(f"the {what} {path}: {exc}") from None
+
+    people = read(boxes_csv, "boxes CSV (--boxes)")
+    heads = read(heads_csv, "heads CSV (--heads)") if heads_csv else []
     plan = plan_from_stream_config(cfg)
     decoder = open_source(video, stream_id=plan.stream_id, audio=False, live=False)
     info = decoder.open()

@@ -79,6 +79,21 @@ def test_eval_video_cli_with_the_pulled_detector(shared_data: Path, model_cache:
     assert out["hidden"] >= 0.98 and out["never_exposed"] >= 0.90 and out["false_cover"] <= 0.10, out
 
 
+def test_eval_video_names_a_missing_or_wrong_boxes_csv(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One line naming the file and the flag, before any model is loaded; exit status 2."""
+    from privacy_filter.cli import main
+
+    video = str(shared_data / "cctv" / "tud_campus" / "video.mp4")
+    missing = tmp_path / "boxes.csv"
+    assert main(["eval-video", video, "--boxes", str(missing), "--preset", "cctv", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read the boxes CSV (--boxes) {missing}: No such file or directory" in err and "Traceback" not in err
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("frame,id,x,y,w,h\n0,1,1,2,3,4\n")
+    assert main(["eval-video", video, "--boxes", str(shared_data / "cctv" / "tud_campus" / "gt.csv"), "--heads", str(wrong), "--preset", "cctv", "--no-progress"]) == 2
+    assert f"the heads CSV (--heads) {wrong}: no column person_id" in capsys.readouterr().err
+
+
 def test_eval_cli_with_detector_and_segment_cover(shared_data: Path, model_cache: Path, tmp_path: Path) -> None:
     """``privacy-filter eval --detector nanodet --cover segment`` on Penn-Fudan photos (the still-image
     path: detector boxes, the selfie model on square crops, boxes filled where it finds too little)."""

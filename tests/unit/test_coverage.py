@@ -97,3 +97,13 @@ def test_read_boxes_csv(tmp_path) -> None:  # type: ignore[no-untyped-def]
     p = tmp_path / "gt.csv"
     p.write_text("frame,person_id,x,y,w,h,visibility\n0,1,1.5,2,3,4,-1\n")
     assert read_boxes_csv(p) == [Person(0, 1, (1.5, 2.0, 3.0, 4.0))]
+
+
+def test_read_boxes_csv_names_a_wrong_file_instead_of_scoring_no_people(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    p = tmp_path / "gt.csv"
+    p.write_text("frame,id,left,top,w,h\n0,1,1,2,3,4\n")
+    with pytest.raises(ValueError, match=r"no column person_id, x, y in its header"):
+        read_boxes_csv(p)
+    p.write_text("frame,person_id,x,y,w,h\n0,1,1,2,3,4\n1,1,1,2,,4\n")
+    with pytest.raises(ValueError, match=r"line 3: 1,1,1,2,,4 is not frame,person_id"):
+        read_boxes_csv(p)
