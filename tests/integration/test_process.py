@@ -8,6 +8,7 @@ start at 10 s); the whole 139 s file is the ``slow`` variant.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -154,6 +155,56 @@ def test_failing_engine_end_to_end_every_published_frame_covered(people_clip: Pa
     assert len(ys) == 30
     for y in ys:  # solid black (Y=16) everywhere, up to codec noise
         assert np.abs(y.astype(int) - 16).max() <= 3
+
+
+class Blank:
+    """A segmenter that finds nobody: every frame reaches the effect with an empty map."""
+
+    def infer_yuv(self, frames):  # noqa: ANN001, ANN201
+        return [np.zeros((f.height, f.width), np.float32) for f in frames]
+
+
+class DeviceDiesAt:
+    """An effect whose device context is lost at the ``n``-th frame (a sticky CUDA error)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.calls = n, 0
+
+    def apply(self, frame, prob):  # noqa: ANN001, ANN201
+        self.calls += 1
+        if self.calls >= self.n:
+            raise RuntimeError("cudaErrorIllegalAddress: an illegal memory access was encountered")
+        return np.zeros((frame.height, frame.width), np.uint8)
+
+    def cover_whole(self, frame):  # noqa: ANN001, ANN201
+        raise AssertionError("a lost device must end the run, not cover and carry on")
+
+
+@pytest.mark.parametrize("preset", ["cctv", "video-call"])
+def test_a_lost_device_in_the_effect_ends_the_run_with_its_error(people_clip: Path, tmp_path: Path, preset: str) -> None:
+    """The effect runs on the drawer thread (decode → stage → effect → encode): an error that must
+    end the run reaches the caller by name, every thread stops (no hang), and the output is closed
+    with the frames written before it."""
+    out = tmp_path / "lost.mp4"
+    plan = plan_for(preset)
+    effect = DeviceDiesAt(8)
+    result: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            run_process(str(people_clip), str(out), plan, segmenter=Blank(), effects={plan.stream_id: effect}, progress=False)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            result["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "run_process hung after the effect's error"
+    err = result.get("error")
+    assert err is not None and type(err).__name__ == "DeviceLost" and "cudaErrorIllegalAddress" in str(err), err
+    assert effect.calls < 30  # stopped at the error, not after the clip
+    frames = read_video(out)[0]
+    assert 0 < len(frames) < 8  # what was encoded before the error, in a playable file
 
 
 def test_failing_engine_with_drop_publishes_no_frames(people_clip: Path, tmp_path: Path) -> None:
