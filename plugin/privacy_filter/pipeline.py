@@ -173,7 +173,48 @@ class _Reader(threading.Thread):
             self.put(_Failure(exc))
 
 
-class _Drawer(threading.Thread):
+class _Consumer(threading.Thread):
+    """A step after the stage: takes audio packets and (frame, payload) pairs in order until the end.
+
+    On an error it records it (the main loop reads ``error`` and stops) and keeps draining, so the
+    producer never blocks; ``done`` runs either way.
+    """
+
+    def __init__(self, name: str, q: queue.Queue[Any]) -> None:
+        super().__init__(name=name, daemon=True)
+        self.q = q
+        self.error: BaseException | None = None
+        self.cpu_s = 0.0  # this thread only: FFmpeg's and x264's own threads are not in it
+
+    def run(self) -> None:
+        try:
+            while True:
+                item = self.q.get()
+                if item is _END:
+                    break
+                if isinstance(item, AudioPacket):
+                    self.audio(item)
+                else:
+                    self.frame(*item)
+        except BaseException as exc:
+            self.error = exc
+            while self.q.get() is not _END:
+                pass
+        finally:
+            self.cpu_s = time.thread_time()
+            self.done()
+
+    def audio(self, packet: AudioPacket) -> None:
+        raise NotImplementedError
+
+    def frame(self, frame: YuvFrame, payload: Any) -> None:
+        raise NotImplementedError
+
+    def done(self) -> None:
+        """Called last, after an error too."""
+
+
+class _Drawer(_Consumer):
     """Draw each frame's effect with its own mask (``FilterStage.finish``), between the stage and
     the encoder.
 
@@ -185,72 +226,38 @@ class _Drawer(threading.Thread):
     """
 
     def __init__(self, q: queue.Queue[Any], out: queue.Queue[Any], stage: FilterStage) -> None:
-        super().__init__(name="effect", daemon=True)
-        self.q, self.out, self.stage = q, out, stage
-        self.error: BaseException | None = None
-        self.cpu_s = 0.0
+        super().__init__("effect", q)
+        self.out, self.stage = out, stage
 
-    def run(self) -> None:
-        try:
-            self._run()
-        finally:
-            self.cpu_s = time.thread_time()
-            self.out.put(_END)
+    def audio(self, packet: AudioPacket) -> None:
+        self.out.put(packet)
 
-    def _run(self) -> None:
-        try:
-            while True:
-                item = self.q.get()
-                if item is _END:
-                    break
-                if isinstance(item, AudioPacket):
-                    self.out.put(item)
-                    continue
-                frame, probs = item
-                (res,) = self.stage.finish([frame], probs)
-                self.out.put((frame, res))
-        except BaseException as exc:
-            self.error = exc
-            while self.q.get() is not _END:  # keep draining so the producer never blocks
-                pass
+    def frame(self, frame: YuvFrame, probs: Any) -> None:
+        (res,) = self.stage.finish([frame], probs)
+        self.out.put((frame, res))
+
+    def done(self) -> None:
+        self.out.put(_END)  # the writer ends after what was drawn
 
 
-class _Writer(threading.Thread):
+class _Writer(_Consumer):
     """Encode/mux the drawn frames (and audio packets) in order, while the effect of the next
     frame is drawn and the engine segments the ones after it."""
 
     def __init__(self, encoder: Sink, q: queue.Queue[Any], masks: MaskWriter | None) -> None:
-        super().__init__(name="encode", daemon=True)
-        self.encoder, self.q, self.masks = encoder, q, masks
-        self.error: BaseException | None = None
-        self.cpu_s = 0.0
+        super().__init__("encode", q)
+        self.encoder, self.masks = encoder, masks
 
-    def run(self) -> None:
-        try:
-            self._run()
-        finally:
-            self.cpu_s = time.thread_time()  # this thread only; x264's own worker threads are not in it
+    def audio(self, packet: AudioPacket) -> None:
+        self.encoder.write_audio(packet)
 
-    def _run(self) -> None:
-        try:
-            while True:
-                item = self.q.get()
-                if item is _END:
-                    break
-                if isinstance(item, AudioPacket):
-                    self.encoder.write_audio(item)
-                    continue
-                frame, res = item
-                if res.frame is None:
-                    continue
-                self.encoder.write(res.frame, res.mask)  # ZeroMQ outputs send the mask along; files ignore it
-                if self.masks is not None:
-                    mask = res.mask if res.mask is not None else np.zeros((frame.height, frame.width), np.uint8)
-                    self.masks.put(frame.index, mask)
-        except BaseException as exc:
-            self.error = exc
-            while self.q.get() is not _END:  # keep draining so the producer never blocks
-                pass
+    def frame(self, frame: YuvFrame, res: Any) -> None:
+        if res.frame is None:
+            return
+        self.encoder.write(res.frame, res.mask)  # ZeroMQ outputs send the mask along; files ignore it
+        if self.masks is not None:
+            mask = res.mask if res.mask is not None else np.zeros((frame.height, frame.width), np.uint8)
+            self.masks.put(frame.index, mask)
 
 
 class MaskWriter(threading.Thread):
