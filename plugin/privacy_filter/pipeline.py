@@ -347,7 +347,7 @@ def run_process(
     counters = board.counters()
     # the counters go to the source too: a ZeroMQ or peer source counts what it drops (other
     # streams, other sizes, malformed messages), and the summary must include those drops
-    decoder = open_source(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live, counters=counters, reuse_pictures=plan.encode.low_memory)
+    decoder = open_source(source, stream_id=sid, audio=plan.encode.audio == "copy", live=live, counters=counters, low_memory=plan.encode.low_memory)
     info = decoder.open()
     try:
         if segmenter is None and plan.cover is not None:

@@ -14,7 +14,7 @@ import pytest
 from privacy_filter.errors import SourceError
 from privacy_filter.frames import YuvFrame
 from privacy_filter.io.av_sink import Encoder, EncodeSettings, SinkError
-from privacy_filter.io.av_source import Decoder, ReconnectPolicy, native_frame
+from privacy_filter.io.av_source import Decoder, ReconnectPolicy, decode_threads, native_frame
 from privacy_filter.media import AudioPacket
 from privacy_filter.urls import is_live_source
 from support.media_clips import has_audio, make_av_clip, read_audio_packets, read_video
@@ -95,14 +95,14 @@ def test_gif_variable_frame_timing_survives(shared_data: Path, tmp_path: Path) -
     assert t_out == t_in
 
 
-@pytest.mark.parametrize("reuse_pictures", [False, True], ids=["fresh-copies", "picture-pool"])
-def test_decoded_planes_are_writable_views_that_do_not_corrupt_later_frames(shared_data: Path, reuse_pictures: bool) -> None:
+@pytest.mark.parametrize("low_memory", [False, True], ids=["fresh-copies", "picture-pool"])
+def test_decoded_planes_are_writable_views_that_do_not_corrupt_later_frames(shared_data: Path, low_memory: bool) -> None:
     """H.264 keeps decoded pictures as references: drawing on one must not leak into the next."""
     src = shared_data / "videos" / "one-by-one-person-detection.mp4"
 
     def first_frames(draw: bool) -> list[np.ndarray]:
         out = []
-        with Decoder(str(src), reuse_pictures=reuse_pictures) as dec:
+        with Decoder(str(src), low_memory=low_memory) as dec:
             for item in dec:
                 out.append(item.y.copy())
                 nf = native_frame(item)
@@ -120,13 +120,13 @@ def test_decoded_planes_are_writable_views_that_do_not_corrupt_later_frames(shar
 
 
 def test_picture_pool_gives_the_decoded_pixels_and_never_a_picture_still_in_use(shared_data: Path) -> None:
-    """``reuse_pictures`` (output.low_memory) copies into pooled pictures: every frame must carry
+    """``low_memory`` (output.low_memory) copies into pooled pictures: every frame must carry
     the decoder's pixels and timing, a picture must not be reused while any frame or plane view
     of it lives (held frames keep their pixels), and released pictures must be reused."""
     src = shared_data / "videos" / "one-by-one-person-detection.mp4"
     with Decoder(str(src), audio=False) as plain:
         expected = [(f.pts, f.y.copy(), f.u.copy(), f.v.copy()) for f, _ in zip(plain, range(40))]
-    with Decoder(str(src), audio=False, reuse_pictures=True) as dec:
+    with Decoder(str(src), audio=False, low_memory=True) as dec:
         held: list[YuvFrame] = []
         views: list[np.ndarray] = []
         for i, f in enumerate(dec):
@@ -159,7 +159,7 @@ def test_picture_pool_gives_the_decoded_pixels_and_never_a_picture_still_in_use(
 
 def test_picture_pool_reuses_pictures_released_between_frames(shared_data: Path) -> None:
     src = shared_data / "videos" / "one-by-one-person-detection.mp4"
-    with Decoder(str(src), audio=False, reuse_pictures=True) as dec:
+    with Decoder(str(src), audio=False, low_memory=True) as dec:
         buffers = set()
         for f, _ in zip(dec, range(30)):
             nf = native_frame(f)
@@ -167,6 +167,37 @@ def test_picture_pool_reuses_pictures_released_between_frames(shared_data: Path)
             buffers.add(nf.planes[0].buffer_ptr)
             del f, nf
     assert len(buffers) <= 2  # one picture in use, at most one more while the next is copied
+
+
+def test_decode_threads_rule() -> None:
+    """``low_memory``: one decoder thread up to 1080p; FFmpeg's choice (0) above, for an unknown
+    size, and without ``low_memory``; a configured count always wins."""
+    assert decode_threads(1920, 1080, low_memory=True) == 1
+    assert decode_threads(1920, 1088, low_memory=True) == 1
+    assert decode_threads(640, 480, low_memory=True) == 1
+    assert decode_threads(2560, 1440, low_memory=True) == 0
+    assert decode_threads(3840, 2160, low_memory=True) == 0
+    assert decode_threads(0, 0, low_memory=True) == 0
+    assert decode_threads(1920, 1080) == 0
+    assert decode_threads(1920, 1080, threads=3, low_memory=True) == 3
+
+
+@pytest.mark.parametrize("low_memory", [False, True])
+def test_a_low_memory_decoder_runs_one_thread_and_decodes_the_same_pictures(shared_data: Path, low_memory: bool) -> None:
+    """The thread count FFmpeg actually runs (read back after the first frame), and the pictures
+    against a default decoder's: one thread must change nothing but the memory."""
+    src = shared_data / "videos" / "one-by-one-person-detection.mp4"
+    with Decoder(str(src), audio=False) as plain:
+        expected = [(f.pts, f.y.copy(), f.v.copy()) for f, _ in zip(plain, range(30))]
+        default_threads = plain._container.streams.video[0].codec_context.thread_count
+    with Decoder(str(src), audio=False, low_memory=low_memory) as dec:
+        for (pts, y, v), f in zip(expected, dec):
+            assert f.pts == pts
+            np.testing.assert_array_equal(f.y, y)
+            np.testing.assert_array_equal(f.v, v)
+        threads = dec._container.streams.video[0].codec_context.thread_count
+    assert default_threads > 1  # FFmpeg's frame threads (cores + 1) on the default decoder
+    assert threads == (1 if low_memory else default_threads)
 
 
 def test_copied_frames_are_encoded_without_the_native_buffer(av_clip: Path, tmp_path: Path) -> None:

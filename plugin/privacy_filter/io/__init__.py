@@ -37,7 +37,7 @@ def open_source(
     should_stop: Any = None,
     hwm: int = 4,
     size: tuple[int, int] | None = None,
-    reuse_pictures: bool = False,
+    low_memory: bool = False,
 ) -> Source:
     """The reader for ``url``: a ``Decoder``, or for ZeroMQ peers a source shaped like one.
 
@@ -45,8 +45,8 @@ def open_source(
     (``io.zmq_native``); ``imagezmq+...`` / ``netgear+...`` read packed pictures
     (``io.peer``, always live).  ``size`` (width, height) fixes a peer stream's picture size
     (a restarted service worker: the stream keeps the size it has); other sources ignore it.
-    ``reuse_pictures``: a media source copies its pictures into a pool (``PicturePool``) instead of
-    fresh buffers (``output.low_memory``).
+    ``low_memory`` (``output.low_memory``): a media source copies its pictures into a pool
+    (``PicturePool``) instead of fresh buffers, and decodes up to 1080p on one thread.
     """
     from privacy_filter.io.av_source import Decoder
     from privacy_filter.io.peer import PeerSource
@@ -56,7 +56,7 @@ def open_source(
         return ZmqSource(url, stream_id=stream_id, audio=audio, live=live, counters=counters, should_stop=should_stop, hwm=hwm)
     if is_peer_url(url):
         return PeerSource(url, stream_id=stream_id, counters=counters, should_stop=should_stop, hwm=hwm, size=size)
-    return Decoder(url, stream_id=stream_id, audio=audio, live=live, reconnect=reconnect, should_stop=should_stop, reuse_pictures=reuse_pictures)
+    return Decoder(url, stream_id=stream_id, audio=audio, live=live, reconnect=reconnect, should_stop=should_stop, low_memory=low_memory)
 
 
 def open_sink(
