@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 
 from privacy_filter.config import DetectorConfig, EffectConfig, MaskConfig, MotionConfig, ZoneConfig
 from privacy_filter.engines.finder import CoverSettings, PersonFinder, hold_missed, pad_boxes
-from privacy_filter.engines.motion import MotionLayer, RunningMedian, first_pass_background, grid_size, median_background
+from privacy_filter.engines.motion import MotionLayer, RunningMedian, dilate_ellipse, ellipse_rects, first_pass_background, grid_size, median_background
 from privacy_filter.engines.zones import zone_masks
 from privacy_filter.frames import CoverWhole, YuvFrame
 from privacy_filter.stage import FilterStage, StageStream
@@ -65,6 +66,23 @@ def test_median_background_in_row_bands_equals_the_stacked_median(count: int) ->
     got = median_background(lumas)
     assert got.dtype == np.uint8 and got.shape == (540, 960)
     assert np.array_equal(got, np.median(np.stack(lumas), axis=0).astype(np.uint8))
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 9, 15, 23, 31, 45])
+def test_ellipse_dilation_by_rectangles_is_opencvs_bit_for_bit(k: int) -> None:
+    """The motion layer's dilation must be exactly ``cv2.dilate`` with OpenCV's ellipse: sparse
+    specks (isolated pixels show the element itself), blobs, and marks on every border."""
+    rng = np.random.default_rng(k)
+    for density in (0.0005, 0.01, 0.2):
+        m = np.where(rng.random((97, 131)) < density, 255, 0).astype(np.uint8)
+        m[0, 5] = m[-1, -3] = m[40, 0] = m[7, -1] = 255
+        expected = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        np.testing.assert_array_equal(dilate_ellipse(m, k), expected)
+    one = np.zeros((k + 4, k + 4), np.uint8)
+    one[(k + 4) // 2, (k + 4) // 2] = 255
+    element = dilate_ellipse(one, k)[2 : k + 2, 2 : k + 2]
+    np.testing.assert_array_equal(element > 0, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)) > 0)
+    assert len(ellipse_rects(k)) <= k // 2 + 1  # fewer rectangles than element rows: the point of it
 
 
 def test_running_median_is_worked_out_in_bands_and_swapped_in_whole() -> None:

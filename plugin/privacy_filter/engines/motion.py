@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -73,14 +74,46 @@ def to_grid(grid_height: int | None) -> Callable[[np.ndarray], np.ndarray]:
     return reduce
 
 
+@lru_cache(maxsize=8)
+def ellipse_rects(k: int) -> tuple[tuple[int, int], ...]:
+    """OpenCV's ``k``x``k`` elliptic structuring element as a union of centred rectangles (w, h).
+
+    Each row of the ellipse is a centred run, and the runs narrow away from the middle row, so
+    the element is the union of, for each run width, the rectangle that wide and as tall as the
+    rows at least that wide.  Read off ``cv2.getStructuringElement`` itself, so it is that element
+    exactly, whatever OpenCV's rounding.
+    """
+    rows = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)).sum(axis=1)
+    r = k // 2
+    tallest: dict[int, int] = {}
+    for dy, width in enumerate(rows.tolist()):
+        if width:
+            tallest[width] = max(tallest.get(width, 0), abs(dy - r))
+    return tuple((w, 2 * h + 1) for w, h in sorted(tallest.items()))
+
+
+def dilate_ellipse(m: np.ndarray, k: int) -> np.ndarray:
+    """``cv2.dilate(m, ellipse k x k)``, bit for bit, as the maximum of rectangle dilations.
+
+    Why: OpenCV dilates by a non-rectangular element row by row of the element, while a
+    rectangle is separable (a run maximum along each axis).  At the cctv preset's 23 px on the
+    960x540 grid: 1.84 -> 1.10 ms a frame (30 foreground maps of the 1080p benchmark clip, the
+    same pixels on every one; tests/unit/test_cctv_cover.py).
+    """
+    out: np.ndarray | None = None
+    for w, h in ellipse_rects(k):
+        d = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_RECT, (w, h)))
+        out = d if out is None else cv2.max(out, d, dst=out)
+    return m.copy() if out is None else out
+
+
 def clean_foreground(fg: np.ndarray, open_px: int, dilate_px: int) -> np.ndarray:
     """Binary foreground → opened (drops specks) → dilated (covers the silhouette plus a margin)."""
     m = fg
     if open_px > 1:
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (open_px, open_px)))
     if dilate_px > 0:
-        k = 2 * dilate_px + 1
-        m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        m = dilate_ellipse(m, 2 * dilate_px + 1)
     return m
 
 
