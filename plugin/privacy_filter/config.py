@@ -324,7 +324,7 @@ class OutputConfig(_Strict):
     mask: bool = Field(True, description="ZeroMQ outputs: send each frame's mask (255 = covered) as a 5th part; other outputs ignore it")
     low_memory: bool = Field(
         False,
-        description="libx264: one encoding thread with the lookahead in it, and `process` maps picture-sized heap blocks on their own: ~75 MB less per 1080p stream, but up to ~30 % fewer fps where the encoder is the bottleneck (the cctv preset turns it on: its detector is)",
+        description="libx264: one encoding thread with the lookahead in it; `process` decodes sources up to 1080p on one thread and maps picture-sized heap blocks on their own: ~80 MiB less per 1080p stream, but up to ~30 % fewer fps where the encoder is the bottleneck (the cctv preset turns it on)",
     )
     overwrite: bool | None = Field(
         None, description="an existing output file: unset replaces it with a warning; true replaces it quietly (ffmpeg's -y); false refuses to start (ffmpeg's -n)"
