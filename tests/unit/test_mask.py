@@ -274,6 +274,22 @@ def test_smooth_ema_values(shared_data: Path) -> None:
     np.testing.assert_allclose(outs[3], 0.6 * p + 0.4 * 0.16 * p, rtol=1e-6, atol=1e-7)
 
 
+def test_temporal_none_reads_a_valid_map_in_place_and_fixes_a_bad_one_in_a_copy() -> None:
+    """``temporal: none`` hands a float32 map in [0, 1] back as it is (no 2 MB copy a frame);
+    anything else (NaN, out of range, another dtype) comes back fixed in a copy, the input untouched."""
+    tf = TemporalFilter(MaskConfig(temporal="none"))
+    good = np.array([[0.0, 0.25], [1.0, 0.5]], np.float32)
+    assert tf(good) is good
+    bad = np.array([[np.nan, -3.0], [7.0, 0.5]], np.float32)
+    fixed = tf(bad)
+    assert not np.shares_memory(fixed, bad) and np.isnan(bad[0, 0]) and bad[1, 0] == 7.0
+    assert fixed.tolist() == [[1.0, 0.0], [1.0, 0.5]]
+    as_float64 = tf(good.astype(np.float64))
+    assert as_float64.dtype == np.float32 and np.array_equal(as_float64, good)
+    with pytest.raises(ValueError, match="2-D"):
+        tf(np.zeros((1, 4, 6), np.float32))
+
+
 def test_temporal_resets_on_shape_change() -> None:
     tf = TemporalFilter(MaskConfig(temporal="hold", hold_frames=4))
     tf(np.ones((8, 8), np.float32))

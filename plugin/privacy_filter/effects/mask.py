@@ -48,6 +48,21 @@ def sanitize_prob(prob: np.ndarray) -> np.ndarray:
     return p
 
 
+def sanitized(prob: np.ndarray) -> np.ndarray:
+    """``prob`` itself when it is already a 2-D float32 map in [0, 1], else ``sanitize_prob(prob)``.
+
+    For readers only (``temporal: none``, whose output is only read): the copy ``sanitize_prob``
+    makes is 2 MB a frame for the cctv preset's 960x540 cover map, allocated, filled and freed
+    on every frame for nothing when the map needs no fixing, which the engines' maps never do.
+    """
+    p = np.asarray(prob)
+    if p.dtype == np.float32 and p.ndim == 2 and p.size:
+        lo, hi = float(p.min()), float(p.max())  # NaN anywhere makes both NaN: the slow path
+        if 0.0 <= lo and hi <= 1.0:
+            return p
+    return sanitize_prob(prob)
+
+
 class TemporalFilter:
     """Per-stream temporal state at model resolution: ``hold`` (max of last N) or ``smooth`` (EMA).
 
@@ -68,9 +83,11 @@ class TemporalFilter:
         self._ema = None
 
     def __call__(self, prob: np.ndarray) -> np.ndarray:
-        p = sanitize_prob(prob)
+        """The map to use for this frame: float32, finite, in [0, 1]; never to be written into
+        (``none`` may hand back ``prob`` itself)."""
         if self.mode == "none":
-            return p
+            return sanitized(prob)
+        p = sanitize_prob(prob)
         last = self._ema if self.mode == "smooth" else (self._history[-1] if self._history else None)
         if last is not None and last.shape != p.shape:
             self.reset()
