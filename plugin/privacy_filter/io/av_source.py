@@ -283,8 +283,9 @@ def decode_threads(width: int, height: int, threads: int = 0, low_memory: bool =
     flight and a decoding context of its own, which FFmpeg allocates from its own buffer pools.
     On the 1080p cctv benchmark clip one thread lowered peak RSS by 18-23 MiB (402 -> 379,
     401 -> 383 MiB: medians of 4 and 5 interleaved pairs, 2026-12-05) at the same wall time, a
-    1080p H.264 picture decoding in ~4 ms on one core against a frame loop of ~25 ms a frame.  Larger pictures keep frame threads, where one core could set the pace (4K
-    HEVC), and so does a stream whose size is not known yet (0).  ``threads``, when set, wins.
+    1080p H.264 picture decoding in ~4 ms on one core against a frame loop of ~25 ms a frame.
+    Larger pictures keep frame threads, where one core could set the pace (4K HEVC), and so does
+    a stream whose size is not known yet (0).  ``threads``, when set, wins.
     """
     if threads:
         return threads
